@@ -1,0 +1,73 @@
+"""What a source reader yields, and how skipped inputs are counted.
+
+Readers are cheap: they parse annotations and yield :class:`Record` objects that point at an image (a
+path, or a callable that draws one). Decoding happens in the shard writer, which counts images that
+fail to decode. Every input that does not become a sample is counted by reason in a
+:class:`SkipCounter`, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+ImageRef = Path | Callable[[], Image.Image]
+
+
+@dataclass
+class Record:
+    """One candidate sample, before its image is decoded.
+
+    Attributes:
+        source: the source name (``synthetic``, ``hateful_memes``, ...).
+        source_id: the sample's id in its source.
+        split: the split name written to the shards (``train``, ``val``, ``dev_seen``, ...).
+        text: the text paired with the image (never empty).
+        label: the merged class in ``0..6``, or -1 when the source gives none.
+        image: a path to the image file, or a callable returning a PIL image.
+        meta: the source's own labels and extra fields, copied into the sample's ``json``.
+    """
+
+    source: str
+    source_id: str
+    split: str
+    text: str
+    label: int
+    image: ImageRef
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class SkipCounter(Counter):
+    """Counts skipped inputs by reason and keeps a few examples of each.
+
+    >>> skips = SkipCounter()
+    >>> skips.skip("missing_image", "img/42.png")
+    >>> dict(skips)
+    {'missing_image': 1}
+    """
+
+    max_examples = 5
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.examples: dict[str, list[str]] = {}
+
+    def skip(self, reason: str, example: str | None = None) -> None:
+        """Counts one skipped input under ``reason`` (a short snake_case key)."""
+        self[reason] += 1
+        if example is not None:
+            kept = self.examples.setdefault(reason, [])
+            if len(kept) < self.max_examples:
+                kept.append(str(example))
+
+    def merge(self, other: SkipCounter) -> None:
+        """Adds ``other``'s counts and examples to this counter."""
+        self.update(other)
+        for reason, examples in other.examples.items():
+            kept = self.examples.setdefault(reason, [])
+            kept.extend(examples[: max(0, self.max_examples - len(kept))])

@@ -1,0 +1,311 @@
+"""Writing WebDataset shards and their manifest, atomically and resumably.
+
+Layout written for a source, readable by ``python -m open_clip_train.main --dataset-type webdataset``::
+
+    {out_dir}/{source}/manifest.json       splits -> shards, counts, class counts, skips by reason
+    {out_dir}/{source}/sizes.json          shard file name -> sample count (what open_clip_train reads)
+    {out_dir}/{source}/{split}-00000.tar   members {key}.jpg, {key}.txt, {key}.json per sample
+
+A split's records are cut into shards of ``shard_size`` *candidate* records in the reader's order, so
+shard ``k`` always holds the same inputs whatever happened to the others. Each shard is written under a
+temporary name and renamed when complete, together with a small ``.{shard}.stats.json`` sidecar holding
+its counts and a fingerprint of its inputs. A re-run skips every shard whose tar and sidecar exist and
+whose fingerprint matches, without decoding its images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import webdataset as wds
+from tqdm.auto import tqdm
+
+from nbhelpers.data.image import ImageDecodeError, encode_jpeg, letterbox, load_rgb
+from nbhelpers.data.records import Record, SkipCounter
+from nbhelpers.data.taxonomy import CLASSES, class_name, is_valid_pair
+
+MANIFEST = "manifest.json"
+SIZES = "sizes.json"
+MANIFEST_VERSION = 1
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Writes ``obj`` as JSON to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def sample_key(record: Record) -> str:
+    """A WebDataset key for ``record``: no dots (they separate the extension) and no slashes."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in record.source_id)
+    return f"{record.source}_{record.split}_{safe}"
+
+
+def sample_json(record: Record) -> dict[str, Any]:
+    """The ``json`` member of a sample: the merged label, its name, provenance and the source's labels."""
+    return {
+        "label": record.label,
+        "label_name": class_name(record.label),
+        "source": record.source,
+        "source_id": record.source_id,
+        "split": record.split,
+        "valid_pair": is_valid_pair(record.label),
+        **record.meta,
+    }
+
+
+@dataclass
+class ShardStats:
+    """What one shard holds: sample counts by class and the inputs that failed to decode."""
+
+    name: str
+    num_samples: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    skip_examples: dict[str, list[str]] = field(default_factory=dict)
+    fingerprint: str = ""
+
+
+def _fingerprint(records: list[Record], image_size: int) -> str:
+    digest = hashlib.sha1(str(image_size).encode())
+    for r in records:
+        digest.update(f"{r.source}|{r.split}|{r.source_id}|{r.label}|{r.text}\n".encode())
+    return digest.hexdigest()
+
+
+def _stats_path(shard: Path) -> Path:
+    return shard.with_name(f".{shard.name}.stats.json")
+
+
+def write_shard(shard: Path, records: list[Record], image_size: int) -> ShardStats:
+    """Writes ``records`` into the tar ``shard``, atomically; returns its stats.
+
+    Images are decoded, letterboxed to ``image_size`` square and re-encoded as JPEG. A record whose
+    image is missing, truncated or undecodable is skipped and counted as ``undecodable_image``.
+    """
+    stats = ShardStats(name=shard.name, fingerprint=_fingerprint(records, image_size))
+    skips = SkipCounter()
+    classes: Counter[str] = Counter()
+    tmp = shard.with_name(f".{shard.name}.tmp")
+    with open(tmp, "wb") as raw:
+        sink = wds.TarWriter(raw, encoder=False, mode=0o644)
+        for record in records:
+            try:
+                image = letterbox(load_rgb(record.image), image_size)
+            except ImageDecodeError as err:
+                skips.skip("undecodable_image", str(err))
+                continue
+            key = sample_key(record)
+            sink.write(
+                {
+                    "__key__": key,
+                    "jpg": encode_jpeg(image),
+                    "txt": record.text.encode("utf-8"),
+                    "json": json.dumps(sample_json(record)).encode("utf-8"),
+                }
+            )
+            classes[class_name(record.label)] += 1
+        sink.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+    stats.num_samples = sum(classes.values())
+    stats.class_counts = dict(classes)
+    stats.skipped = dict(skips)
+    stats.skip_examples = skips.examples
+    os.replace(tmp, shard)
+    write_json_atomic(_stats_path(shard), stats.__dict__)
+    return stats
+
+
+def _complete(shard: Path, fingerprint: str) -> ShardStats | None:
+    stats_file = _stats_path(shard)
+    if not (shard.is_file() and stats_file.is_file()):
+        return None
+    try:
+        stats = ShardStats(**json.loads(stats_file.read_text()))
+    except (ValueError, TypeError):
+        return None
+    return stats if stats.fingerprint == fingerprint else None
+
+
+def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    it = iter(records)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+@dataclass
+class SplitResult:
+    """A written split, as listed in the manifest."""
+
+    shards: list[str]
+    num_samples: int
+    class_counts: dict[str, int]
+    skipped: dict[str, int]
+    skip_examples: dict[str, list[str]]
+    shard_sizes: dict[str, int]
+    resumed_shards: int = 0
+
+
+def write_split(
+    records: Iterable[Record],
+    out_dir: Path,
+    split: str,
+    *,
+    shard_size: int,
+    image_size: int,
+    reader_skips: SkipCounter | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> SplitResult:
+    """Writes one split as shards ``{split}-{k:05d}.tar`` under ``out_dir``, resuming complete ones.
+
+    Args:
+        records: the split's records in a deterministic order.
+        out_dir: the source's shard folder (created if missing).
+        split: the split name, used in the shard names.
+        shard_size: candidate records per shard.
+        image_size: side of the square JPEGs written.
+        reader_skips: what the reader skipped; merged into the split's counts once ``records`` is consumed.
+        workers: processes writing shards in parallel (records must be picklable).
+        progress: show a tqdm bar.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skips = SkipCounter()
+    results: dict[int, ShardStats] = {}
+    resumed = 0
+    pending = []
+    bar = tqdm(desc=f"{split} shards", unit="shard", disable=not progress)
+    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
+        for k, chunk in enumerate(_chunks(records, shard_size)):
+            shard = out_dir / f"{split}-{k:05d}.tar"
+            done = _complete(shard, _fingerprint(chunk, image_size))
+            if done is not None:
+                results[k] = done
+                resumed += 1
+                bar.update()
+                continue
+            pending.append((k, pool.submit(write_shard, shard, chunk, image_size)))
+        for k, future in pending:
+            results[k] = future.result()
+            bar.update()
+    bar.close()
+    n_shards = len(results)
+    _remove_stale(out_dir, split, n_shards)
+    if reader_skips is not None:
+        skips.merge(reader_skips)
+    classes: Counter[str] = Counter()
+    names, sizes = [], {}
+    for k in range(n_shards):
+        stats = results[k]
+        classes.update(stats.class_counts)
+        for reason, count in stats.skipped.items():
+            skips[reason] += count
+            kept = skips.examples.setdefault(reason, [])
+            kept.extend(stats.skip_examples.get(reason, [])[: max(0, SkipCounter.max_examples - len(kept))])
+        names.append(stats.name)
+        sizes[stats.name] = stats.num_samples
+    return SplitResult(
+        shards=names,
+        num_samples=sum(sizes.values()),
+        class_counts={name: classes[name] for name in (*CLASSES, "unlabelled") if classes[name]},
+        skipped=dict(sorted(skips.items())),
+        skip_examples=skips.examples,
+        shard_sizes=sizes,
+        resumed_shards=resumed,
+    )
+
+
+def _remove_stale(out_dir: Path, split: str, n_shards: int) -> None:
+    """Deletes shards of ``split`` beyond ``n_shards`` left by an earlier, larger run."""
+    for path in out_dir.glob(f"{split}-*.tar"):
+        index = path.stem.rsplit("-", 1)[-1]
+        if index.isdigit() and int(index) >= n_shards:
+            path.unlink()
+            _stats_path(path).unlink(missing_ok=True)
+
+
+class _Inline:
+    """A stand-in for a process pool that runs each task at once, in this process."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args):
+        return _Done(fn(*args))
+
+
+class _Done:
+    def __init__(self, value):
+        self._value = value
+
+    def result(self):
+        return self._value
+
+
+def write_manifest(
+    source_dir: Path, source: str, image_size: int, splits: dict[str, SplitResult], config: dict[str, Any]
+) -> dict[str, Any]:
+    """Writes ``manifest.json`` and ``sizes.json`` for a source's shards; returns the manifest."""
+    source_dir = Path(source_dir)
+    manifest_file = source_dir / MANIFEST
+    previous = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    all_splits = dict(previous.get("splits", {}))
+    for name, result in splits.items():
+        all_splits[name] = {
+            "shards": result.shards,
+            "num_samples": result.num_samples,
+            "class_counts": result.class_counts,
+            "skipped": result.skipped,
+            "skip_examples": result.skip_examples,
+        }
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "source": source,
+        "image_size": image_size,
+        "members": ["jpg", "txt", "json"],
+        "config": config,
+        "splits": all_splits,
+    }
+    sizes = {}
+    for split in all_splits.values():
+        for shard in split["shards"]:
+            stats_file = _stats_path(source_dir / shard)
+            sizes[shard] = json.loads(stats_file.read_text())["num_samples"]
+    write_json_atomic(source_dir / SIZES, sizes)
+    write_json_atomic(manifest_file, manifest)
+    return manifest
+
+
+def read_manifest(path: Path | str) -> dict[str, Any]:
+    """Reads a manifest (a ``manifest.json`` file, or the folder holding it).
+
+    Raises:
+        FileNotFoundError: if there is no manifest there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no shard manifest at {path}; build the shards first (notebook 01)")
+    manifest = json.loads(path.read_text())
+    manifest["_dir"] = str(path.parent)
+    return manifest

@@ -5,7 +5,10 @@ from nbhelpers.config import ConfigError, PrepareConfig, preset_names, preset_va
 
 def test_presets_are_data_and_cover_demo_and_t4():
     assert {"demo", "t4"} <= set(preset_names())
-    assert preset_values("t4", "prepare")["synthetic_train"] > preset_values("demo", "prepare")["synthetic_train"]
+    assert (
+        preset_values("t4", "prepare")["synthetic_train"]
+        > preset_values("demo", "prepare")["synthetic_train"]
+    )
 
 
 def test_preset_values_apply_and_explicit_parameters_win():

@@ -65,7 +65,9 @@ def shard_set(
         manifest = m if isinstance(m, dict) else read_manifest(m)
         root = Path(manifest["_dir"])
         if split not in manifest["splits"]:
-            raise KeyError(f"source {manifest['source']!r} has no split {split!r}; it has {list(manifest['splits'])}")
+            raise KeyError(
+                f"source {manifest['source']!r} has no split {split!r}; it has {list(manifest['splits'])}"
+            )
         info = manifest["splits"][split]
         sizes = json.loads((root / "sizes.json").read_text())
         factor = (source_factors or {}).get(manifest["source"], 1.0)
@@ -79,7 +81,9 @@ def shard_set(
         sources.append(manifest["source"])
     if not urls:
         raise ValueError(f"split {split!r} has no samples in {[str(m) for m in sources]}")
-    return ShardSet(urls=urls, weights=weights, num_samples=total, sources=sources, class_counts=dict(classes))
+    return ShardSet(
+        urls=urls, weights=weights, num_samples=total, sources=sources, class_counts=dict(classes)
+    )
 
 
 def _stream_seed(seed: int, epoch: int) -> int:
@@ -245,9 +249,13 @@ def make_pipeline(
         if class_factors:
             unknown = set(class_factors) - set(range(NUM_CLASSES))
             if unknown:
-                raise ValueError(f"class_factors: unknown labels {sorted(unknown)}; allowed 0..{NUM_CLASSES - 1}")
+                raise ValueError(
+                    f"class_factors: unknown labels {sorted(unknown)}; allowed 0..{NUM_CLASSES - 1}"
+                )
             stages.append(lambda src: upsample_classes(src, class_factors, seed + epoch))
-        stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed + epoch)))
+        stages.append(
+            wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100), rng=random.Random(seed + epoch))
+        )
     stages.append(decoder.decode)
     if limit is not None:
         stages.append(lambda src: islice(src, limit))
@@ -260,7 +268,9 @@ def make_pipeline(
         return sample
 
     stages.append(wds.map(prepare))
-    stages.append(wds.batched(batch_size, collation_fn=collate, partial=(not train) if partial is None else partial))
+    stages.append(
+        wds.batched(batch_size, collation_fn=collate, partial=(not train) if partial is None else partial)
+    )
     pipeline = Pipeline(*stages)
     pipeline.decoder = decoder
     pipeline.num_samples = shards.num_samples

@@ -29,7 +29,9 @@ def train_transform(
     )
 
 
-def eval_transform(size: int, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD) -> v2.Compose:
+def eval_transform(
+    size: int, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD
+) -> v2.Compose:
     """Resize the (square) shard image to ``size``, then normalise."""
     return v2.Compose(
         [

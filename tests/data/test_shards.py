@@ -30,7 +30,11 @@ def test_manifest_lists_shards_counts_and_classes(small_synthetic):
     assert train["shards"] == ["train-00000.tar", "train-00001.tar", "train-00002.tar"]
     assert train["num_samples"] == 40 and sum(train["class_counts"].values()) == 40
     assert set(train["class_counts"]) <= set(CLASSES)
-    assert manifest["splits"]["unseen"]["shards"] == ["unseen-00000.tar", "unseen-00001.tar", "unseen-00002.tar"]
+    assert manifest["splits"]["unseen"]["shards"] == [
+        "unseen-00000.tar",
+        "unseen-00001.tar",
+        "unseen-00002.tar",
+    ]
     sizes = json.loads((root / "sizes.json").read_text())
     assert sizes["train-00000.tar"] == 16 and sizes["train-00002.tar"] == 8
     assert sum(v for k, v in sizes.items() if k.startswith("train")) == 40
@@ -63,7 +67,13 @@ def test_letterbox_keeps_the_whole_picture_and_pads():
 
 def test_rerun_resumes_complete_shards_without_rewriting(small_synthetic, tmp_path):
     config = PrepareConfig.from_params(
-        "demo", out_dir=str(tmp_path), image_size=32, train_shard_size=16, eval_shard_size=5, workers=1, **SMALL
+        "demo",
+        out_dir=str(tmp_path),
+        image_size=32,
+        train_shard_size=16,
+        eval_shard_size=5,
+        workers=1,
+        **SMALL,
     )
     prepare(config, progress=False)
     shard = config.source_dir / "train-00001.tar"
@@ -81,7 +91,13 @@ def test_rerun_resumes_complete_shards_without_rewriting(small_synthetic, tmp_pa
 
 def test_changed_inputs_rewrite_the_shard_and_stale_shards_are_removed(tmp_path):
     config = PrepareConfig.from_params(
-        "demo", out_dir=str(tmp_path), image_size=32, train_shard_size=16, eval_shard_size=5, workers=1, **SMALL
+        "demo",
+        out_dir=str(tmp_path),
+        image_size=32,
+        train_shard_size=16,
+        eval_shard_size=5,
+        workers=1,
+        **SMALL,
     )
     prepare(config, progress=False)
     smaller = PrepareConfig.from_params(**{**config.to_dict(), "synthetic_train": 20})
@@ -92,7 +108,9 @@ def test_changed_inputs_rewrite_the_shard_and_stale_shards_are_removed(tmp_path)
 
 
 def _record(i, image):
-    return Record(source="unit", source_id=f"id.{i}", split="train", text=f"text {i}", label=i % 7, image=image)
+    return Record(
+        source="unit", source_id=f"id.{i}", split="train", text=f"text {i}", label=i % 7, image=image
+    )
 
 
 def test_undecodable_images_are_skipped_and_counted(tmp_path):
@@ -102,14 +120,31 @@ def test_undecodable_images_are_skipped_and_counted(tmp_path):
     truncated.write_bytes(good.read_bytes()[:60])
     not_image = tmp_path / "notes.png"
     not_image.write_text("not an image")
-    records = [_record(0, good), _record(1, truncated), _record(2, not_image), _record(3, tmp_path / "gone.png")]
+    records = [
+        _record(0, good),
+        _record(1, truncated),
+        _record(2, not_image),
+        _record(3, tmp_path / "gone.png"),
+    ]
     reader_skips = SkipCounter()
     reader_skips.skip("empty_text", "row 9")
-    result = write_split(records, tmp_path / "out", "train", shard_size=10, image_size=32, reader_skips=reader_skips, progress=False)
+    result = write_split(
+        records,
+        tmp_path / "out",
+        "train",
+        shard_size=10,
+        image_size=32,
+        reader_skips=reader_skips,
+        progress=False,
+    )
     assert result.num_samples == 1
     assert result.skipped == {"empty_text": 1, "undecodable_image": 3}
     assert any("truncated.png" in e for e in result.skip_examples["undecodable_image"])
-    assert sorted(_members(tmp_path / "out" / "train-00000.tar")) == ["unit_train_id_0.jpg", "unit_train_id_0.json", "unit_train_id_0.txt"]
+    assert sorted(_members(tmp_path / "out" / "train-00000.tar")) == [
+        "unit_train_id_0.jpg",
+        "unit_train_id_0.json",
+        "unit_train_id_0.txt",
+    ]
 
 
 def test_a_crash_mid_shard_leaves_complete_shards_and_no_final_file(tmp_path):
@@ -124,7 +159,9 @@ def test_a_crash_mid_shard_leaves_complete_shards_and_no_final_file(tmp_path):
         write_split(records, tmp_path, "train", shard_size=4, image_size=16, progress=False)
     assert (tmp_path / "train-00000.tar").is_file()
     assert not (tmp_path / "train-00001.tar").exists()
-    result = write_split([_record(i, good) for i in range(5)], tmp_path, "train", shard_size=4, image_size=16, progress=False)
+    result = write_split(
+        [_record(i, good) for i in range(5)], tmp_path, "train", shard_size=4, image_size=16, progress=False
+    )
     assert result.resumed_shards == 1 and result.num_samples == 5
 
 

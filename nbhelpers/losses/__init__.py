@@ -1,0 +1,27 @@
+"""Losses, one per module: functions (or small modules holding only loss state) of tensors.
+
+A loss knows nothing of models, training or data; the recipes in ``nbhelpers.train`` wire them up.
+"""
+
+from nbhelpers.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss, batch_standardise
+from nbhelpers.losses.cass import CASSLoss, cass_loss
+from nbhelpers.losses.cass_mm import CASSMMLoss, cass_mm_loss
+from nbhelpers.losses.clip import MaskedClipLoss, masked_clip_loss
+from nbhelpers.losses.dino import DINOLoss, cosine_momentum, ema_update_
+from nbhelpers.losses.dino_twins import DINOTwinsLoss
+
+__all__ = [
+    "BarlowTwinsLoss",
+    "CASSLoss",
+    "CASSMMLoss",
+    "DINOLoss",
+    "DINOTwinsLoss",
+    "MaskedClipLoss",
+    "barlow_twins_loss",
+    "batch_standardise",
+    "cass_loss",
+    "cass_mm_loss",
+    "cosine_momentum",
+    "ema_update_",
+    "masked_clip_loss",
+]

@@ -1,0 +1,165 @@
+import json
+import pickle
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import webdataset as wds
+
+from nbhelpers.data.loader import (
+    WeightedResampledShards,
+    make_loader,
+    make_pipeline,
+    shard_set,
+    upsample_classes,
+)
+from nbhelpers.data.transforms import eval_transform, train_transform
+
+
+def _keys(pipeline, n_batches=None):
+    keys = []
+    for i, batch in enumerate(pipeline):
+        if n_batches is not None and i >= n_batches:
+            break
+        keys += batch["key"]
+    return keys
+
+
+def test_eval_stream_reads_every_sample_once_in_order(small_synthetic):
+    _, manifest = small_synthetic
+    pipeline = make_pipeline([manifest], "test", batch_size=5, image_transform=eval_transform(32))
+    batches = list(pipeline)
+    keys = [k for b in batches for k in b["key"]]
+    assert len(keys) == 12 == len(set(keys)) and keys == sorted(keys)
+    assert [len(b["key"]) for b in batches] == [5, 5, 2]  # the last partial batch is kept in evaluation
+    batch = batches[0]
+    assert batch["image"].shape == (5, 3, 32, 32) and batch["image"].dtype == torch.float32
+    assert batch["label"].dtype == torch.int64 and batch["valid_pair"].dtype == torch.bool
+    assert torch.equal(batch["valid_pair"], batch["label"] == 0)
+    assert pipeline.skipped == {}
+
+
+def test_eval_stream_splits_by_worker_without_duplicates(small_synthetic):
+    _, manifest = small_synthetic
+    loader = make_loader(make_pipeline([manifest], "unseen", batch_size=4), num_workers=2)
+    keys = [k for b in loader for k in b["key"]]
+    assert len(keys) == 12 == len(set(keys))
+
+
+def test_train_stream_is_infinite_and_reproducible_per_epoch(small_synthetic):
+    _, manifest = small_synthetic
+
+    def stream(epoch):
+        return make_pipeline(
+            [manifest], "train", batch_size=8, train=True, seed=3, epoch=epoch, shuffle_buffer=20
+        )
+
+    first = _keys(stream(0), 12)  # 96 samples from a 40-sample split: it resamples
+    assert len(first) == 96 and len(set(first)) <= 40
+    assert first == _keys(stream(0), 12)
+    assert first != _keys(stream(1), 12)
+
+
+def test_tokenizer_and_transform_are_applied(small_synthetic):
+    import open_clip
+
+    _, manifest = small_synthetic
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    batch = next(
+        iter(
+            make_pipeline(
+                [manifest],
+                "train",
+                batch_size=4,
+                train=True,
+                image_transform=train_transform(48),
+                tokenizer=tokenizer,
+            )
+        )
+    )
+    assert batch["tokens"].shape == (4, 77) and batch["image"].shape == (4, 3, 48, 48)
+    assert torch.equal(batch["tokens"][0], tokenizer([batch["text"][0]])[0])
+
+
+def test_class_upsampling_changes_class_shares(small_synthetic):
+    _, manifest = small_synthetic
+    plain = Counter(
+        make_pipeline([manifest], "train", batch_size=400, train=True).__iter__().__next__()["label"].tolist()
+    )
+    only_hate = make_pipeline(
+        [manifest], "train", batch_size=200, train=True, class_factors={c: 0.0 for c in range(6)}
+    )
+    assert set(next(iter(only_hate))["label"].tolist()) == {6}
+    assert len(plain) > 3
+    with pytest.raises(ValueError, match="class_factors: unknown labels \\[9\\]"):
+        make_pipeline([manifest], "train", batch_size=2, train=True, class_factors={9: 2.0})
+
+
+def test_upsample_classes_expected_repeats():
+    samples = [{"label": i % 2} for i in range(4000)]
+    counts = Counter(s["label"] for s in upsample_classes(samples, {0: 2.5, 1: 0.25}, seed=0))
+    assert abs(counts[0] / 2000 - 2.5) < 0.06 and abs(counts[1] / 2000 - 0.25) < 0.03
+
+
+def test_source_factors_weight_shards_by_size_times_factor(small_synthetic, tmp_path):
+    _, manifest = small_synthetic
+    other = tmp_path / "other"
+    shutil.copytree(manifest["_dir"], other)
+    m2 = json.loads((other / "manifest.json").read_text())
+    m2["source"] = "other"
+    (other / "manifest.json").write_text(json.dumps(m2))
+    shards = shard_set([manifest, other], "train", source_factors={"other": 3.0})
+    assert shards.num_samples == 80 and shards.sources == ["synthetic", "other"]
+    assert shards.weights == [16.0, 16.0, 8.0, 48.0, 48.0, 24.0]
+    draws = Counter(
+        d["url"].startswith(str(other))
+        for d, _ in zip(WeightedResampledShards(shards.urls, shards.weights, 0), range(4000))
+    )
+    assert abs(draws[True] / 4000 - 0.75) < 0.03
+
+
+def test_unknown_split_names_the_available_ones(small_synthetic):
+    _, manifest = small_synthetic
+    with pytest.raises(KeyError, match="has no split 'dev_seen'"):
+        shard_set([manifest], "dev_seen")
+
+
+def _write_shard(path: Path, samples: list[dict]):
+    with wds.TarWriter(str(path), encoder=False) as sink:
+        for s in samples:
+            sink.write(s)
+
+
+def test_bad_samples_are_skipped_and_counted_and_pickles_never_loaded(small_synthetic, tmp_path):
+    _, manifest = small_synthetic
+    good = next(iter(wds.WebDataset(str(Path(manifest["_dir"]) / "val-00000.tar"), shardshuffle=False)))
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    unlabelled = dict(good, __key__="u", json=json.dumps({**json.loads(good["json"]), "label": -1}).encode())
+    samples = [
+        dict(good, __key__="ok1", pyd=pickle.dumps(Boom())),
+        dict(good, __key__="badjpg", jpg=b"not a jpeg"),
+        {"__key__": "nojson", "jpg": good["jpg"], "txt": good["txt"]},
+        dict(good, __key__="badjson", json=b"{oops"),
+        unlabelled,
+        dict(good, __key__="ok2"),
+    ]
+    root = tmp_path / "src"
+    root.mkdir()
+    _write_shard(root / "val-00000.tar", samples)
+    (root / "sizes.json").write_text(json.dumps({"val-00000.tar": 6}))
+    m = {
+        "_dir": str(root),
+        "source": "unit",
+        "splits": {"val": {"shards": ["val-00000.tar"], "num_samples": 6, "class_counts": {}}},
+    }
+    pipeline = make_pipeline([m], "val", batch_size=10)
+    with pytest.warns(UserWarning, match="skipping sample"):
+        keys = _keys(pipeline)
+    assert keys == ["ok1", "ok2"]
+    assert pipeline.skipped == {"undecodable_sample": 1, "bad_metadata": 2}

@@ -1,0 +1,132 @@
+"""A split held in memory as tensors, for datasets that fit (the demo benchmark, probes, evaluation).
+
+The split is read once through the same WebDataset pipeline as streaming training (explicit decoding,
+skips counted), resized to the model's input size and kept as ``uint8``; batches are then drawn from
+memory with a seeded permutation per epoch, so an epoch on a CPU costs model time, not JPEG decoding.
+Streaming (:func:`nbhelpers.data.loader.make_pipeline` with ``train=True``) remains the path for data
+that does not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.transforms import v2
+
+from nbhelpers.data.loader import make_loader, make_pipeline
+from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
+
+
+@dataclass
+class TensorSplit:
+    """One split as tensors: ``images`` (N, 3, S, S) uint8, labels, pair flags, texts and tokens."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    valid_pair: torch.Tensor
+    hateful: torch.Tensor
+    texts: list[str]
+    keys: list[str]
+    tokens: torch.Tensor | None = None
+    skipped: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> dict[str, Any]:
+        """The samples at ``index`` as a batch dict (images still uint8)."""
+        idx = index.tolist()
+        batch = {
+            "image": self.images[index],
+            "label": self.labels[index],
+            "valid_pair": self.valid_pair[index],
+            "hateful": self.hateful[index],
+            "text": [self.texts[i] for i in idx],
+            "key": [self.keys[i] for i in idx],
+        }
+        if self.tokens is not None:
+            batch["tokens"] = self.tokens[index]
+        return batch
+
+
+def load_split(
+    manifests: Sequence[str | Path | dict],
+    split: str,
+    image_size: int,
+    tokenizer: Callable | None = None,
+    limit: int | None = None,
+    num_workers: int = 0,
+) -> TensorSplit:
+    """Reads a whole split through the WebDataset pipeline into memory at ``image_size`` pixels."""
+    to_uint8 = v2.Compose([v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+    pipeline = make_pipeline(manifests, split, batch_size=256, image_transform=to_uint8, tokenizer=tokenizer, limit=limit)
+    parts: dict[str, list] = {k: [] for k in ("image", "label", "valid_pair", "hateful", "text", "key", "tokens")}
+    for batch in make_loader(pipeline, num_workers=num_workers):
+        for key in parts:
+            if key in batch:
+                parts[key].append(batch[key]) if isinstance(batch[key], torch.Tensor) else parts[key].extend(batch[key])
+    if not parts["label"]:
+        raise ValueError(f"split {split!r} has no labelled samples")
+    return TensorSplit(
+        images=torch.cat(parts["image"]),
+        labels=torch.cat(parts["label"]),
+        valid_pair=torch.cat(parts["valid_pair"]),
+        hateful=torch.cat(parts["hateful"]),
+        texts=parts["text"],
+        keys=parts["key"],
+        tokens=torch.cat(parts["tokens"]) if parts["tokens"] else None,
+        skipped=pipeline.skipped,
+    )
+
+
+def normalize(images: torch.Tensor, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> normalised float32."""
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, max_shift: float = 0.125) -> torch.Tensor:
+    """Per-sample random translation (reflect padding) and horizontal flip of a uint8 batch.
+
+    No colour change: colour carries the synthetic benchmark's signal.
+    """
+    b, _, h, w = images.shape
+    pad = max(1, int(round(h * max_shift)))
+    padded = torch.nn.functional.pad(images.float(), (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None]).view(b, 1, h, 1).expand(b, 3, h, w + 2 * pad)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w)[None]).view(b, 1, 1, w).expand(b, 3, h, w)
+    out = out.gather(3, cols)
+    flip = torch.rand(b, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out.to(images.dtype)
+
+
+def epoch_batches(
+    data: TensorSplit,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    train: bool = True,
+    mean=CLIP_MEAN,
+    std=CLIP_STD,
+    drop_last: bool | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Batches of one epoch, a function of ``(seed, epoch)``: shuffled and augmented when ``train``."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(data), generator=generator) if train else torch.arange(len(data))
+    drop_last = train if drop_last is None else drop_last
+    stop = len(order) - (len(order) % batch_size if drop_last and len(order) >= batch_size else 0)
+    for start in range(0, stop, batch_size):
+        batch = data.subset(order[start : start + batch_size])
+        images = augment(batch["image"], generator) if train else batch["image"]
+        batch["image"] = normalize(images, mean, std)
+        yield batch

@@ -1,0 +1,1 @@
+"""Model architectures: CLIP towers, classification and fusion heads, SSL backbones, unimodal baselines."""

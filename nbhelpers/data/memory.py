@@ -63,12 +63,18 @@ def load_split(
 ) -> TensorSplit:
     """Reads a whole split through the WebDataset pipeline into memory at ``image_size`` pixels."""
     to_uint8 = v2.Compose([v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
-    pipeline = make_pipeline(manifests, split, batch_size=256, image_transform=to_uint8, tokenizer=tokenizer, limit=limit)
-    parts: dict[str, list] = {k: [] for k in ("image", "label", "valid_pair", "hateful", "text", "key", "tokens")}
+    pipeline = make_pipeline(
+        manifests, split, batch_size=256, image_transform=to_uint8, tokenizer=tokenizer, limit=limit
+    )
+    parts: dict[str, list] = {
+        k: [] for k in ("image", "label", "valid_pair", "hateful", "text", "key", "tokens")
+    }
     for batch in make_loader(pipeline, num_workers=num_workers):
         for key in parts:
             if key in batch:
-                parts[key].append(batch[key]) if isinstance(batch[key], torch.Tensor) else parts[key].extend(batch[key])
+                parts[key].append(batch[key]) if isinstance(batch[key], torch.Tensor) else parts[key].extend(
+                    batch[key]
+                )
     if not parts["label"]:
         raise ValueError(f"split {split!r} has no labelled samples")
     return TensorSplit(
@@ -119,10 +125,17 @@ def epoch_batches(
     mean=CLIP_MEAN,
     std=CLIP_STD,
     drop_last: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[dict[str, Any]]:
-    """Batches of one epoch, a function of ``(seed, epoch)``: shuffled and augmented when ``train``."""
+    """Batches of one epoch, a function of ``(seed, epoch)``: shuffled and augmented when ``train``.
+
+    With ``world_size`` > 1 (several processes under ``accelerate launch``) process ``rank`` takes every
+    ``world_size``-th sample of the shared permutation, so the processes see disjoint data.
+    """
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(data), generator=generator) if train else torch.arange(len(data))
+    order = order[rank::world_size]
     drop_last = train if drop_last is None else drop_last
     stop = len(order) - (len(order) % batch_size if drop_last and len(order) >= batch_size else 0)
     for start in range(0, stop, batch_size):

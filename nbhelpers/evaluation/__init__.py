@@ -1,0 +1,1 @@
+"""Evaluation: classification and retrieval metrics, probes on frozen features, attention maps."""

@@ -1,0 +1,277 @@
+"""What every recipe shares: its config fields, data, run directory, and the ``metrics.json`` it writes.
+
+A recipe module defines a config class (a :class:`RecipeConfig` subclass whose ``SECTION`` names its
+block in ``presets.json``) and ``run(config) -> RunResult``. ``run`` accepts a config object or a plain
+dict of parameters (what ``python -m nbhelpers.train RECIPE key=value`` passes), so the notebooks and
+``accelerate launch`` run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from accelerate import PartialState
+
+from nbhelpers.config import BaseConfig, ConfigError, param
+from nbhelpers.data.loader import make_pipeline
+from nbhelpers.data.memory import TensorSplit, epoch_batches, load_split, normalize
+from nbhelpers.data.prepare import ensure_shards
+from nbhelpers.data.shards import read_manifest
+from nbhelpers.data.sources import SOURCES
+from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
+from nbhelpers.train.engine import TrainSpec
+from nbhelpers.train.run_dir import read_json, write_json_atomic
+
+C = TypeVar("C", bound="RecipeConfig")
+
+#: The modalities and tasks a run's ``metrics.json`` may name.
+MODALITIES = ("image", "text", "late_fusion", "multimodal")
+TASKS = ("7class", "binary", "ssl")
+
+
+@dataclass
+class RecipeConfig(BaseConfig):
+    """Fields every training recipe has; recipes add their own."""
+
+    RECIPE: ClassVar[str] = ""
+
+    run_name: str = param("", help="runs/<run_name>/ (default: the recipe and method)")
+    runs_dir: str = param("runs", help="folder holding every run")
+    data_dir: str = param("data/shards", help="folder of the shards of notebook 01")
+    sources: str = param("synthetic", help="comma-separated sources under data_dir to train on")
+    train_split: str = param("train")
+    eval_splits: str = param("test", help="comma-separated splits evaluated at the end")
+    epochs: int = param(5, min=1)
+    batch_size: int = param(64, min=1)
+    lr: float = param(1e-3, min=0.0)
+    weight_decay: float = param(0.05, min=0.0)
+    warmup_steps: int | None = param(None, min=0, help="None: 5% of all steps")
+    grad_accum_steps: int = param(1, min=1)
+    max_grad_norm: float | None = param(1.0, min=0.0)
+    mixed_precision: str = param("auto", choices=("auto", "no", "fp16", "bf16"))
+    gradient_checkpointing: bool = param(False)
+    checkpoint_every: int = param(1, min=1)
+    keep_last: int | None = param(2, min=1)
+    steps_per_epoch: int | None = param(None, min=1, help="None: one pass over the training split")
+    in_memory: bool = param(True, help="hold the split in memory (small data) instead of streaming it")
+    limit: int | None = param(None, min=1, help="at most this many samples per split")
+    num_workers: int = param(0, min=0)
+    seed: int = param(0, min=0)
+    resume: bool = param(True, help="continue from the run's last checkpoint")
+    progress: bool = param(True)
+
+    def check(self) -> None:
+        for source in self.source_list:
+            if source not in SOURCES:
+                raise ConfigError(f"sources: unknown source {source!r}; allowed: {', '.join(SOURCES)}")
+        if not self.eval_split_list:
+            raise ConfigError("eval_splits: name at least one split")
+
+    @property
+    def source_list(self) -> list[str]:
+        return [s.strip() for s in self.sources.split(",") if s.strip()]
+
+    @property
+    def eval_split_list(self) -> list[str]:
+        return [s.strip() for s in self.eval_splits.split(",") if s.strip()]
+
+    def default_run_name(self) -> str:
+        return self.RECIPE
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / (self.run_name or self.default_run_name())
+
+    @classmethod
+    def coerce(cls: type[C], config: C | dict[str, Any]) -> C:
+        """A validated config from a config object or a dict of parameters (with an optional ``preset``)."""
+        if isinstance(config, cls):
+            config.validate()
+            return config
+        params = dict(config)
+        return cls.from_params(params.pop("preset", "demo"), **params)
+
+
+def manifests(config: RecipeConfig) -> list[dict[str, Any]]:
+    """The manifests of ``config.sources``; the synthetic shards are built first if missing."""
+    found = []
+    for source in config.source_list:
+        if source == "synthetic":
+            found.append(ensure_shards("synthetic", config.data_dir, preset=config.preset))
+        else:
+            found.append(read_manifest(Path(config.data_dir) / source))
+    return found
+
+
+def train_spec(config: RecipeConfig, steps_per_epoch: int, **overrides: Any) -> TrainSpec:
+    """The engine's spec from a recipe config (warmup 5% of all steps unless set)."""
+    total = steps_per_epoch * config.epochs
+    values = dict(
+        run_dir=config.run_dir,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=min(
+            total, config.warmup_steps if config.warmup_steps is not None else max(1, total // 20)
+        ),
+        grad_accum_steps=config.grad_accum_steps,
+        max_grad_norm=config.max_grad_norm,
+        mixed_precision=config.mixed_precision,
+        checkpoint_every=config.checkpoint_every,
+        keep_last=config.keep_last,
+        seed=config.seed,
+        resume=config.resume,
+        gradient_checkpointing=config.gradient_checkpointing,
+        progress=config.progress,
+    )
+    values.update(overrides)
+    return TrainSpec(**values)
+
+
+@dataclass
+class TrainData:
+    """The training stream of a recipe: ``batches(epoch)`` and how many steps make an epoch."""
+
+    batches: Callable[[int], Iterable[dict[str, Any]]]
+    steps_per_epoch: int
+    num_samples: int
+    memory: TensorSplit | None = None
+
+
+def train_data(
+    config: RecipeConfig,
+    found: list[dict[str, Any]],
+    image_size: int,
+    tokenizer: Callable | None = None,
+    mean: tuple[float, ...] = CLIP_MEAN,
+    std: tuple[float, ...] = CLIP_STD,
+) -> TrainData:
+    """The training batches, from memory (``in_memory``) or streamed from the shards.
+
+    Either way epoch ``e``'s batches depend only on ``(seed, e)``, as the engine's resumption needs.
+    An epoch is one pass over the split unless ``steps_per_epoch`` says otherwise.
+    """
+    micro = config.batch_size // config.grad_accum_steps or 1
+    if config.in_memory:
+        memory = load_split(found, config.train_split, image_size, tokenizer, limit=config.limit)
+        n = len(memory)
+        steps = config.steps_per_epoch or max(1, n // (micro * config.grad_accum_steps))
+
+        state = PartialState()
+
+        def batches(epoch: int) -> Iterator[dict[str, Any]]:
+            # Draw as many permutations as the epoch needs (an epoch may be longer than one pass).
+            k = 0
+            while True:
+                yield from epoch_batches(
+                    memory, micro, seed=config.seed, epoch=epoch * 1000 + k, train=True, mean=mean, std=std,
+                    rank=state.process_index, world_size=state.num_processes,
+                )  # fmt: skip
+                k += 1
+
+        return TrainData(batches=batches, steps_per_epoch=steps, num_samples=n, memory=memory)
+    n = sum(m["splits"][config.train_split]["num_samples"] for m in found)
+    if config.limit:
+        n = min(n, config.limit)
+    steps = config.steps_per_epoch or max(1, n // (micro * config.grad_accum_steps))
+    transform = train_transform(image_size, mean, std)
+
+    def stream(epoch: int) -> Iterable[dict[str, Any]]:
+        return make_pipeline(
+            found,
+            config.train_split,
+            batch_size=micro,
+            image_transform=transform,
+            tokenizer=tokenizer,
+            train=True,
+            seed=config.seed,
+            epoch=epoch,
+        )
+
+    return TrainData(batches=stream, steps_per_epoch=steps, num_samples=n)
+
+
+def eval_batches(
+    data: TensorSplit,
+    batch_size: int = 256,
+    mean: tuple[float, ...] = CLIP_MEAN,
+    std: tuple[float, ...] = CLIP_STD,
+) -> Iterator[dict[str, Any]]:
+    """A split in memory, in order, normalised, in batches."""
+    for start in range(0, len(data), batch_size):
+        batch = data.subset(torch.arange(start, min(start + batch_size, len(data))))
+        batch["image"] = normalize(batch["image"], mean, std)
+        yield batch
+
+
+@dataclass
+class RunResult:
+    """What a recipe returns: where its run is and what it measured."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def write_metrics(
+    run_dir: Path,
+    *,
+    notebook: str,
+    method: str,
+    modality: str,
+    task: str,
+    split: str,
+    metrics: dict[str, Any],
+    num_samples: int,
+    epochs: int,
+    train_seconds: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Writes ``run_dir/metrics.json`` in the suite's common form; returns it.
+
+    Raises:
+        ValueError: for a modality or task outside :data:`MODALITIES` / :data:`TASKS`.
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    record = {
+        "notebook": notebook,
+        "method": method,
+        "modality": modality,
+        "task": task,
+        "split": split,
+        **metrics,
+        "num_samples": int(num_samples),
+        "epochs": int(epochs),
+        "train_seconds": round(float(train_seconds), 2),
+        **extra,
+    }
+    write_json_atomic(Path(run_dir) / "metrics.json", record)
+    return record
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """A run's ``metrics.json``."""
+    return read_json(Path(run_dir) / "metrics.json")
+
+
+class Timer:
+    """Wall-clock seconds of a block: ``with Timer() as t: ...; t.seconds``."""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+        return False

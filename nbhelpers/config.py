@@ -1,7 +1,7 @@
 """Typed, validated configs built from a notebook's parameters, with presets as data.
 
 A notebook's ``parameters`` cell holds literals; the next cell calls ``SomeConfig.from_params(preset,
-**params)``. Values come from the preset (``nbhelpers/presets.json``: ``demo`` runs on a CPU in about a
+**params)``. Values come from the preset (``nbhelpers/presets/<section>.json``: ``demo`` runs on a CPU in about a
 minute on the synthetic benchmark, ``t4`` is the real recipe for a 15 GB Colab T4); every parameter that
 is not ``None`` overrides its preset value. Validation runs before any heavy work, and a bad value stops
 with one :class:`ConfigError` that names the parameter and what is allowed.
@@ -21,7 +21,9 @@ from typing import Any, ClassVar
 
 from nbhelpers.data.sources import SOURCES
 
-PRESETS_FILE = "presets.json"
+PRESETS_DIR = "presets"
+#: Every preset name; a section file may leave one out (its config defaults then apply).
+PRESETS = ("demo", "t4")
 
 
 class ConfigError(ValueError):
@@ -30,12 +32,21 @@ class ConfigError(ValueError):
 
 @cache
 def _presets() -> dict[str, dict[str, dict[str, Any]]]:
-    return json.loads(resources.files("nbhelpers").joinpath(PRESETS_FILE).read_text())
+    """``{preset: {section: values}}`` from ``nbhelpers/presets/<section>.json`` (``{preset: values}``)."""
+    presets: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in PRESETS}
+    for file in resources.files("nbhelpers").joinpath(PRESETS_DIR).iterdir():
+        if file.name.endswith(".json"):
+            section = file.name.removesuffix(".json")
+            for preset, values in json.loads(file.read_text()).items():
+                if preset not in presets:
+                    raise ValueError(f"{file}: preset {preset!r} is not one of {PRESETS}")
+                presets[preset][section] = values
+    return presets
 
 
 def preset_names() -> tuple[str, ...]:
-    """The presets defined in ``presets.json``."""
-    return tuple(_presets())
+    """The preset names (``demo``, ``t4``)."""
+    return PRESETS
 
 
 def preset_values(preset: str, section: str) -> dict[str, Any]:
@@ -50,7 +61,9 @@ def preset_values(preset: str, section: str) -> dict[str, Any]:
     return dict(presets[preset].get(section, {}))
 
 
-def param(default: Any = None, *, choices: tuple | None = None, min: float | None = None, help: str = "") -> Any:  # noqa: A002
+def param(
+    default: Any = None, *, choices: tuple | None = None, min: float | None = None, help: str = ""
+) -> Any:  # noqa: A002
     """A config field with its validation rules (``choices``, a lower bound ``min``) and help text."""
     kwargs: dict[str, Any] = {"metadata": {"choices": choices, "min": min, "help": help}}
     if isinstance(default, (dict, list)):
@@ -75,7 +88,11 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
                 return _check_type(name, value, arg)
             except ConfigError as err:
                 errors.append(str(err))
-        raise errors[0] if len(errors) == 1 else ConfigError(f"{name}: {value!r} has the wrong type; expected {hint}")
+        raise (
+            errors[0]
+            if len(errors) == 1
+            else ConfigError(f"{name}: {value!r} has the wrong type; expected {hint}")
+        )
     base = origin or hint
     if base is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -83,7 +100,9 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{name}: expected an integer, got {value!r}")
     if base is Any or isinstance(value, base):
         return value
-    raise ConfigError(f"{name}: expected {getattr(base, '__name__', base)}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(
+        f"{name}: expected {getattr(base, '__name__', base)}, got {value!r} ({type(value).__name__})"
+    )
 
 
 @dataclass
@@ -93,7 +112,7 @@ class BaseConfig:
     #: The preset section this config reads (a notebook's or a recipe's name).
     SECTION: ClassVar[str] = ""
 
-    preset: str = param("demo", help="named set of defaults in nbhelpers/presets.json")
+    preset: str = param("demo", help="named set of defaults in nbhelpers/presets/")
 
     @classmethod
     def from_params(cls, preset: str = "demo", **params: Any):
@@ -105,7 +124,9 @@ class BaseConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - names)
         if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown parameter for {cls.__name__}; allowed: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"{unknown[0]}: unknown parameter for {cls.__name__}; allowed: {', '.join(sorted(names))}"
+            )
         values = preset_values(preset, cls.SECTION)
         bad = sorted(set(values) - names)
         if bad:
@@ -128,7 +149,9 @@ class BaseConfig:
             setattr(self, f.name, value)
             choices, low = f.metadata.get("choices"), f.metadata.get("min")
             if choices is not None and value is not None and value not in choices:
-                raise ConfigError(f"{f.name}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+                raise ConfigError(
+                    f"{f.name}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}"
+                )
             if low is not None and value is not None and value < low:
                 raise ConfigError(f"{f.name}: must be >= {low}, got {value!r}")
         self.check()
@@ -162,13 +185,17 @@ class PrepareConfig(BaseConfig):
     synthetic_train: int = param(4000, min=1, help="synthetic samples in train")
     synthetic_val: int = param(500, min=1, help="synthetic samples in val")
     synthetic_test: int = param(1000, min=1, help="synthetic samples in test")
-    synthetic_unseen: int = param(1000, min=1, help="synthetic samples in unseen (held-out shapes and templates)")
+    synthetic_unseen: int = param(
+        1000, min=1, help="synthetic samples in unseen (held-out shapes and templates)"
+    )
     workers: int = param(2, min=1, help="processes writing shards")
 
     def check(self) -> None:
         if self.source != "synthetic":
             if not self.raw_dir:
-                raise ConfigError(f"raw_dir: required for source {self.source!r} (the folder of the raw dataset)")
+                raise ConfigError(
+                    f"raw_dir: required for source {self.source!r} (the folder of the raw dataset)"
+                )
             if not Path(self.raw_dir).is_dir():
                 raise ConfigError(f"raw_dir: {self.raw_dir!r} is not a folder")
 

@@ -1,0 +1,157 @@
+"""CLIP + a transformer classification head, fine-tuned fully (``baseline``) or with LoRA (``lora``).
+
+The loss is a masked contrastive loss (CLIP's symmetric InfoNCE over the pairs whose text truly
+describes the image, i.e. class 0) plus cross-entropy on the 7 classes, with equal weights by default.
+In ``lora`` mode only the LoRA adapters on every attention ``out_proj`` of both towers (see
+:mod:`nbhelpers.lora`) and the head train; in ``baseline`` mode every weight does.
+
+``python -m nbhelpers.train clip_classifier mode=lora epochs=5`` runs it from the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nbhelpers.config import ConfigError, param
+from nbhelpers.data.memory import load_split
+from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
+from nbhelpers.evaluation.metrics import classification_report
+from nbhelpers.lora import add_lora
+from nbhelpers.losses import masked_clip_loss
+from nbhelpers.models.clip import create_clip
+from nbhelpers.models.counts import parameter_counts
+from nbhelpers.models.heads import CLIPClassifier
+from nbhelpers.train.checkpoint import load_model_weights
+from nbhelpers.train.engine import fit
+from nbhelpers.train.recipes.base import (
+    RecipeConfig,
+    RunResult,
+    Timer,
+    eval_batches,
+    manifests,
+    train_data,
+    train_spec,
+    write_metrics,
+)
+
+MODES = ("lora", "baseline")
+
+
+@dataclass
+class ClipClassifierConfig(RecipeConfig):
+    """Parameters of ``06_train_clip_lora_classifier``."""
+
+    SECTION: ClassVar[str] = "clip_classifier"
+    RECIPE: ClassVar[str] = "clip_classifier"
+
+    mode: str = param("lora", choices=MODES, help="lora: adapters + head train; baseline: everything trains")
+    model: str = param("memelab-tiny-vit", help="open_clip architecture (ViT-B-32 on a T4)")
+    pretrained: str = param("", help="open_clip tag (laion2b_s34b_b79k) or a local checkpoint; empty: random init")
+    lora_rank: int = param(4, min=1)
+    head_layers: int = param(2, min=1)
+    head_heads: int = param(8, min=1)
+    contrastive_weight: float = param(1.0, min=0.0)
+    ce_weight: float = param(1.0, min=0.0)
+    image_size: int | None = param(None, min=16, help="None: the model's own input size")
+
+    def default_run_name(self) -> str:
+        return f"clip_classifier_{self.mode}"
+
+    def check(self) -> None:
+        super().check()
+        if self.contrastive_weight == 0 and self.ce_weight == 0:
+            raise ConfigError("ce_weight: contrastive_weight and ce_weight cannot both be 0")
+
+
+def build_model(config: ClipClassifierConfig) -> tuple[CLIPClassifier, Any, int]:
+    """The classifier (with LoRA in ``lora`` mode), its tokenizer and its input image size."""
+    clip, _, _, tokenizer = create_clip(config.model, pretrained=config.pretrained or None)
+    if config.mode == "lora":
+        add_lora(clip, rank=config.lora_rank)  # freezes every base weight of both towers
+    model = CLIPClassifier(clip, num_layers=config.head_layers, num_heads=config.head_heads)
+    size = config.image_size or _model_image_size(clip)
+    return model, tokenizer, size
+
+
+def _model_image_size(clip: nn.Module) -> int:
+    size = getattr(clip.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def step(model: nn.Module, batch: dict[str, Any], config: ClipClassifierConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked contrastive loss + cross-entropy on one batch."""
+    out = model(batch["image"], batch["tokens"])
+    ce = F.cross_entropy(out["logits"], batch["label"])
+    contrastive = masked_clip_loss(out["image_features"], out["text_features"], out["logit_scale"], batch["valid_pair"])
+    loss = config.ce_weight * ce + config.contrastive_weight * contrastive
+    accuracy = (out["logits"].argmax(1) == batch["label"]).float().mean()
+    return loss, {"ce": ce.item(), "contrastive": contrastive.item(), "train_acc": accuracy.item()}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities ``(N, 7)`` and labels ``(N,)`` of a split held in memory."""
+    model.eval()
+    device = next(model.parameters()).device
+    probs, labels = [], []
+    for batch in eval_batches(data, batch_size, CLIP_MEAN, CLIP_STD):
+        logits = model(batch["image"].to(device), batch["tokens"].to(device))["logits"]
+        probs.append(logits.float().softmax(-1).cpu())
+        labels.append(batch["label"])
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
+    """Trains the classifier, evaluates it on ``eval_splits`` and writes the run directory."""
+    config = ClipClassifierConfig.coerce(config)
+    found = manifests(config)
+    model, tokenizer, size = build_model(config)
+    data = train_data(config, found, size, tokenizer)
+    spec = train_spec(config, data.steps_per_epoch)
+    with Timer() as timer:
+        history = fit(model, lambda m, b: step(m, b, config), data.batches, spec, config=config.to_dict())
+    splits = {}
+    for split in config.eval_split_list:
+        probs, labels = predict(model, load_split(found, split, size, tokenizer, limit=config.limit))
+        report = classification_report(probs, labels, ks=(1, 2, 3))
+        splits[split] = report
+        np.savez_compressed(config.run_dir / f"predictions_{split}.npz", probs=probs, labels=labels)
+    primary = config.eval_split_list[0]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    metrics = write_metrics(
+        config.run_dir,
+        notebook="06_train_clip_lora_classifier",
+        method=f"clip_{config.mode}",
+        modality="multimodal",
+        task="7class",
+        split=primary,
+        metrics={k: splits[primary][k] for k in ("top1", "top2", "top3", "macro_f1")},
+        num_samples=data.num_samples,
+        epochs=config.epochs,
+        train_seconds=timer.seconds,
+        model=config.model,
+        trainable_parameters=trainable,
+        splits={s: {k: r[k] for k in ("top1", "top2", "top3", "macro_f1", "num_samples")} for s, r in splits.items()},
+    )
+    return RunResult(config.run_dir, metrics, history, extra={"reports": splits, "model": model})
+
+
+def load_trained(run_dir, config: ClipClassifierConfig | None = None) -> CLIPClassifier:
+    """Rebuilds a trained classifier from its run directory (config.json + last checkpoint)."""
+    from nbhelpers.train.run_dir import read_json
+
+    config = config or ClipClassifierConfig.coerce({**read_json(f"{run_dir}/config.json"), "pretrained": ""})
+    model, _, _ = build_model(config)
+    load_model_weights(model, run_dir)
+    return model.eval()
+
+
+def parameter_table(model_name: str = "ViT-B-32", lora_rank: int = 4, num_classes: int = 7) -> dict[str, int]:
+    """The parameter counts of the two modes (:func:`nbhelpers.models.counts.parameter_counts`)."""
+    return parameter_counts(model_name, lora_rank, num_classes)

@@ -33,6 +33,7 @@ class TensorSplit:
     keys: list[str]
     tokens: torch.Tensor | None = None
     skipped: dict[str, int] | None = None
+    meta: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -52,6 +53,22 @@ class TensorSplit:
             batch["tokens"] = self.tokens[index]
         return batch
 
+    def select(self, mask: torch.Tensor) -> TensorSplit:
+        """The samples where ``mask`` (N,) is true, as a new split."""
+        index = mask.nonzero().flatten()
+        idx = index.tolist()
+        return TensorSplit(
+            images=self.images[index],
+            labels=self.labels[index],
+            valid_pair=self.valid_pair[index],
+            hateful=self.hateful[index],
+            texts=[self.texts[i] for i in idx],
+            keys=[self.keys[i] for i in idx],
+            tokens=None if self.tokens is None else self.tokens[index],
+            skipped=self.skipped,
+            meta=None if self.meta is None else [self.meta[i] for i in idx],
+        )
+
 
 def load_split(
     manifests: Sequence[str | Path | dict],
@@ -67,14 +84,13 @@ def load_split(
         manifests, split, batch_size=256, image_transform=to_uint8, tokenizer=tokenizer, limit=limit
     )
     parts: dict[str, list] = {
-        k: [] for k in ("image", "label", "valid_pair", "hateful", "text", "key", "tokens")
+        k: [] for k in ("image", "label", "valid_pair", "hateful", "text", "key", "tokens", "meta")
     }
     for batch in make_loader(pipeline, num_workers=num_workers):
-        for key in parts:
+        for key, values in parts.items():
             if key in batch:
-                parts[key].append(batch[key]) if isinstance(batch[key], torch.Tensor) else parts[key].extend(
-                    batch[key]
-                )
+                value = batch[key]
+                values.append(value) if isinstance(value, torch.Tensor) else values.extend(value)
     if not parts["label"]:
         raise ValueError(f"split {split!r} has no labelled samples")
     return TensorSplit(
@@ -86,6 +102,7 @@ def load_split(
         keys=parts["key"],
         tokens=torch.cat(parts["tokens"]) if parts["tokens"] else None,
         skipped=pipeline.skipped,
+        meta=parts["meta"],
     )
 
 

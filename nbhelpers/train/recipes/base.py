@@ -9,7 +9,7 @@ dict of parameters (what ``python -m nbhelpers.train RECIPE key=value`` passes),
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -23,6 +23,7 @@ from nbhelpers.data.memory import TensorSplit, epoch_batches, load_split, normal
 from nbhelpers.data.prepare import ensure_shards
 from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES
+from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
 from nbhelpers.train.engine import TrainSpec
 from nbhelpers.train.run_dir import read_json, write_json_atomic
@@ -151,50 +152,68 @@ def train_data(
     tokenizer: Callable | None = None,
     mean: tuple[float, ...] = CLIP_MEAN,
     std: tuple[float, ...] = CLIP_STD,
+    labels: Sequence[int] | None = None,
 ) -> TrainData:
     """The training batches, from memory (``in_memory``) or streamed from the shards.
 
     Either way epoch ``e``'s batches depend only on ``(seed, e)``, as the engine's resumption needs.
-    An epoch is one pass over the split unless ``steps_per_epoch`` says otherwise.
+    An epoch is one pass over the (selected) split unless ``steps_per_epoch`` says otherwise.
+
+    Args:
+        labels: train on the samples of these classes only (e.g. ``[0]``: the valid pairs).
     """
-    micro = config.batch_size // config.grad_accum_steps or 1
+    micro = max(1, config.batch_size // config.grad_accum_steps)
     if config.in_memory:
         memory = load_split(found, config.train_split, image_size, tokenizer, limit=config.limit)
+        if labels is not None:
+            memory = memory.select(torch.isin(memory.labels, torch.tensor(list(labels))))
         n = len(memory)
         steps = config.steps_per_epoch or max(1, n // (micro * config.grad_accum_steps))
-
-        state = PartialState()
-
-        def batches(epoch: int) -> Iterator[dict[str, Any]]:
-            # Draw as many permutations as the epoch needs (an epoch may be longer than one pass).
-            k = 0
-            while True:
-                yield from epoch_batches(
-                    memory, micro, seed=config.seed, epoch=epoch * 1000 + k, train=True, mean=mean, std=std,
-                    rank=state.process_index, world_size=state.num_processes,
-                )  # fmt: skip
-                k += 1
-
-        return TrainData(batches=batches, steps_per_epoch=steps, num_samples=n, memory=memory)
-    n = sum(m["splits"][config.train_split]["num_samples"] for m in found)
+        return TrainData(
+            batches=memory_batches(config, memory, micro, mean, std),
+            steps_per_epoch=steps,
+            num_samples=n,
+            memory=memory,
+        )
+    split_counts = [m["splits"][config.train_split]["class_counts"] for m in found]
+    if labels is None:
+        n = sum(m["splits"][config.train_split]["num_samples"] for m in found)
+    else:
+        n = sum(counts.get(CLASSES[c], 0) for counts in split_counts for c in labels)
     if config.limit:
         n = min(n, config.limit)
     steps = config.steps_per_epoch or max(1, n // (micro * config.grad_accum_steps))
     transform = train_transform(image_size, mean, std)
+    class_factors = (
+        None if labels is None else {c: (1.0 if c in labels else 0.0) for c in range(len(CLASSES))}
+    )
 
     def stream(epoch: int) -> Iterable[dict[str, Any]]:
         return make_pipeline(
-            found,
-            config.train_split,
-            batch_size=micro,
-            image_transform=transform,
-            tokenizer=tokenizer,
-            train=True,
-            seed=config.seed,
-            epoch=epoch,
-        )
+            found, config.train_split, batch_size=micro, image_transform=transform, tokenizer=tokenizer,
+            train=True, seed=config.seed, epoch=epoch, class_factors=class_factors,
+        )  # fmt: skip
 
     return TrainData(batches=stream, steps_per_epoch=steps, num_samples=n)
+
+
+def memory_batches(
+    config: RecipeConfig, memory: TensorSplit, micro: int, mean=CLIP_MEAN, std=CLIP_STD
+) -> Callable[[int], Iterator[dict[str, Any]]]:
+    """``batches(epoch)`` over a split in memory: seeded permutations, this process's share of each."""
+    state = PartialState()
+
+    def batches(epoch: int) -> Iterator[dict[str, Any]]:
+        # Draw as many permutations as the epoch needs (an epoch may be longer than one pass).
+        k = 0
+        while True:
+            yield from epoch_batches(
+                memory, micro, seed=config.seed, epoch=epoch * 1000 + k, train=True, mean=mean, std=std,
+                rank=state.process_index, world_size=state.num_processes,
+            )  # fmt: skip
+            k += 1
+
+    return batches
 
 
 def eval_batches(

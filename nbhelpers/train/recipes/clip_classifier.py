@@ -52,7 +52,9 @@ class ClipClassifierConfig(RecipeConfig):
 
     mode: str = param("lora", choices=MODES, help="lora: adapters + head train; baseline: everything trains")
     model: str = param("memelab-tiny-vit", help="open_clip architecture (ViT-B-32 on a T4)")
-    pretrained: str = param("", help="open_clip tag (laion2b_s34b_b79k) or a local checkpoint; empty: random init")
+    pretrained: str = param(
+        "", help="open_clip tag (laion2b_s34b_b79k) or a local checkpoint; empty: random init"
+    )
     lora_rank: int = param(4, min=1)
     head_layers: int = param(2, min=1)
     head_heads: int = param(8, min=1)
@@ -71,7 +73,13 @@ class ClipClassifierConfig(RecipeConfig):
 
 def build_model(config: ClipClassifierConfig) -> tuple[CLIPClassifier, Any, int]:
     """The classifier (with LoRA in ``lora`` mode), its tokenizer and its input image size."""
-    clip, _, _, tokenizer = create_clip(config.model, pretrained=config.pretrained or None)
+    # Imported here: the clip recipe trains the demo's pretrained CLIP on demand ("run:clip").
+    from nbhelpers.train.recipes.clip import resolve_pretrained
+
+    pretrained = resolve_pretrained(
+        config.pretrained, runs_dir=config.runs_dir, data_dir=config.data_dir, preset=config.preset
+    )
+    clip, _, _, tokenizer = create_clip(config.model, pretrained=pretrained)
     if config.mode == "lora":
         add_lora(clip, rank=config.lora_rank)  # freezes every base weight of both towers
     model = CLIPClassifier(clip, num_layers=config.head_layers, num_heads=config.head_heads)
@@ -84,11 +92,15 @@ def _model_image_size(clip: nn.Module) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-def step(model: nn.Module, batch: dict[str, Any], config: ClipClassifierConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def step(
+    model: nn.Module, batch: dict[str, Any], config: ClipClassifierConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Masked contrastive loss + cross-entropy on one batch."""
     out = model(batch["image"], batch["tokens"])
     ce = F.cross_entropy(out["logits"], batch["label"])
-    contrastive = masked_clip_loss(out["image_features"], out["text_features"], out["logit_scale"], batch["valid_pair"])
+    contrastive = masked_clip_loss(
+        out["image_features"], out["text_features"], out["logit_scale"], batch["valid_pair"]
+    )
     loss = config.ce_weight * ce + config.contrastive_weight * contrastive
     accuracy = (out["logits"].argmax(1) == batch["label"]).float().mean()
     return loss, {"ce": ce.item(), "contrastive": contrastive.item(), "train_acc": accuracy.item()}
@@ -137,7 +149,10 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
         train_seconds=timer.seconds,
         model=config.model,
         trainable_parameters=trainable,
-        splits={s: {k: r[k] for k in ("top1", "top2", "top3", "macro_f1", "num_samples")} for s, r in splits.items()},
+        splits={
+            s: {k: r[k] for k in ("top1", "top2", "top3", "macro_f1", "num_samples")}
+            for s, r in splits.items()
+        },
     )
     return RunResult(config.run_dir, metrics, history, extra={"reports": splits, "model": model})
 

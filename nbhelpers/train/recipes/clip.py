@@ -1,0 +1,233 @@
+"""CLIP contrastive training or fine-tuning of both towers, masked to the valid pairs.
+
+CLIP (Radford et al., 2021, "Learning Transferable Visual Models From Natural Language Supervision")
+pulls each image towards its own caption and away from the other captions of the batch. Only pairs
+whose text truly describes the picture (class 0, ``valid_pair``) are positives here: a satirical or
+hateful caption is not a description of its picture. Since the masked loss ignores every other sample,
+``valid_only=True`` (the default) trains on the valid pairs alone, which gives exactly the same
+gradient per valid pair as masking inside a larger batch, at a fraction of the cost.
+
+Evaluation: image-to-text and text-to-image recall@1/5/10 over the valid pairs of each eval split, and
+zero-shot classification from prompts: the seven classes' prompts on real data; on the synthetic
+benchmark, colour prompts ("a red shape") scored against the picture's true colour, which is what a CLIP
+trained on it should have learned to see.
+
+The trained weights are exported as a plain open_clip state dict, ``runs/<run_name>/clip_weights.pt``,
+which :func:`nbhelpers.models.clip.create_clip` (and every other recipe's ``pretrained``) loads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nbhelpers.config import param
+from nbhelpers.data.memory import TensorSplit, load_split
+from nbhelpers.data.sources.synthetic import COLOUR_NAMES
+from nbhelpers.data.taxonomy import CLASSES, TRUE_NEUTRAL
+from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
+from nbhelpers.evaluation.retrieval import recall_at_k, zero_shot_accuracy
+from nbhelpers.losses import masked_clip_loss
+from nbhelpers.models.clip import create_clip
+from nbhelpers.train.engine import fit
+from nbhelpers.train.recipes.base import (
+    RecipeConfig,
+    RunResult,
+    Timer,
+    eval_batches,
+    manifests,
+    train_data,
+    train_spec,
+    write_metrics,
+)
+from nbhelpers.train.run_dir import atomic_open, read_json
+
+WEIGHTS_FILE = "clip_weights.pt"
+RUN_PREFIX = "run:"
+
+#: Zero-shot prompts for the seven classes on real data (one list of templates per class).
+CLASS_PROMPTS: dict[str, list[str]] = {
+    "True/Neutral": ["a photo with an accurate caption", "a news photo"],
+    "Satire/Parody": ["a satirical meme", "a parody picture"],
+    "Misleading Content": ["a misleading picture", "a photo taken out of context"],
+    "Imposter Content": ["a fake account impersonating someone", "an imposter post"],
+    "False Connection": ["a headline that does not match the picture", "clickbait"],
+    "Manipulated Content": ["a photoshopped image", "a manipulated photo"],
+    "Hate": ["a hateful meme", "a meme attacking a group of people"],
+}
+
+
+@dataclass
+class ClipConfig(RecipeConfig):
+    """Parameters of ``03_train_clip``."""
+
+    SECTION: ClassVar[str] = "clip"
+    RECIPE: ClassVar[str] = "clip"
+
+    model: str = param("memelab-tiny-vit", help="open_clip architecture (ViT-B-32 on a T4)")
+    pretrained: str = param("", help="open_clip tag or local weights to fine-tune from; empty: from scratch")
+    valid_only: bool = param(True, help="train on the valid pairs only (the masked loss ignores the rest)")
+    image_size: int | None = param(None, min=16, help="None: the model's own input size")
+
+
+def build_model(config: ClipConfig) -> tuple[nn.Module, Any, int]:
+    """The open_clip model, its tokenizer and its input image size."""
+    model, _, _, tokenizer = create_clip(
+        config.model,
+        pretrained=resolve_pretrained(config.pretrained, runs_dir=config.runs_dir, data_dir=config.data_dir)
+        or None,
+    )
+    size = getattr(model.visual, "image_size", 224)
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    return model, tokenizer, config.image_size or size
+
+
+def step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The masked contrastive loss of one batch (through ``model(...)`` so DDP syncs gradients)."""
+    image_features, text_features, logit_scale = model(batch["image"], batch["tokens"])[:3]
+    loss = masked_clip_loss(image_features, text_features, logit_scale, batch["valid_pair"])
+    return loss, {
+        "logit_scale": float(logit_scale.item()),
+        "valid_pairs": float(batch["valid_pair"].sum().item()),
+    }
+
+
+@torch.no_grad()
+def embed(model: nn.Module, data: TensorSplit, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised image and text embeddings ``(N, D)`` of a split in memory."""
+    model.eval()
+    device = next(model.parameters()).device
+    images, texts = [], []
+    for batch in eval_batches(data, batch_size, CLIP_MEAN, CLIP_STD):
+        images.append(F.normalize(model.encode_image(batch["image"].to(device)).float(), dim=-1).cpu())
+        texts.append(F.normalize(model.encode_text(batch["tokens"].to(device)).float(), dim=-1).cpu())
+    return torch.cat(images), torch.cat(texts)
+
+
+def evaluate_split(model: nn.Module, tokenizer, data: TensorSplit) -> dict[str, Any]:
+    """Retrieval over the split's valid pairs and zero-shot accuracy (see the module docstring)."""
+    image_emb, text_emb = embed(model, data)
+    valid = data.valid_pair
+    report: dict[str, Any] = {"num_pairs": int(valid.sum())}
+    if valid.sum() > 1:
+        report.update(recall_at_k(image_emb[valid], text_emb[valid], ks=(1, 5, 10)))
+    device = next(model.parameters()).device
+    colours = [m.get("attributes", {}).get("image", {}).get("colour") for m in (data.meta or [])]
+    if colours and all(colours):
+        prompts = [[f"a {c} shape", f"something {c}"] for c in COLOUR_NAMES]
+        targets = torch.tensor([COLOUR_NAMES.index(c) for c in colours])
+        report["zero_shot_target"] = "picture colour (7 colours)"
+    else:
+        prompts = [CLASS_PROMPTS[name] for name in CLASSES]
+        targets = data.labels
+        report["zero_shot_target"] = "7 classes"
+    with torch.no_grad():
+        prompt_emb = torch.stack(
+            [
+                F.normalize(
+                    F.normalize(model.encode_text(tokenizer(p).to(device)).float(), dim=-1).mean(0), dim=-1
+                )
+                for p in prompts
+            ]
+        ).cpu()
+    report["zero_shot_accuracy"] = zero_shot_accuracy(image_emb, prompt_emb, targets)
+    return report
+
+
+def export_weights(model: nn.Module, path: Path) -> Path:
+    """Saves the open_clip state dict atomically to ``path`` (loadable as ``pretrained=path``)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+    return path
+
+
+def run(config: ClipConfig | dict[str, Any]) -> RunResult:
+    """Trains CLIP contrastively, evaluates retrieval and zero-shot, exports the weights."""
+    config = ClipConfig.coerce(config)
+    found = manifests(config)
+    model, tokenizer, size = build_model(config)
+    data = train_data(config, found, size, tokenizer, labels=[TRUE_NEUTRAL] if config.valid_only else None)
+    spec = train_spec(config, data.steps_per_epoch, betas=(0.9, 0.98), eps=1e-6)
+    with Timer() as timer:
+        history = fit(model, step, data.batches, spec, config=config.to_dict())
+    export_weights(model, config.run_dir / WEIGHTS_FILE)
+    splits = {
+        split: evaluate_split(model, tokenizer, load_split(found, split, size, tokenizer, limit=config.limit))
+        for split in config.eval_split_list
+    }
+    primary = config.eval_split_list[0]
+    keys = [
+        k
+        for k in (
+            "recall_i2t@1",
+            "recall_i2t@5",
+            "recall_i2t@10",
+            "recall_t2i@1",
+            "recall_t2i@5",
+            "recall_t2i@10",
+            "zero_shot_accuracy",
+        )
+        if k in splits[primary]
+    ]
+    metrics = write_metrics(
+        config.run_dir,
+        notebook="03_train_clip",
+        method="clip",
+        modality="multimodal",
+        task="ssl",
+        split=primary,
+        metrics={"recall_at_1": splits[primary].get("recall_i2t@1"), **{k: splits[primary][k] for k in keys}},
+        num_samples=data.num_samples,
+        epochs=config.epochs,
+        train_seconds=timer.seconds,
+        model=config.model,
+        weights=str(config.run_dir / WEIGHTS_FILE),
+        splits=splits,
+    )
+    return RunResult(config.run_dir, metrics, history, extra={"model": model, "tokenizer": tokenizer})
+
+
+def resolve_pretrained(
+    pretrained: str | None,
+    *,
+    runs_dir: str | os.PathLike = "runs",
+    data_dir: str | os.PathLike = "data/shards",
+    preset: str = "demo",
+) -> str | None:
+    """Maps ``"run:<name>"`` to that CLIP run's exported weights, training it first if it is missing.
+
+    Anything else (an open_clip tag, a file path, ``""``/None) passes through unchanged. This is how the
+    demo presets of 06 and 07 start from the small CLIP that 03 trains on the synthetic benchmark.
+    """
+    if not pretrained or not str(pretrained).startswith(RUN_PREFIX):
+        return pretrained or None
+    name = str(pretrained)[len(RUN_PREFIX) :]
+    weights = Path(runs_dir) / name / WEIGHTS_FILE
+    if not weights.is_file():
+        run(
+            ClipConfig.from_params(
+                preset, run_name=name, runs_dir=str(runs_dir), data_dir=str(data_dir), progress=False
+            )
+        )
+    return str(weights)
+
+
+def load_trained(run_dir: str | os.PathLike) -> tuple[nn.Module, Any]:
+    """The trained CLIP of a run (from its exported weights) and its tokenizer."""
+    config = read_json(Path(run_dir) / "config.json")
+    model, _, _, tokenizer = create_clip(config["model"], pretrained=str(Path(run_dir) / WEIGHTS_FILE))
+    return model.eval(), tokenizer
+
+
+def embeddings_table(model: nn.Module, data: TensorSplit) -> np.ndarray:
+    """Image-text cosine similarity matrix of a split's first pairs, for a heatmap."""
+    image_emb, text_emb = embed(model, data)
+    return (image_emb @ text_emb.T).numpy()

@@ -121,3 +121,123 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", format="png")
     return path
+
+
+def metric_bars(
+    frame: pd.DataFrame,
+    x: str = "split",
+    y: str = "auroc",
+    hue: str = "run",
+    title: str = "",
+    ymin: float = 0.0,
+) -> plt.Figure:
+    """Grouped bars of one metric, e.g. AUROC per split (``x``) for each run (``hue``), with values printed.
+
+    Args:
+        frame: a long table with columns ``x``, ``y`` and ``hue`` (one row per bar).
+        x: the column along the axis.
+        y: the metric.
+        hue: the column that groups the bars.
+        title: the figure title.
+        ymin: where the value axis starts (0.5, chance, suits AUROC).
+    """
+    fig, ax = plt.subplots(figsize=(1.6 * frame[x].nunique() + 3.0, 3.2), dpi=FIG_DPI)
+    sns.barplot(data=frame, x=x, y=y, hue=hue, ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.3f", fontsize=7, padding=1)
+    top = max(1.0, float(frame[y].max()))
+    ax.set_ylim(ymin, top + 0.08 * (top - ymin))
+    ax.set_xlabel("")
+    ax.set_title(title)
+    ax.legend(fontsize=8, title=hue, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def view_grid(
+    views: Sequence[Any],
+    mean: Sequence[float],
+    std: Sequence[float],
+    titles: Sequence[str] = (),
+    original: Any = None,
+    width: float = 1.7,
+) -> plt.Figure:
+    """The augmented views of one image (e.g. DINO's global and local crops), each at its own resolution.
+
+    Args:
+        views: normalised ``(3, h, w)`` tensors (sizes may differ).
+        mean: the normalisation mean, undone for display.
+        std: the normalisation std.
+        titles: one title per view.
+        original: the source image as a uint8 ``(3, H, W)`` tensor, shown first if given.
+        width: inches per panel.
+    """
+    panels = ([("original", original.permute(1, 2, 0).numpy())] if original is not None else []) + [
+        (
+            titles[i] if i < len(titles) else f"view {i}",
+            (v.detach().cpu().permute(1, 2, 0).numpy() * np.asarray(std) + np.asarray(mean)).clip(0, 1),
+        )
+        for i, v in enumerate(views)
+    ]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(width * len(panels), width + 0.4), dpi=FIG_DPI, squeeze=False
+    )
+    for ax, (title, pixels) in zip(axes.flat, panels):
+        ax.imshow(pixels, interpolation="nearest")
+        ax.set_title(f"{title}\n{pixels.shape[1]}x{pixels.shape[0]}", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def run_curves(
+    histories: dict[str, Sequence[dict[str, Any]]],
+    keys: Sequence[str] = ("loss",),
+    reference: dict[str, float] | None = None,
+    title: str = "",
+) -> plt.Figure:
+    """Per-epoch curves of several runs on shared axes: one panel per key, one line per run.
+
+    Args:
+        histories: ``{run name: history["epochs"]}`` from each run's ``history.json``.
+        keys: the logged values to draw (keys no run logged are left out).
+        reference: ``{key: value}`` drawn as a dashed line on that key's panel (e.g. chance level).
+        title: the figure's title.
+    """
+    frames = {name: pd.DataFrame(list(history)) for name, history in histories.items()}
+    keys = [k for k in keys if any(k in frame for frame in frames.values())]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.8 * len(keys), 3), dpi=FIG_DPI, squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for name, frame in frames.items():
+            if key in frame:
+                ax.plot(frame["epoch"], frame[key], marker="o", label=name)
+        if reference and key in reference:
+            ax.axhline(reference[key], color="k", ls="--", lw=0.9, label="chance")
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(
+    matrices: dict[str, np.ndarray], labels: Sequence[str] = CLASSES, title: str = "", width: float = 4.8
+) -> plt.Figure:
+    """Row-normalised confusion matrices side by side, one per model: ``{name: (C, C) matrix}``."""
+    fig, axes = plt.subplots(
+        1, len(matrices), figsize=(width * len(matrices), width), dpi=FIG_DPI, squeeze=False
+    )
+    for i, (ax, (name, matrix)) in enumerate(zip(axes.flat, matrices.items())):
+        confusion_matrix_plot(np.asarray(matrix), labels, title=name, ax=ax)
+        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
+        if i:  # the rows are the same classes in every panel: label them once
+            ax.set_ylabel("")
+            ax.set_yticklabels([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

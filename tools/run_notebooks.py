@@ -1,8 +1,8 @@
 """Executes the notebooks in order with papermill.
 
-    python tools/run_notebooks.py --preset demo --in-place      # refresh the committed notebooks
-    python tools/run_notebooks.py --preset demo --out runs/executed
-    python tools/run_notebooks.py --only 05 -p epochs 20        # one notebook, extra parameters
+python tools/run_notebooks.py --preset demo --in-place      # refresh the committed notebooks
+python tools/run_notebooks.py --preset demo --out runs/executed
+python tools/run_notebooks.py --only 05 -p epochs 20        # one notebook, extra parameters
 """
 
 from __future__ import annotations
@@ -19,10 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--in-place", action="store_true", help="write the executed notebooks over the sources")
-    parser.add_argument("--out", default="runs/executed", help="folder for executed copies (without --in-place)")
+    parser.add_argument(
+        "--in-place", action="store_true", help="write the executed notebooks over the sources"
+    )
+    parser.add_argument(
+        "--out", default="runs/executed", help="folder for executed copies (without --in-place)"
+    )
     parser.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 01 05)")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     args = parser.parse_args()
@@ -42,7 +48,9 @@ def main() -> int:
         target = nb if args.in_place else out_dir / nb.name
         start = time.time()
         print(f"== {nb.name}", flush=True)
-        pm.execute_notebook(str(nb), str(target), parameters=params, cwd=str(ROOT / "notebooks"), kernel_name="python3")
+        pm.execute_notebook(
+            str(nb), str(target), parameters=params, cwd=str(ROOT / "notebooks"), kernel_name="python3"
+        )
         print(f"   done in {time.time() - start:.0f} s -> {target.relative_to(ROOT)}", flush=True)
     return 0
 

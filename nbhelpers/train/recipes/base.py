@@ -283,6 +283,15 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return read_json(Path(run_dir) / "metrics.json")
 
 
+def history_seconds(*histories: dict[str, Any]) -> float:
+    """Training seconds summed over the epochs of engine histories.
+
+    Unlike a wall-clock timer around ``fit``, this stays the run's true training time when a notebook is
+    re-executed and ``fit`` returns a finished run's saved history without training.
+    """
+    return float(sum(e.get("seconds", 0.0) for h in histories for e in h.get("epochs", [])))
+
+
 class Timer:
     """Wall-clock seconds of a block: ``with Timer() as t: ...; t.seconds``."""
 

@@ -40,8 +40,8 @@ from nbhelpers.train.engine import fit
 from nbhelpers.train.recipes.base import (
     RecipeConfig,
     RunResult,
-    Timer,
     eval_batches,
+    history_seconds,
     manifests,
     train_data,
     train_spec,
@@ -156,8 +156,7 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
     model, tokenizer, size = build_model(config)
     data = train_data(config, found, size, tokenizer, labels=[TRUE_NEUTRAL] if config.valid_only else None)
     spec = train_spec(config, data.steps_per_epoch, betas=(0.9, 0.98), eps=1e-6)
-    with Timer() as timer:
-        history = fit(model, step, data.batches, spec, config=config.to_dict())
+    history = fit(model, step, data.batches, spec, config=config.to_dict())
     export_weights(model, config.run_dir / WEIGHTS_FILE)
     splits = {
         split: evaluate_split(model, tokenizer, load_split(found, split, size, tokenizer, limit=config.limit))
@@ -187,7 +186,7 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
         metrics={"recall_at_1": splits[primary].get("recall_i2t@1"), **{k: splits[primary][k] for k in keys}},
         num_samples=data.num_samples,
         epochs=config.epochs,
-        train_seconds=timer.seconds,
+        train_seconds=history_seconds(history),
         model=config.model,
         weights=str(config.run_dir / WEIGHTS_FILE),
         splits=splits,

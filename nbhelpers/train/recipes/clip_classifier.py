@@ -32,8 +32,8 @@ from nbhelpers.train.engine import fit
 from nbhelpers.train.recipes.base import (
     RecipeConfig,
     RunResult,
-    Timer,
     eval_batches,
+    history_seconds,
     manifests,
     train_data,
     train_spec,
@@ -126,8 +126,7 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     model, tokenizer, size = build_model(config)
     data = train_data(config, found, size, tokenizer)
     spec = train_spec(config, data.steps_per_epoch)
-    with Timer() as timer:
-        history = fit(model, lambda m, b: step(m, b, config), data.batches, spec, config=config.to_dict())
+    history = fit(model, lambda m, b: step(m, b, config), data.batches, spec, config=config.to_dict())
     splits = {}
     for split in config.eval_split_list:
         probs, labels = predict(model, load_split(found, split, size, tokenizer, limit=config.limit))
@@ -146,7 +145,7 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
         metrics={k: splits[primary][k] for k in ("top1", "top2", "top3", "macro_f1")},
         num_samples=data.num_samples,
         epochs=config.epochs,
-        train_seconds=timer.seconds,
+        train_seconds=history_seconds(history),
         model=config.model,
         trainable_parameters=trainable,
         splits={

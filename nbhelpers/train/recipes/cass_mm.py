@@ -1,0 +1,217 @@
+"""CASS-MM pre-training, then the 7-class classifier on its frozen features.
+
+Stage 1 trains a CNN, a ViT and a text encoder together with the CASS-MM loss
+(:mod:`nbhelpers.losses.cass_mm`): CNN-ViT agreement on every image, plus each image tower contrasted
+with the captions of the valid pairs. Stage 2 freezes the three towers and trains the transformer
+classification head (:class:`nbhelpers.models.heads.TransformerClassifierHead`) on the image feature
+(the CNN and ViT embeddings combined) and the text feature: a linear-probe-style evaluation of what the
+pre-training learned, with the one non-linearity the task needs (the class is an interaction of the two
+modalities).
+
+Run directory: ``runs/<run_name>/`` holds stage 1 (checkpoints, history) and ``metrics.json``;
+``runs/<run_name>/classifier/`` holds stage 2's checkpoints and history.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nbhelpers.config import param
+from nbhelpers.data.memory import TensorSplit, load_split
+from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
+from nbhelpers.evaluation.metrics import classification_report
+from nbhelpers.losses import cass_mm_loss
+from nbhelpers.models.cass_mm import CASSMM
+from nbhelpers.models.clip import create_clip
+from nbhelpers.models.heads import TransformerClassifierHead
+from nbhelpers.train.checkpoint import load_model_weights
+from nbhelpers.train.engine import fit
+from nbhelpers.train.recipes.base import (
+    RecipeConfig,
+    RunResult,
+    eval_batches,
+    history_seconds,
+    manifests,
+    train_data,
+    train_spec,
+    write_metrics,
+)
+from nbhelpers.train.run_dir import read_json
+
+CLASSIFIER_DIR = "classifier"
+
+
+@dataclass
+class CassMMConfig(RecipeConfig):
+    """Parameters of ``05_train_cass_mm``."""
+
+    SECTION: ClassVar[str] = "cass_mm"
+    RECIPE: ClassVar[str] = "cass_mm"
+
+    model: str = param("memelab-tiny-vit", help="open_clip model giving the ViT and text towers")
+    pretrained: str = param(
+        "", help="open_clip tag or local weights for the ViT/text towers; empty: from scratch"
+    )
+    cnn: str = param("resnet18", choices=("resnet18", "resnet50"))
+    cnn_image_size: int = param(32, min=16, help="the CNN's input size (images are resized to it)")
+    cnn_small_image_stem: bool = param(
+        False, help="ResNet CIFAR stem (stride-1 3x3 conv, no max-pool): slower"
+    )
+    head_epochs: int = param(20, min=1, help="epochs of the classifier on frozen features")
+    head_lr: float = param(2e-3, min=0.0)
+    head_layers: int = param(2, min=1)
+    head_heads: int = param(8, min=1)
+
+    def default_run_name(self) -> str:
+        return "cass_mm"
+
+
+def build_model(config: CassMMConfig) -> tuple[CASSMM, Any, int]:
+    """The three towers, the tokenizer and the ViT's input size."""
+    clip, _, _, tokenizer = create_clip(config.model, pretrained=config.pretrained or None)
+    size = getattr(clip.visual, "image_size", 224)
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    cnn = CASSMM(
+        clip,
+        cnn=config.cnn,
+        cnn_image_size=config.cnn_image_size,
+        cnn_small_image=config.cnn_small_image_stem,
+    )
+    return cnn, tokenizer, size
+
+
+def pretrain_step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The CASS-MM loss of one batch."""
+    out = model(batch["image"], batch["tokens"])
+    loss, parts = cass_mm_loss(out["cnn"], out["vit"], out["text"], out["logit_scale"], batch["valid_pair"])
+    return loss, {name: float(value) for name, value in parts.items()}
+
+
+@torch.no_grad()
+def extract_features(model: CASSMM, data: TensorSplit, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Frozen image and text features ``(N, D)`` and labels of a split in memory."""
+    model.eval()
+    device = next(model.parameters()).device
+    images, texts = [], []
+    for batch in eval_batches(data, batch_size, CLIP_MEAN, CLIP_STD):
+        image, text = model.features(batch["image"].to(device), batch["tokens"].to(device))
+        images.append(image.cpu())
+        texts.append(text.cpu())
+    return {"image": torch.cat(images), "text": torch.cat(texts), "label": data.labels.clone()}
+
+
+class FeatureClassifier(nn.Module):
+    """The transformer head on precomputed (image, text) features."""
+
+    def __init__(self, embed_dim: int, num_layers: int = 2, num_heads: int = 8):
+        super().__init__()
+        self.head = TransformerClassifierHead(embed_dim, num_layers=num_layers, num_heads=num_heads)
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return self.head(image, text)
+
+
+def _feature_batches(features: dict[str, torch.Tensor], batch_size: int, seed: int):
+    n = len(features["label"])
+
+    def batches(epoch: int):
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        while True:
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n - batch_size + 1, batch_size):
+                idx = order[start : start + batch_size]
+                yield {k: v[idx] for k, v in features.items()}
+
+    return batches
+
+
+def head_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    logits = model(batch["image"], batch["text"])
+    loss = F.cross_entropy(logits, batch["label"])
+    return loss, {"train_acc": float((logits.argmax(1) == batch["label"]).float().mean())}
+
+
+@torch.no_grad()
+def predict_features(head: nn.Module, features: dict[str, torch.Tensor]) -> np.ndarray:
+    """Class probabilities ``(N, 7)`` from precomputed features."""
+    head.eval()
+    return head(features["image"], features["text"]).softmax(-1).numpy()
+
+
+def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
+    """Pre-trains CASS-MM, trains the classifier on its frozen features, evaluates both stages' output."""
+    config = CassMMConfig.coerce(config)
+    found = manifests(config)
+    model, tokenizer, size = build_model(config)
+    data = train_data(config, found, size, tokenizer)
+    history = fit(
+        model,
+        pretrain_step,
+        data.batches,
+        train_spec(config, data.steps_per_epoch),
+        config=config.to_dict(),
+    )
+    train_features = extract_features(
+        model, data.memory or load_split(found, config.train_split, size, tokenizer, limit=config.limit)
+    )
+    head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads)
+    head_batch = min(config.batch_size, len(train_features["label"]))
+    head_spec = train_spec(
+        config, max(1, len(train_features["label"]) // head_batch), run_dir=config.run_dir / CLASSIFIER_DIR,
+        epochs=config.head_epochs, lr=config.head_lr, warmup_steps=0, grad_accum_steps=1,
+    )  # fmt: skip
+    head_history = fit(
+        head,
+        head_step,
+        _feature_batches(train_features, head_batch, config.seed),
+        head_spec,
+        config=config.to_dict(),
+    )
+    reports = {}
+    for split in config.eval_split_list:
+        features = extract_features(model, load_split(found, split, size, tokenizer, limit=config.limit))
+        probs, labels = predict_features(head, features), features["label"].numpy()
+        reports[split] = classification_report(probs, labels, ks=(1, 2, 3))
+        np.savez_compressed(config.run_dir / f"predictions_{split}.npz", probs=probs, labels=labels)
+    primary = config.eval_split_list[0]
+    metrics = write_metrics(
+        config.run_dir,
+        notebook="05_train_cass_mm",
+        method="cass_mm",
+        modality="multimodal",
+        task="7class",
+        split=primary,
+        metrics={k: reports[primary][k] for k in ("top1", "top2", "top3", "macro_f1")},
+        num_samples=data.num_samples,
+        epochs=config.epochs,
+        train_seconds=history_seconds(history, head_history),
+        head_epochs=config.head_epochs,
+        splits={
+            s: {k: r[k] for k in ("top1", "top2", "top3", "macro_f1", "num_samples")}
+            for s, r in reports.items()
+        },
+    )
+    return RunResult(
+        config.run_dir,
+        metrics,
+        history,
+        extra={"head_history": head_history, "reports": reports, "model": model, "head": head},
+    )
+
+
+def load_trained(run_dir: str | os.PathLike) -> tuple[CASSMM, FeatureClassifier, Any, int]:
+    """The trained towers, the classifier head, the tokenizer and the input size of a run."""
+    config = CassMMConfig.coerce({**read_json(Path(run_dir) / "config.json"), "pretrained": ""})
+    model, tokenizer, size = build_model(config)
+    load_model_weights(model, run_dir)
+    head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads)
+    load_model_weights(head, Path(run_dir) / CLASSIFIER_DIR)
+    return model.eval(), head.eval(), tokenizer, size

@@ -1,0 +1,419 @@
+"""Unimodal baselines: a BERT text classifier, a ResNet-18 image classifier, and their late fusion.
+
+Kiela et al. (2020, "The Hateful Memes Challenge") built their benchmark so that unimodal models fail:
+a meme's meaning lies in how its picture and its text combine. This recipe trains the two unimodal
+baselines of that paper on the same 7-class task:
+
+* ``text``: a BERT-family sequence classifier (Devlin et al., 2019) on the caption, tokenised inside the
+  training step by the model's own Hugging Face tokenizer (``bert-base-uncased`` on a T4; in the demo a
+  2-layer BERT trained from scratch on the ``bert-base-uncased`` vocabulary, ``tiny-bert``);
+* ``image``: torchvision's ResNet-18 (He et al., 2016) on the picture;
+* ``late_fusion``: ``argmax(p_text + p_image)`` of the two trained models' test probabilities. It has no
+  training of its own: its ``metrics.json`` is computed from the two runs' saved predictions.
+
+Each model is one run: ``runs/<run_name>_text/``, ``runs/<run_name>_image/`` and
+``runs/<run_name>_late_fusion/`` (``run_name`` defaults to ``unimodal``), each with ``metrics.json`` and
+``predictions_<split>.npz``; the two trained ones also hold checkpoints and ``history.json`` from the
+engine, so a killed run resumes and a finished one is only re-evaluated.
+
+On the synthetic benchmark the label is ``(picture colour - caption colour) mod 7``, independent of each
+modality alone, so all three stay at chance (1/7) on held-out data by construction: the premise every
+multimodal notebook after this one starts from.
+
+``python -m nbhelpers.train unimodal model=text epochs=3`` runs it from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+
+from nbhelpers.config import ConfigError, param
+from nbhelpers.data.memory import TensorSplit, load_split
+from nbhelpers.data.taxonomy import CLASSES, NUM_CLASSES
+from nbhelpers.evaluation.metrics import classification_report
+from nbhelpers.models.unimodal import (
+    MINILM_ID,
+    ImageClassifier,
+    TextClassifier,
+    late_fusion,
+    local_minilm_path,
+)
+from nbhelpers.train.checkpoint import load_model_weights
+from nbhelpers.train.engine import fit
+from nbhelpers.train.recipes.base import (
+    RecipeConfig,
+    RunResult,
+    TrainData,
+    eval_batches,
+    manifests,
+    read_metrics,
+    train_data,
+    train_spec,
+    write_metrics,
+)
+from nbhelpers.train.run_dir import read_json
+
+#: What ``model`` may ask for: ``both`` trains text and image, then fuses them.
+MODELS = ("both", "text", "image")
+#: The three runs, in the order they are made.
+KINDS = ("text", "image", "late_fusion")
+#: ``text_model`` value for a small BERT trained from scratch (CPU demo, tests).
+TINY_BERT = "tiny-bert"
+#: The architecture of ``tiny-bert``: BERT's layout at a size that trains on a CPU in seconds.
+TINY_BERT_CONFIG = {
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 256,
+}
+#: torchvision's ImageNet statistics, which its ResNet weights were trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+METRIC_KEYS = ("top1", "top2", "top3", "macro_f1")
+#: log(7): the cross-entropy of a uniform guess over the seven classes, where an uninformed model sits.
+CHANCE_LOSS = math.log(NUM_CLASSES)
+NOTEBOOK = "02_unimodal_baselines"
+
+
+@dataclass
+class UnimodalConfig(RecipeConfig):
+    """Parameters of ``02_unimodal_baselines``. ``lr`` is the image model's rate, ``text_lr`` the text model's."""
+
+    SECTION: ClassVar[str] = "unimodal"
+    RECIPE: ClassVar[str] = "unimodal"
+
+    model: str = param("both", choices=MODELS, help="text, image, or both (trains both, then late fusion)")
+    text_model: str = param(
+        TINY_BERT,
+        help="Hub id or local folder for from_pretrained (bert-base-uncased; the MiniLM id loads the packaged "
+        "weights offline); tiny-bert: a 2-layer BERT from scratch",
+    )
+    text_lr: float = param(
+        1e-3, min=0.0, help="learning rate of the text model (BERT fine-tuning: 2e-5 to 5e-5)"
+    )
+    text_max_length: int = param(32, min=4, help="tokens kept per caption")
+    image_size: int = param(32, min=16, help="side of the pictures fed to the ResNet")
+    small_image_stem: bool = param(
+        False, help="3x3 stride-1 stem without max-pool (CIFAR style, for 32-64 px): about 10x the compute"
+    )
+    image_weights: str = param(
+        "", help="torchvision weights of the ResNet-18 (IMAGENET1K_V1); empty: random init"
+    )
+    monitor_split: str = param("val", help="split scored after every epoch for the curves (empty: none)")
+
+    def default_run_name(self) -> str:
+        return "unimodal"
+
+    def check(self) -> None:
+        super().check()
+        if not self.text_model.strip():
+            raise ConfigError(f"text_model: name a Hub id, a local folder or {TINY_BERT!r}")
+        for name in ("lr", "text_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The models this config trains (``text``, ``image``)."""
+        return ("text", "image") if self.model == "both" else (self.model,)
+
+    def model_run_dir(self, kind: str) -> Path:
+        """``runs/<run_name>_<kind>``: the run of one model (``text``, ``image``, ``late_fusion``)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        return self.run_dir.with_name(f"{self.run_dir.name}_{kind}")
+
+
+def resolve_text_model(name: str) -> str:
+    """Where ``from_pretrained`` should read ``name``: the packaged MiniLM folder for its Hub id, else ``name``."""
+    if name == MINILM_ID and local_minilm_path() is not None:
+        return str(local_minilm_path())
+    return name
+
+
+def _label_maps() -> dict[str, Any]:
+    return {"id2label": dict(enumerate(CLASSES)), "label2id": {c: i for i, c in enumerate(CLASSES)}}
+
+
+def build_text_model(config: UnimodalConfig, pretrained: bool = True) -> TextClassifier:
+    """The text classifier of ``config.text_model`` with a new 7-class head.
+
+    Args:
+        config: the recipe config.
+        pretrained: load the encoder's weights; False builds the architecture only (to load a run's
+            checkpoint without fetching weights that would be overwritten).
+    """
+    if config.text_model == TINY_BERT:
+        # bert-base-uncased's WordPiece vocabulary, from the packaged MiniLM when installed (same vocab).
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            str(local_minilm_path() or "bert-base-uncased")
+        )
+        bert = transformers.BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            max_position_embeddings=config.text_max_length,
+            num_labels=NUM_CLASSES,
+            **TINY_BERT_CONFIG,
+            **_label_maps(),
+        )
+        return TextClassifier.from_config(bert, tokenizer, config.text_max_length)
+    source = resolve_text_model(config.text_model)
+    if pretrained:
+        return TextClassifier.from_pretrained(source, NUM_CLASSES, config.text_max_length)
+    hf_config = transformers.AutoConfig.from_pretrained(source, num_labels=NUM_CLASSES, **_label_maps())
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    return TextClassifier.from_config(hf_config, tokenizer, config.text_max_length)
+
+
+def build_image_model(config: UnimodalConfig, pretrained: bool = True) -> ImageClassifier:
+    """ResNet-18 with a 7-class head (ImageNet weights when ``image_weights`` names them and ``pretrained``)."""
+    weights = (config.image_weights or None) if pretrained else None
+    return ImageClassifier(NUM_CLASSES, small_image=config.small_image_stem, weights=weights)
+
+
+def build_model(config: UnimodalConfig, kind: str, pretrained: bool = True) -> nn.Module:
+    """The ``text`` or ``image`` model, initialised from ``config.seed``.
+
+    Raises:
+        ValueError: for a kind other than ``text`` or ``image``.
+    """
+    if kind not in ("text", "image"):
+        raise ValueError(f"kind must be 'text' or 'image' (late fusion has no model), got {kind!r}")
+    torch.manual_seed(config.seed)
+    return build_text_model(config, pretrained) if kind == "text" else build_image_model(config, pretrained)
+
+
+def model_inputs(batch: Mapping[str, Any], kind: str) -> Any:
+    """What the ``kind`` model reads from a batch: the caption strings or the ``(B, 3, S, S)`` pictures."""
+    return batch["text"] if kind == "text" else batch["image"]
+
+
+def step(model: nn.Module, batch: Mapping[str, Any], kind: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross-entropy of one batch; the text model tokenises ``batch["text"]`` itself."""
+    logits = model(model_inputs(batch, kind))
+    loss = F.cross_entropy(logits, batch["label"])
+    accuracy = (logits.argmax(1) == batch["label"]).float().mean()
+    return loss, {"train_acc": accuracy.item()}
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, data: TensorSplit, kind: str, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities ``(N, 7)`` and labels ``(N,)`` of a split held in memory, in its order."""
+    model.eval()
+    device = next(model.parameters()).device
+    probs, labels = [], []
+    for batch in eval_batches(data, batch_size, IMAGENET_MEAN, IMAGENET_STD):
+        inputs = model_inputs(batch, kind)
+        logits = model(inputs if kind == "text" else inputs.to(device))
+        probs.append(logits.float().softmax(-1).cpu())
+        labels.append(batch["label"])
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def _monitor(data: TensorSplit, split: str, kind: str):
+    def evaluate(model: nn.Module, epoch: int) -> dict[str, float]:
+        probs, labels = predict(model, data, kind)
+        picked = probs[np.arange(len(labels)), labels]
+        return {
+            f"{split}_loss": float(-np.log(np.clip(picked, 1e-12, None)).mean()),
+            f"{split}_acc": float((probs.argmax(1) == labels).mean()),
+        }
+
+    return evaluate
+
+
+def _save_predictions(
+    run_dir: Path, split: str, labels: np.ndarray, keys: list[str], **arrays: np.ndarray
+) -> None:
+    np.savez_compressed(run_dir / f"predictions_{split}.npz", labels=labels, keys=np.asarray(keys), **arrays)
+
+
+def _split_summary(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {s: {k: r[k] for k in (*METRIC_KEYS, "num_samples")} for s, r in reports.items()}
+
+
+def train_one(
+    config: UnimodalConfig,
+    kind: str,
+    data: TrainData,
+    evals: Mapping[str, TensorSplit],
+    monitor: TensorSplit | None = None,
+) -> RunResult:
+    """Trains the ``kind`` model with the engine, scores it on ``evals`` and writes its run directory.
+
+    ``train_seconds`` is the sum of the engine's per-epoch times in ``history.json``, so a resumed or
+    re-evaluated run reports the training it actually cost, not the seconds of the last call.
+    """
+    run_dir = config.model_run_dir(kind)
+    model = build_model(config, kind)
+    spec = train_spec(
+        config, data.steps_per_epoch, run_dir=run_dir, lr=config.text_lr if kind == "text" else config.lr
+    )
+    evaluate = _monitor(monitor, config.monitor_split, kind) if monitor is not None else None
+    # config.json names the one model of this run, so load_trained can rebuild it.
+    saved = dataclasses.replace(config, model=kind).to_dict()
+    history = fit(model, lambda m, b: step(m, b, kind), data.batches, spec, evaluate=evaluate, config=saved)
+    reports = {}
+    for split, split_data in evals.items():
+        probs, labels = predict(model, split_data, kind)
+        reports[split] = classification_report(probs, labels, ks=(1, 2, 3))
+        _save_predictions(run_dir, split, labels, split_data.keys, probs=probs)
+    primary = config.eval_split_list[0]
+    metrics = write_metrics(
+        run_dir,
+        notebook=NOTEBOOK,
+        method="bert_classifier" if kind == "text" else "resnet18_classifier",
+        modality=kind,
+        task="7class",
+        split=primary,
+        metrics={k: reports[primary][k] for k in METRIC_KEYS},
+        num_samples=data.num_samples,
+        epochs=config.epochs,
+        train_seconds=sum(e["seconds"] for e in history["epochs"]),
+        model=config.text_model if kind == "text" else "resnet18",
+        chance_top1=1 / NUM_CLASSES,
+        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        splits=_split_summary(reports),
+    )
+    return RunResult(run_dir, metrics, history, extra={"reports": reports, "model": model})
+
+
+def fuse_runs(config: UnimodalConfig) -> RunResult:
+    """Late fusion of the finished ``text`` and ``image`` runs of ``config``: ``argmax(p_text + p_image)``.
+
+    Reads both runs' ``predictions_<split>.npz`` for every eval split and writes the late-fusion run:
+    ``predictions_<split>.npz`` with ``scores`` (the sum, ``(N, 7)``), ``probs`` (the sum halved, a
+    probability vector with the same argmax) and ``labels``; ``metrics.json`` with ``epochs`` 0 and
+    ``train_seconds`` the two trainings' sum.
+
+    Raises:
+        FileNotFoundError: if a run or one of its prediction files is missing.
+        ValueError: if the two runs scored different samples, or in a different order.
+    """
+    dirs = {kind: config.model_run_dir(kind) for kind in ("text", "image")}
+    out = config.model_run_dir("late_fusion")
+    out.mkdir(parents=True, exist_ok=True)
+    reports = {}
+    for split in config.eval_split_list:
+        loaded = {}
+        for kind, run_dir in dirs.items():
+            with np.load(run_dir / f"predictions_{split}.npz") as f:
+                loaded[kind] = {k: f[k] for k in f.files}
+        text, image = loaded["text"], loaded["image"]
+        if not (
+            np.array_equal(text["labels"], image["labels"]) and np.array_equal(text["keys"], image["keys"])
+        ):
+            raise ValueError(f"{split}: the text and image runs scored different samples; re-run both")
+        preds, scores = late_fusion(torch.from_numpy(text["probs"]), torch.from_numpy(image["probs"]))
+        probs = (scores / 2).numpy()
+        reports[split] = classification_report(probs, text["labels"], ks=(1, 2, 3))
+        assert np.array_equal(probs.argmax(1), preds.numpy())  # the report scores the fusion's own argmax
+        _save_predictions(out, split, text["labels"], list(text["keys"]), probs=probs, scores=scores.numpy())
+    parts = {kind: read_metrics(run_dir) for kind, run_dir in dirs.items()}
+    primary = config.eval_split_list[0]
+    metrics = write_metrics(
+        out,
+        notebook=NOTEBOOK,
+        method="late_fusion",
+        modality="late_fusion",
+        task="7class",
+        split=primary,
+        metrics={k: reports[primary][k] for k in METRIC_KEYS},
+        num_samples=parts["text"]["num_samples"],
+        epochs=0,
+        train_seconds=sum(p["train_seconds"] for p in parts.values()),
+        model=f"{parts['text']['model']} + {parts['image']['model']}",
+        chance_top1=1 / NUM_CLASSES,
+        fusion="argmax(p_text + p_image) of the two runs' saved test probabilities; no training of its own",
+        fused_from={kind: str(run_dir) for kind, run_dir in dirs.items()},
+        splits=_split_summary(reports),
+    )
+    return RunResult(out, metrics, extra={"reports": reports})
+
+
+def run(config: UnimodalConfig | dict[str, Any]) -> RunResult:
+    """Trains the baselines ``config.model`` asks for and, for ``both``, fuses them.
+
+    Returns:
+        A :class:`RunResult` for the last run made (the late fusion for ``both``), whose
+        ``extra["runs"]`` maps each of ``text`` / ``image`` / ``late_fusion`` made to its own result.
+    """
+    config = UnimodalConfig.coerce(config)
+    found = manifests(config)
+    data = train_data(config, found, config.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    def split_data(split: str) -> TensorSplit:
+        return load_split(found, split, config.image_size, limit=config.limit)
+
+    evals = {split: split_data(split) for split in config.eval_split_list}
+    monitor = None
+    if config.monitor_split:
+        monitor = (
+            evals[config.monitor_split] if config.monitor_split in evals else split_data(config.monitor_split)
+        )
+    runs = {kind: train_one(config, kind, data, evals, monitor) for kind in config.kinds}
+    if config.model == "both":
+        runs["late_fusion"] = fuse_runs(config)
+    last = runs[list(runs)[-1]]
+    return RunResult(last.run_dir, last.metrics, last.history, extra={"runs": runs})
+
+
+def load_trained(run_dir: str | Path) -> nn.Module:
+    """Rebuilds a trained text or image model from its run directory (config.json + last checkpoint).
+
+    Raises:
+        ValueError: for a late-fusion run (it has no weights: load its text and image runs).
+    """
+    saved = read_json(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").exists() else {}
+    if saved.get("model") not in ("text", "image"):
+        raise ValueError(f"{run_dir} is not a text or image run of this recipe (late fusion has no weights)")
+    config = UnimodalConfig.coerce(saved)
+    model = build_model(config, saved["model"], pretrained=False)
+    load_model_weights(model, run_dir)
+    return model.eval()
+
+
+def results_table(result: RunResult | Mapping[str, Path | str]) -> pd.DataFrame:
+    """One row per run: Model | Modality | Top-1 | Top-2 | Chance top-1 | Chance top-2.
+
+    Args:
+        result: what :func:`run` returned, or ``{kind: run_dir}``.
+    """
+    runs = result.extra["runs"] if isinstance(result, RunResult) else result
+    rows = []
+    for found in runs.values():
+        m = found.metrics if isinstance(found, RunResult) else read_metrics(Path(found))
+        rows.append(
+            {
+                "Model": m["model"],
+                "Modality": m["modality"],
+                "Top-1": m["top1"],
+                "Top-2": m["top2"],
+                "Chance top-1": 1 / NUM_CLASSES,
+                "Chance top-2": 2 / NUM_CLASSES,
+                "Top-1 - chance": m["top1"] - 1 / NUM_CLASSES,
+            }
+        )
+    return pd.DataFrame(rows).set_index("Model")
+
+
+def confusions(result: RunResult, split: str | None = None) -> dict[str, np.ndarray]:
+    """``{kind: row-normalised (7, 7) confusion matrix}`` of every run of ``result`` on ``split``."""
+    out = {}
+    for kind, found in result.extra["runs"].items():
+        report = found.extra["reports"][split or found.metrics["split"]]
+        out[kind] = np.asarray(report["confusion"])
+    return out

@@ -241,3 +241,49 @@ def confusion_matrices(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def similarity_heatmap(similarity: np.ndarray, images, texts: Sequence[str], title: str = "") -> plt.Figure:
+    """Image-text cosine similarities with the pictures along the top and the captions down the side.
+
+    Args:
+        similarity: (N, N) similarities, row = image, column = text.
+        images: (N, 3, H, W) uint8 tensor or array of the pictures.
+        texts: the N captions.
+    """
+    n = len(texts)
+    fig = plt.figure(figsize=(1.1 * n + 3.5, 1.1 * n + 1.6), dpi=FIG_DPI)
+    grid = fig.add_gridspec(
+        2, 2, width_ratios=[3.5, 1.1 * n], height_ratios=[1.1, 1.1 * n], wspace=0.02, hspace=0.02
+    )
+    thumbs = grid[0, 1].subgridspec(1, n, wspace=0.05)
+    for i in range(n):
+        ax = fig.add_subplot(thumbs[0, i])
+        ax.imshow(np.asarray(images[i]).transpose(1, 2, 0))
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, 1])
+    sns.heatmap(
+        similarity.T,
+        annot=True,
+        fmt=".2f",
+        cmap="viridis",
+        cbar=False,
+        ax=ax,
+        xticklabels=False,
+        yticklabels=False,
+    )
+    labels = fig.add_subplot(grid[1, 0])
+    labels.axis("off")
+    for j, text in enumerate(texts):
+        labels.text(
+            1.0,
+            1 - (j + 0.5) / n,
+            textwrap.shorten(text, 40),
+            ha="right",
+            va="center",
+            fontsize=8,
+            transform=labels.transAxes,
+        )
+    if title:
+        fig.suptitle(title)
+    return fig

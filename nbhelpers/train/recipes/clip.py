@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -191,7 +190,8 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
         weights=str(config.run_dir / WEIGHTS_FILE),
         splits=splits,
     )
-    return RunResult(config.run_dir, metrics, history, extra={"model": model, "tokenizer": tokenizer})
+    extra = {"model": model, "tokenizer": tokenizer, "image_size": size, "config": config.to_dict()}
+    return RunResult(config.run_dir, metrics, history, extra=extra)
 
 
 def resolve_pretrained(
@@ -226,7 +226,13 @@ def load_trained(run_dir: str | os.PathLike) -> tuple[nn.Module, Any]:
     return model.eval(), tokenizer
 
 
-def embeddings_table(model: nn.Module, data: TensorSplit) -> np.ndarray:
-    """Image-text cosine similarity matrix of a split's first pairs, for a heatmap."""
-    image_emb, text_emb = embed(model, data)
-    return (image_emb @ text_emb.T).numpy()
+def similarity_examples(result: RunResult, split: str = "test", n: int = 8) -> dict[str, Any]:
+    """The first ``n`` valid pairs of ``split``: images (uint8), captions and their similarity matrix."""
+    config = ClipConfig.coerce(result.extra["config"])
+    model, tokenizer = result.extra["model"], result.extra["tokenizer"]
+    size = result.extra["image_size"]
+    data = load_split(manifests(config), split, size, tokenizer, limit=config.limit)
+    pairs = data.select(data.valid_pair)
+    pairs = pairs.select(torch.arange(len(pairs)) < n)
+    image_emb, text_emb = embed(model, pairs)
+    return {"images": pairs.images, "texts": pairs.texts, "similarity": (image_emb @ text_emb.T).numpy()}

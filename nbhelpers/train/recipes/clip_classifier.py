@@ -10,10 +10,12 @@ In ``lora`` mode only the LoRA adapters on every attention ``out_proj`` of both 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -153,7 +155,12 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
             for s, r in splits.items()
         },
     )
-    return RunResult(config.run_dir, metrics, history, extra={"reports": splits, "model": model})
+    return RunResult(
+        config.run_dir,
+        metrics,
+        history,
+        extra={"reports": splits, "model": model, "config": config.to_dict()},
+    )
 
 
 def load_trained(run_dir, config: ClipClassifierConfig | None = None) -> CLIPClassifier:
@@ -169,3 +176,44 @@ def load_trained(run_dir, config: ClipClassifierConfig | None = None) -> CLIPCla
 def parameter_table(model_name: str = "ViT-B-32", lora_rank: int = 4, num_classes: int = 7) -> dict[str, int]:
     """The parameter counts of the two modes (:func:`nbhelpers.models.counts.parameter_counts`)."""
     return parameter_counts(model_name, lora_rank, num_classes)
+
+
+def frozen_weights_report(result: RunResult) -> str:
+    """Compares every base weight of a trained ``lora`` run's CLIP with its pretrained weights file."""
+    from nbhelpers.models.clip import load_clip_state_dict
+    from nbhelpers.train.recipes.clip import resolve_pretrained
+
+    config = ClipClassifierConfig.coerce(result.extra["config"])
+    path = resolve_pretrained(config.pretrained, runs_dir=config.runs_dir, data_dir=config.data_dir)
+    if path is None or not os.path.isfile(path):
+        return f"pretrained={config.pretrained!r} is not a local file: nothing to compare"
+    reference = load_clip_state_dict(path)
+    trained = {
+        k.replace(".base_layer", ""): v
+        for k, v in result.extra["model"].clip.state_dict().items()
+        if "lora_" not in k
+    }
+    same = sum(torch.equal(trained[k].cpu(), v) for k, v in reference.items() if k in trained)
+    adapters = sum(p.numel() for n, p in result.extra["model"].clip.named_parameters() if "lora_" in n)
+    return (
+        f"{same} of {len(reference)} pretrained tensors are bit-identical after training; "
+        f"{adapters:,} LoRA adapter parameters trained"
+    )
+
+
+def comparison_table(results: dict[str, RunResult]) -> pd.DataFrame:
+    """Model | Top-1 | Top-2 per mode on the primary split, plus the other splits' top-1."""
+    rows = []
+    for mode, result in results.items():
+        metrics = result.metrics
+        row = {"Model": f"CLIP {mode}", "Top-1": metrics["top1"], "Top-2": metrics["top2"]}
+        row.update(
+            {
+                f"Top-1 ({split})": s["top1"]
+                for split, s in metrics["splits"].items()
+                if split != metrics["split"]
+            }
+        )
+        row["Trainable"] = f"{metrics['trainable_parameters']:,}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("Model").round(3)

@@ -1,0 +1,31 @@
+"""Data: the seven-class taxonomy, one reader per raw format, shards, and the WebDataset loader.
+
+Submodules: ``taxonomy``, ``records``, ``sources`` (``synthetic``, ``hateful_memes``, ``mmhs150k``,
+``fakeddit``, ``coco``), ``image``, ``shards``, ``prepare``, ``loader``, ``memory``, ``transforms``,
+``inspect``. The names most notebooks need are re-exported here, imported on first use (``config``
+imports ``data.sources``, and ``data.prepare`` imports ``config``).
+"""
+
+import importlib
+
+_EXPORTS = {
+    "CLASSES": "taxonomy",
+    "NUM_CLASSES": "taxonomy",
+    "class_name": "taxonomy",
+    "is_valid_pair": "taxonomy",
+    "make_loader": "loader",
+    "make_pipeline": "loader",
+    "shard_set": "loader",
+    "TensorSplit": "memory",
+    "epoch_batches": "memory",
+    "load_split": "memory",
+    "ensure_shards": "prepare",
+    "read_manifest": "shards",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

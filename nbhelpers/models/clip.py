@@ -184,7 +184,9 @@ def create_clip(
                 f"{model_name!r}; allowed tags: {list_pretrained_tags(model_name) or 'none'}"
             )
 
-    quiet = quiet_random_init() if local_file is not None else contextlib.nullcontext()
+    # open_clip warns "no pretrained weights loaded" whenever no tag is given: wrong when the random
+    # init is asked for, or when the weights come from a local file next.
+    quiet = quiet_random_init() if tag is None else contextlib.nullcontext()
     with quiet:
         model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
             model_name, pretrained=tag, device=device, precision=precision, cache_dir=cache_dir

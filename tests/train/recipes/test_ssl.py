@@ -1,0 +1,242 @@
+"""The SSL recipe on tiny synthetic shards and a tiny in-memory Hugging Face dataset (no download)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nbhelpers.config import ConfigError, PrepareConfig
+from nbhelpers.data.prepare import prepare
+from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD
+from nbhelpers.train.checkpoint import load_checkpoint
+from nbhelpers.train.recipes.ssl import (
+    BatchViews,
+    DINOModel,
+    SSLConfig,
+    ViewSpec,
+    build_backbones,
+    build_model,
+    colour_jitter,
+    example_views,
+    gaussian_blur,
+    hf_columns,
+    load_trained,
+    resized_crop,
+    run,
+)
+from nbhelpers.train.run_dir import latest_checkpoint
+
+TINY = dict(
+    backbone="vit_test", vit_backbone="vit_test", image_size=16, small_image=True, n_local_crops=2,
+    batch_size=16, epochs=1,
+    out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, projector_sizes=[32, 32], cass_dim=16,
+    lr=1e-3, progress=False, resume=False,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ssl")
+    prepare(
+        PrepareConfig.from_params(
+            "demo", out_dir=str(root / "shards"), image_size=64, synthetic_train=64, synthetic_val=8,
+            synthetic_test=32, synthetic_unseen=8, train_shard_size=64, eval_shard_size=32, workers=1,
+        ),
+        progress=False,
+    )  # fmt: skip
+    return root
+
+
+def params(root, **overrides):
+    return {"runs_dir": str(root / "runs"), "data_dir": str(root / "shards"), **TINY, **overrides}
+
+
+@pytest.mark.parametrize(
+    ("method", "extra"),
+    [
+        ("dino", {}),
+        ("barlow_twins", {}),
+        ("dino_twins", {}),
+        ("cass", {"backbone": "resnet18", "small_image": False}),
+    ],
+)
+def test_run_writes_metrics_and_checkpoint(shards, method, extra):
+    result = run(params(shards, method=method, run_name=method, steps_per_epoch=2, **extra))
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["task"] == "ssl" and metrics["modality"] == "image" and metrics["method"] == method
+    assert metrics["probe_label"] == "colour" and metrics["split"] == "test" and metrics["num_samples"] == 64
+    for key in ("linear_probe", "knn", "random_linear_probe", "random_knn"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["top1"] == metrics["linear_probe"]
+    # The 7-class probe is reported next to the colour one, for the trained and the initial encoder.
+    encoders = metrics["probes"]["test"]["7class"]
+    assert len(encoders) == (4 if method == "cass" else 2)
+    table = result.extra["table"]
+    assert list(table.columns) == ["method", "label", "encoder", "linear probe", "kNN"]
+    # The checkpoint holds the whole training state and loads back into a fresh model.
+    state = load_checkpoint(latest_checkpoint(result.run_dir))["model"]
+    if method in ("dino", "dino_twins"):
+        assert any(k.startswith("teacher.") for k in state)
+        center = "loss.center" if method == "dino" else "loss.dino.center"
+        assert state[center].abs().sum() > 0  # the centre moved from its zero start
+    reloaded = load_trained(result.run_dir)
+    for name, tensor in reloaded.state_dict().items():
+        torch.testing.assert_close(tensor, result.extra["model"].state_dict()[name])
+
+
+def test_barlow_twins_loss_falls_and_probes_beat_chance(shards):
+    result = run(params(shards, method="barlow_twins", run_name="bt_long", epochs=4, lr=3e-3))
+    losses = [e["loss"] for e in result.history["epochs"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+    # Colour is plain to see: even 64 training images put the linear probe far above chance (1/7).
+    assert result.metrics["linear_probe"] > 0.5
+
+
+def test_dino_teacher_is_the_ema_of_the_student():
+    config = SSLConfig.from_params("demo", **{**TINY, "method": "dino", "momentum_teacher": 0.9})
+    model = build_model(config)
+    assert isinstance(model, DINOModel)
+    before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    with torch.no_grad():
+        for p in model.student.parameters():
+            p.add_(torch.randn_like(p))
+    assert model.after_step(0, 10)["momentum"] == pytest.approx(0.9)
+    student = model.student.state_dict()
+    for name, p in model.teacher.named_parameters():
+        torch.testing.assert_close(p, 0.9 * before[name] + 0.1 * student[name])
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+
+
+def test_random_baseline_is_the_trained_encoders_initialisation():
+    config = SSLConfig.from_params("demo", **{**TINY, "method": "cass", "backbone": "resnet18"})
+    model = build_model(config)
+    cnn, vit = build_backbones(config)
+    for built, initial in ((model.cnn, cnn), (model.vit, vit)):
+        for (name, a), b in zip(built.state_dict().items(), initial.state_dict().values()):
+            torch.testing.assert_close(a, b, msg=name)
+
+
+def solid(colour, n=4, size=16):
+    return torch.tensor(colour, dtype=torch.uint8).view(1, 3, 1, 1).expand(n, 3, size, size).contiguous()
+
+
+def denorm(x):
+    return x * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+
+
+def test_views_keep_colour_without_jitter_and_change_it_with():
+    images = solid((220, 30, 30))
+    specs = [ViewSpec(16, (0.4, 1.0), 1.0, 0.0), ViewSpec(8, (0.05, 0.4), 0.5, 0.0)]
+    plain = BatchViews(specs, colour_jitter=0.0, grayscale_p=0.0)(images, torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in plain] == [(4, 3, 16, 16), (4, 3, 8, 8)]
+    for view in plain:  # crops, flips and blurs of a flat colour are that colour
+        torch.testing.assert_close(
+            denorm(view), images[:, :, :1, :1].float().expand_as(view) / 255, atol=1e-5, rtol=0
+        )
+    jittered = BatchViews(specs[:1], colour_jitter=1.0, colour_jitter_p=1.0, grayscale_p=0.0)(
+        images, torch.Generator().manual_seed(0)
+    )[0]
+    assert (denorm(jittered) - denorm(plain[0])).abs().amax(dim=(1, 2, 3)).min() > 0.01
+    gray = BatchViews(specs[:1], colour_jitter=0.0, grayscale_p=1.0)(
+        images, torch.Generator().manual_seed(0)
+    )[0]
+    rgb = denorm(gray)
+    torch.testing.assert_close(rgb[:, 0], rgb[:, 1], atol=1e-5, rtol=0)
+
+
+def test_views_are_a_function_of_the_seed_and_differ_per_sample():
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    views = BatchViews([ViewSpec(16, (0.2, 1.0), 0.5, 0.2)], colour_jitter=1.0)
+    a = views(images, torch.Generator().manual_seed(3))[0]
+    b = views(images, torch.Generator().manual_seed(3))[0]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    same = views(images[:1].expand(6, -1, -1, -1), torch.Generator().manual_seed(3))[0]
+    assert (same[0] - same[1:]).abs().amax() > 0.1  # one image, six different views
+
+
+def test_resized_crop_of_the_whole_image_is_the_image():
+    x = torch.rand(3, 3, 12, 12)
+    middle = lambda low=0.0, high=1.0: torch.full((3,), (low + high) / 2)  # noqa: E731
+    torch.testing.assert_close(resized_crop(x, 12, (1.0, 1.0), middle), x, atol=1e-5, rtol=0)
+
+
+def test_gaussian_blur_matches_torchvision_per_sample():
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.rand(3, 3, 10, 10)
+    sigma = torch.tensor([0.3, 0.8, 1.5])
+    out = gaussian_blur(x, sigma, max_sigma=1.5)
+    for i in range(3):
+        expected = TF.gaussian_blur(x[i], kernel_size=[11, 11], sigma=[float(sigma[i])] * 2)
+        torch.testing.assert_close(out[i], expected, atol=1e-5, rtol=0)
+
+
+def test_colour_jitter_of_strength_zero_is_identity():
+    x = torch.rand(4, 3, 5, 5)
+    draw = lambda low=0.0, high=1.0: torch.rand(4) * (high - low) + low  # noqa: E731
+    torch.testing.assert_close(colour_jitter(x, 0.0, draw), x, atol=1e-5, rtol=0)
+
+
+def test_example_views_are_the_training_views():
+    config = SSLConfig.from_params("demo", **TINY, method="dino")
+    views, names = example_views(config, torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8))
+    assert names == ["global 1", "global 2", "local 1", "local 2"]
+    assert [tuple(v.shape) for v in views] == [(3, 16, 16)] * 2 + [(3, 8, 8)] * 2
+
+
+def test_config_errors_name_the_parameter():
+    with pytest.raises(ConfigError, match="backbone: cass"):
+        SSLConfig.from_params("demo", method="cass", backbone="vit_test")
+    with pytest.raises(ConfigError, match="image_size/local_size"):
+        SSLConfig.from_params("demo", backbone="vit_test", image_size=20)
+    with pytest.raises(ConfigError, match="probe_label"):
+        SSLConfig.from_params("demo", probe_label="size")
+    with pytest.raises(ConfigError, match="local_scale"):
+        SSLConfig.from_params("demo", local_scale=[0.5, 0.1])
+
+
+def tiny_hf_dataset(n=48):
+    import datasets
+
+    colours = [(220, 30, 30), (30, 60, 220), (30, 170, 50)]
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for i in range(n):
+        label = i % 3
+        pixels = np.full((20, 24, 3), 128, dtype=np.uint8)
+        y, x = rng.integers(0, 10), rng.integers(0, 12)
+        pixels[y : y + 10, x : x + 12] = colours[label]
+        images.append(Image.fromarray(pixels))
+        labels.append(label)
+    features = datasets.Features(
+        {"img": datasets.Image(), "label": datasets.ClassLabel(names=["r", "b", "g"])}
+    )
+    return datasets.Dataset.from_dict({"img": images, "label": labels}, features=features)
+
+
+def test_hugging_face_dataset_is_one_parameter_away(shards, monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, split):
+        calls.append((name, split))
+        return tiny_hf_dataset()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    result = run(params(shards, method="barlow_twins", dataset="cifar10", run_name="hf", steps_per_epoch=2))
+    assert calls == [("cifar10", "train"), ("cifar10", "test")]
+    assert result.metrics["probe_label"] == "label" and result.metrics["num_samples"] == 48
+    assert set(result.metrics["probes"]["test"]) == {"label"}
+    assert result.metrics["random_linear_probe"] > 0.9  # three flat colours: trivially separable
+
+
+def test_hf_columns_are_detected_or_checked():
+    dataset = tiny_hf_dataset(3)
+    assert hf_columns(dataset) == ("img", "label")
+    with pytest.raises(ValueError, match="image_column: 'image'"):
+        hf_columns(dataset, image_column="image")

@@ -287,3 +287,159 @@ def similarity_heatmap(similarity: np.ndarray, images, texts: Sequence[str], tit
     if title:
         fig.suptitle(title)
     return fig
+
+
+# ------------------------------------------------------------------- attention maps, Grad-CAM, tokens
+
+
+def _pixels(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A ``(gh, gw)`` patch map blown up to ``shape`` pixels, each patch a block (DINO's nearest upsampling)."""
+    rows, cols = shape[0] // mask.shape[0], shape[1] // mask.shape[1]
+    return np.repeat(np.repeat(mask, rows, axis=0), cols, axis=1)
+
+
+def _overlay(
+    ax, image: np.ndarray, heat: np.ndarray | None, title: str, cmap: str = "inferno", fontsize: float = 8
+) -> None:
+    ax.imshow(image, interpolation="nearest")
+    if heat is not None:
+        height, width = image.shape[:2]
+        ax.imshow(heat, cmap=cmap, alpha=0.6, extent=(0, width, height, 0), interpolation="nearest")
+    ax.set_title(title, fontsize=fontsize)
+    ax.axis("off")
+
+
+def _masked(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The picture with the patches outside ``keep`` (patch grid) dimmed to a fifth."""
+    keep = _pixels(keep, image.shape[:2])[..., None]
+    return (image * np.where(keep, 1.0, 0.2)).astype(np.uint8)
+
+
+def _prediction_title(explanation: Any) -> str:
+    names = explanation.class_names
+    title = f"true: {names[explanation.label]}"
+    if explanation.probs is not None:
+        p = explanation.predicted
+        title += f"\npred: {names[p]} ({explanation.probs[p]:.2f})"
+    return title
+
+
+def _mass_mask(heat: np.ndarray, mass: float) -> np.ndarray:
+    import torch
+
+    from nbhelpers.evaluation.attention import mass_threshold_mask  # plots stay importable without torch use
+
+    return mass_threshold_mask(torch.from_numpy(np.ascontiguousarray(heat)), mass).numpy()
+
+
+def token_scores_plot(tokens: Sequence[str], scores: np.ndarray, title: str = "", ax=None) -> plt.Figure:
+    """One bar per token of a caption: positive scores red, negative blue."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(3.0, 0.55 * len(tokens)), 2.2), dpi=FIG_DPI)
+    else:
+        fig = ax.figure
+    scores = np.asarray(scores, dtype=float)
+    ax.bar(range(len(scores)), scores, color=np.where(scores >= 0, "#c0392b", "#2e86c1"))
+    ax.set_xticks(range(len(tokens)))
+    labels = [t.replace("<start_of_text>", "<sot>").replace("<end_of_text>", "<eot>") for t in tokens]
+    ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=8)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)
+    return fig
+
+
+def explanation_figure(
+    explanation: Any, layer: int = -1, head: int | None = None, mass: float = 0.6
+) -> plt.Figure:
+    """One sample under one model: the picture, its maps side by side, and the caption's token scores.
+
+    Args:
+        explanation: a :class:`nbhelpers.evaluation.attention.Explanation`.
+        layer: the attention layer (negative counts from the last).
+        head: one head, or None for every head and their mean.
+        mass: the share of attention mass the thresholded mask keeps (DINO's ``--threshold``).
+    """
+    image = explanation.image
+    panels: list[tuple[str, Any]] = [("picture", None)]
+    if explanation.attention is not None:
+        maps = explanation.attention[layer]  # (heads, gh, gw)
+        layer_index = layer % explanation.num_layers
+        chosen = range(len(maps)) if head is None else [head]
+        panels += [(f"layer {layer_index} head {h}", maps[h]) for h in chosen]
+        focus = maps.mean(0) if head is None else maps[head]
+        which = "mean of heads" if head is None else f"head {head}"
+        panels.append((f"{mass:.0%} of the mass\n({which})", ("mask", focus)))
+    if explanation.grad_cam is not None:
+        panels.append(("Grad-CAM\n(predicted class)", ("cam", explanation.grad_cam)))
+    scores = explanation.token_scores
+    rows = 1 + bool(scores)
+    fig = plt.figure(figsize=(max(1.9 * len(panels), 5.0), 2.6 + 2.4 * (rows - 1)), dpi=FIG_DPI)
+    grid = fig.add_gridspec(rows, max(len(panels), len(scores) or 1), height_ratios=[1.25] + [1] * (rows - 1))
+    for i, (title, content) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, i])
+        if content is None:
+            _overlay(ax, image, None, _prediction_title(explanation))
+            ax.text(0.5, -0.04, textwrap.shorten(explanation.text, 60), transform=ax.transAxes,
+                    ha="center", va="top", fontsize=7)  # fmt: skip
+        elif isinstance(content, tuple) and content[0] == "mask":
+            _overlay(ax, _masked(image, _mass_mask(content[1], mass)), None, title)
+        elif isinstance(content, tuple):
+            _overlay(ax, image, content[1], title, cmap="jet")
+        else:
+            _overlay(ax, image, content, title)
+    if scores:
+        per = max(len(panels), len(scores)) // len(scores)
+        for j, (method, values) in enumerate(scores.items()):
+            ax = fig.add_subplot(grid[1, j * per : (j + 1) * per])
+            token_scores_plot(explanation.tokens, values, title=f"caption: {method}", ax=ax)
+    fig.suptitle(explanation.model, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def layer_head_grid(explanation: Any, width: float = 1.9) -> plt.Figure:
+    """Every layer (rows) and head (columns) of one sample's CLS attention, over the picture."""
+    maps = explanation.attention
+    layers, heads = maps.shape[:2]
+    fig, axes = plt.subplots(
+        layers, heads, figsize=(width * heads, width * layers + 0.4), dpi=FIG_DPI, squeeze=False
+    )
+    for (l_, h), ax in np.ndenumerate(axes):
+        _overlay(ax, explanation.image, maps[l_, h], f"layer {l_} head {h}")
+    fig.suptitle(f"{explanation.model}\n{explanation.text}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def attention_gallery(
+    explanations: Sequence[Any], layer: int = -1, mass: float = 0.6, width: float = 1.9
+) -> plt.Figure:
+    """Several samples, one column each: the picture, the mean-of-heads map, its mass mask, Grad-CAM."""
+    rows = ["picture"]
+    if explanations[0].attention is not None:
+        rows += ["attention (mean of heads)", f"{mass:.0%} of the mass"]
+    if explanations[0].grad_cam is not None:
+        rows.append("Grad-CAM")
+    fig, axes = plt.subplots(
+        len(rows), len(explanations), figsize=(width * len(explanations), width * len(rows) + 0.9),
+        dpi=FIG_DPI, squeeze=False,
+    )  # fmt: skip
+    for j, ex in enumerate(explanations):
+        for i, row in enumerate(rows):
+            ax = axes[i, j]
+            if row == "picture":
+                _overlay(ax, ex.image, None, _prediction_title(ex), fontsize=6.5)
+            elif row.startswith("attention"):
+                _overlay(ax, ex.image, ex.attention[layer].mean(0), "")
+            elif row == "Grad-CAM":
+                _overlay(ax, ex.image, ex.grad_cam, "", cmap="jet")
+            else:
+                _overlay(ax, _masked(ex.image, _mass_mask(ex.attention[layer].mean(0), mass)), None, "")
+            if j == 0:
+                ax.text(
+                    -0.08, 0.5, row, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=8
+                )
+    fig.suptitle(explanations[0].model, fontsize=9)
+    fig.tight_layout()
+    return fig

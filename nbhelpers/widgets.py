@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -43,5 +44,91 @@ def shard_browser(manifest: dict[str, Any], per_class: int = 24) -> widgets.Widg
         w.observe(show, names="value")
     show()
     box = widgets.VBox([widgets.HBox([split, label, index]), out])
+    display(box)
+    return box
+
+
+def attention_explorer(
+    runs: Sequence[str],
+    runs_dir: str = "runs",
+    splits: Sequence[str] = ("test", "unseen"),
+    num_samples: int = 32,
+    mass: float = 0.6,
+    save_dir: str = "",
+) -> widgets.Widget:
+    """Explore where trained models look: run, split, sample, layer and head.
+
+    Shows the picture with its caption, the true and predicted class with probabilities, the maps the run's
+    architecture allows side by side (ViT attention per head and its mass mask, Grad-CAM for CNNs), and
+    the caption's token attributions (:func:`nbhelpers.plots.explanation_figure`). "save PNG" writes the
+    figure shown to ``save_dir``.
+
+    Args:
+        runs: run names under ``runs_dir`` (e.g. :func:`nbhelpers.evaluation.attention.explainable_runs`).
+        runs_dir: the folder of the runs.
+        splits: the splits offered.
+        num_samples: samples loaded per split (the first ones).
+        mass: the initial share of attention mass kept by the mask.
+        save_dir: folder of the saved PNGs ('' hides the button).
+    """
+    from pathlib import Path
+
+    from nbhelpers.evaluation.attention import load_explainer
+    from nbhelpers.plots import explanation_figure, save_figure
+
+    run = widgets.Dropdown(options=list(runs), description="run")
+    split = widgets.Dropdown(options=list(splits), description="split")
+    index = widgets.IntSlider(min=0, max=num_samples - 1, description="sample")
+    layer = widgets.IntSlider(min=0, max=0, description="layer")
+    head = widgets.Dropdown(options=[("all", -1)], description="head")
+    share = widgets.FloatSlider(value=mass, min=0.05, max=1.0, step=0.05, description="mass")
+    save = widgets.Button(description="save PNG", layout=widgets.Layout(display="" if save_dir else "none"))
+    out = widgets.Output()
+    explainers: dict[str, Any] = {}
+    state: dict[str, Any] = {}
+
+    def show(*_):
+        if state.get("busy"):  # updating the layer and head ranges below fires the observers again
+            return
+        state["busy"] = True
+        try:
+            draw()
+        finally:
+            state["busy"] = False
+
+    def draw():
+        out.clear_output(wait=True)
+        with out:
+            if run.value not in explainers:
+                explainers[run.value] = load_explainer(Path(runs_dir) / run.value)
+            explainer = explainers[run.value]
+            data = explainer.split(split.value, num_samples)
+            explanation = explainer.explain(data, min(index.value, len(data) - 1))
+            if explanation.num_layers:
+                layer.max = explanation.num_layers - 1
+                options = [("all", -1)] + [(str(h), h) for h in range(explanation.num_heads)]
+                if [v for _, v in head.options] != [v for _, v in options]:
+                    head.options = options
+            fig = explanation_figure(
+                explanation, layer=min(layer.value, max(0, explanation.num_layers - 1)),
+                head=None if head.value < 0 else head.value, mass=share.value,
+            )  # fmt: skip
+            state.update(
+                fig=fig, name=f"{run.value}_{split.value}_{index.value}_l{layer.value}_h{head.value}"
+            )
+            plt.show()
+
+    def on_save(_):
+        if "fig" in state:
+            path = save_figure(state["fig"], Path(save_dir) / f"{state['name']}.png")
+            with out:
+                print(f"saved {path}")
+
+    for w in (run, split, index, layer, head, share):
+        w.observe(show, names="value")
+    save.on_click(on_save)
+    if runs:
+        show()
+    box = widgets.VBox([widgets.HBox([run, split, index]), widgets.HBox([layer, head, share, save]), out])
     display(box)
     return box

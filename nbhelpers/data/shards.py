@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -32,21 +31,11 @@ from tqdm.auto import tqdm
 from nbhelpers.data.image import ImageDecodeError, encode_jpeg, letterbox, load_rgb
 from nbhelpers.data.records import Record, SkipCounter
 from nbhelpers.data.taxonomy import CLASSES, class_name, is_valid_pair
+from nbhelpers.fileio import atomic_open, write_json_atomic
 
 MANIFEST = "manifest.json"
 SIZES = "sizes.json"
 MANIFEST_VERSION = 1
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Writes ``obj`` as JSON to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def sample_key(record: Record) -> str:
@@ -100,8 +89,7 @@ def write_shard(shard: Path, records: list[Record], image_size: int) -> ShardSta
     stats = ShardStats(name=shard.name, fingerprint=_fingerprint(records, image_size))
     skips = SkipCounter()
     classes: Counter[str] = Counter()
-    tmp = shard.with_name(f".{shard.name}.tmp")
-    with open(tmp, "wb") as raw:
+    with atomic_open(shard, "wb") as raw:
         sink = wds.TarWriter(raw, encoder=False, mode=0o644)
         for record in records:
             try:
@@ -120,13 +108,10 @@ def write_shard(shard: Path, records: list[Record], image_size: int) -> ShardSta
             )
             classes[class_name(record.label)] += 1
         sink.close()
-        raw.flush()
-        os.fsync(raw.fileno())
     stats.num_samples = sum(classes.values())
     stats.class_counts = dict(classes)
     stats.skipped = dict(skips)
     stats.skip_examples = skips.examples
-    os.replace(tmp, shard)
     write_json_atomic(_stats_path(shard), stats.__dict__)
     return stats
 
@@ -232,7 +217,10 @@ def write_split(
 
 
 def _remove_stale(out_dir: Path, split: str, n_shards: int) -> None:
-    """Deletes shards of ``split`` beyond ``n_shards`` left by an earlier, larger run."""
+    """Deletes shards of ``split`` beyond ``n_shards`` left by an earlier, larger run, and temporary
+    files that an interrupted run left behind."""
+    for tmp in out_dir.glob(f".{split}-*.tmp"):
+        tmp.unlink(missing_ok=True)
     for path in out_dir.glob(f"{split}-*.tar"):
         index = path.stem.rsplit("-", 1)[-1]
         if index.isdigit() and int(index) >= n_shards:

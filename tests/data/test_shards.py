@@ -87,6 +87,7 @@ def test_rerun_resumes_complete_shards_without_rewriting(small_synthetic, tmp_pa
     assert after["train-00000.tar"] == before["train-00000.tar"]
     assert after["train-00002.tar"] != 1 and (config.source_dir / "train-00002.tar").is_file()
     assert again["splits"]["train"]["num_samples"] == 40
+    assert not (config.source_dir / ".train-00001.tar.tmp").exists()  # leftovers are cleaned up
 
 
 def test_changed_inputs_rewrite_the_shard_and_stale_shards_are_removed(tmp_path):

@@ -1,0 +1,124 @@
+"""Files written so that a crash never leaves half of one, and the JSON they hold.
+
+Every file is written to a temporary file in the same folder, flushed, fsynced and renamed over the
+target with ``os.replace`` (atomic on POSIX and Windows), so a reader sees the old file or the new one,
+never a torn one, even if Colab drops the runtime mid-write. Shards, manifests, checkpoints and run
+files all go through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on a clean exit, make it ``path`` atomically.
+
+    The temporary file is in the same directory (``os.replace`` is atomic only within one file system)
+    and starts with a dot, so checkpoint scans ignore it. If the body raises, the temporary file is
+    removed and ``path`` is untouched.
+
+    Args:
+        path: the final file; its parent directory is created if missing.
+        mode: ``"wb"`` or ``"w"`` (text, UTF-8).
+
+    Yields:
+        The open temporary file.
+
+    Raises:
+        ValueError: for a mode other than ``"wb"`` or ``"w"``.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; directories cannot be opened this way on Windows.
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def to_jsonable(obj: Any, *, _where: str = "config") -> Any:
+    """A copy of ``obj`` made of JSON types: paths become strings, tuples lists, dataclasses dicts.
+
+    Numpy and torch scalars become Python numbers (anything with ``.item()`` and no dimensions).
+
+    Args:
+        obj: nested dicts, lists, tuples, dataclasses, paths, strings, numbers, booleans and None.
+
+    Returns:
+        The converted copy.
+
+    Raises:
+        TypeError: naming the offending key path (e.g. ``config['model']['act']``) for anything else,
+            or for a non-string dict key.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    if isinstance(obj, float):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{_where}: keys must be strings, got {key!r}")
+            out[key] = to_jsonable(value, _where=f"{_where}[{key!r}]")
+        return out
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v, _where=f"{_where}[{i}]") for i, v in enumerate(obj)]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:
+        return obj.item()
+    raise TypeError(f"{_where}: {type(obj).__name__} is not JSON-serialisable ({obj!r:.80})")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` (converted by :func:`to_jsonable`) as indented JSON, atomically.
+
+    Non-finite floats are written as ``NaN``/``Infinity``, as Python's ``json`` reads them back.
+
+    Args:
+        path: the file to (over)write.
+        obj: the value; see :func:`to_jsonable`.
+
+    Raises:
+        TypeError: if ``obj`` holds something that is not JSON-serialisable (nothing is written).
+    """
+    text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n"
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file written by :func:`write_json_atomic`."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -215,3 +215,17 @@ def load_trained(run_dir: str | os.PathLike) -> tuple[CASSMM, FeatureClassifier,
     head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads)
     load_model_weights(head, Path(run_dir) / CLASSIFIER_DIR)
     return model.eval(), head.eval(), tokenizer, size
+
+
+def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Re-scores a finished run on ``split``: the towers and the head from their last checkpoints,
+    ``(N, 7)`` probabilities and ``(N,)`` labels.
+
+    Raises:
+        FileNotFoundError: if config.json or a checkpoint (towers or head) is missing.
+    """
+    config = CassMMConfig.coerce(read_json(Path(run_dir) / "config.json"))
+    model, head, tokenizer, size = load_trained(run_dir)
+    data = load_split(manifests(config), split, size, tokenizer, limit=config.limit)
+    features = extract_features(model, data)
+    return predict_features(head, features), features["label"].numpy()

@@ -217,3 +217,19 @@ def comparison_table(results: dict[str, RunResult]) -> pd.DataFrame:
         row["Trainable"] = f"{metrics['trainable_parameters']:,}"
         rows.append(row)
     return pd.DataFrame(rows).set_index("Model").round(3)
+
+
+def predict_run(run_dir, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Re-scores a finished run on ``split`` from config.json + its last checkpoint: ``(N, 7)`` probabilities
+    and ``(N,)`` labels, the split loaded as the run loaded it (image size, tokenizer, ``limit``).
+
+    Raises:
+        FileNotFoundError: if config.json or every checkpoint is missing.
+    """
+    from nbhelpers.train.run_dir import read_json
+
+    # The checkpoint holds every weight (LoRA's frozen base too): no pretrained weights are needed.
+    config = ClipClassifierConfig.coerce({**read_json(f"{run_dir}/config.json"), "pretrained": ""})
+    model, tokenizer, size = build_model(config)
+    load_model_weights(model, run_dir)
+    return predict(model.eval(), load_split(manifests(config), split, size, tokenizer, limit=config.limit))

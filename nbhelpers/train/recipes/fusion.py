@@ -564,3 +564,27 @@ def comparison_table(results: Mapping[str, RunResult]) -> pd.DataFrame:
     """A long table, one row per (run, split): kind, AUROC, accuracy (for :func:`nbhelpers.plots.metric_bars`)."""
     frames = [split_table(result.metrics, name).reset_index() for name, result in results.items()]
     return pd.concat(frames, ignore_index=True)
+
+
+def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Re-scores a finished run on ``split``: hateful probabilities ``(N,)`` and targets ``(N,)`` of its
+    labelled samples, from the backbone's weights and the head's last checkpoint.
+
+    The features are extracted afresh by the rebuilt backbone (the feature cache is not read), so the
+    scores come from the run's weights alone.
+
+    Raises:
+        FileNotFoundError: if config.json, the head's checkpoint, or the backbone's weights file
+            (``run:<name>``) is missing; evaluation never trains a missing CLIP.
+    """
+    from nbhelpers.train.recipes.clip import RUN_PREFIX, WEIGHTS_FILE
+
+    config = FusionConfig.coerce(read_json(Path(run_dir) / "config.json"))
+    if config.pretrained.startswith(RUN_PREFIX):
+        weights = Path(config.runs_dir) / config.pretrained[len(RUN_PREFIX) :] / WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"the backbone weights {weights} ({config.pretrained}) are missing")
+    model = load_trained(run_dir, config)
+    found = manifests(config)
+    data = load_split(found, split, model.backbone.image_size, None, limit=config.limit)
+    return predict(model.head, extract_features(model.backbone, data, config.feature_batch_size))

@@ -417,3 +417,37 @@ def confusions(result: RunResult, split: str | None = None) -> dict[str, np.ndar
         report = found.extra["reports"][split or found.metrics["split"]]
         out[kind] = np.asarray(report["confusion"])
     return out
+
+
+def predict_run(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Re-scores a finished run on ``split`` from its checkpoint: probabilities ``(N, 7)`` and labels ``(N,)``.
+
+    A text or image run is rebuilt by :func:`load_trained` and predicts the split again (loaded as its
+    config.json says: image size, ``limit``). A late-fusion run has no weights: its text and image runs
+    (``fused_from`` in its metrics.json, looked for next to it if moved) are re-scored and their
+    probabilities fused as :func:`fuse_runs` does (the sum halved: a probability vector, same argmax).
+
+    Raises:
+        FileNotFoundError: if config.json, a checkpoint, or a fused run is missing.
+        ValueError: if the two fused runs scored different labels.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file() and (run_dir / "metrics.json").is_file():
+        fused_from = read_metrics(run_dir).get("fused_from")
+        if fused_from:
+            parts = {}
+            for kind in ("text", "image"):
+                part = Path(fused_from[kind])
+                part = part if part.is_dir() else run_dir.parent / part.name
+                parts[kind] = predict_run(part, split)
+            if not np.array_equal(parts["text"][1], parts["image"][1]):
+                raise ValueError(f"{run_dir}: its text and image runs scored different samples on {split!r}")
+            _, scores = late_fusion(torch.from_numpy(parts["text"][0]), torch.from_numpy(parts["image"][0]))
+            return (scores / 2).numpy(), parts["text"][1]
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in {run_dir}")
+    saved = read_json(run_dir / "config.json")
+    config = UnimodalConfig.coerce(saved)
+    model = load_trained(run_dir)
+    data = load_split(manifests(config), split, config.image_size, limit=config.limit)
+    return predict(model, data, saved["model"])

@@ -60,13 +60,21 @@ def parse_args(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
     return recipe, config
 
 
+#: Modules of the recipes package that hold shared code, not a recipe.
+SHARED_MODULES = frozenset({"base"})
+
+
 def available_recipes(package: str = RECIPES_PACKAGE) -> list[str]:
-    """The recipe modules of ``package`` (public ``.py`` files and subpackages), sorted."""
+    """The recipe modules of ``package`` (public ``.py`` files and subpackages but the shared ``base``), sorted."""
     try:
         paths = importlib.import_module(package).__path__
     except ModuleNotFoundError:
         return []
-    return sorted(m.name for m in pkgutil.iter_modules(paths) if not m.name.startswith("_"))
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules(paths)
+        if not m.name.startswith("_") and m.name not in SHARED_MODULES
+    )
 
 
 def load_recipe(name: str, package: str = RECIPES_PACKAGE) -> ModuleType:

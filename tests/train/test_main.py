@@ -108,3 +108,9 @@ def test_python_dash_m_reports_unknown_recipe():
     assert proc.returncode == 2
     listed = ", ".join(available_recipes()) or "none (no modules in nbhelpers.train.recipes)"
     assert f"unknown recipe 'no_such_recipe'; available recipes: {listed}" in proc.stderr
+
+
+def test_the_real_recipes_are_listed_and_the_shared_base_is_not():
+    from nbhelpers.train.__main__ import available_recipes
+
+    assert available_recipes() == ["cass_mm", "clip", "clip_classifier", "fusion", "ssl", "unimodal"]

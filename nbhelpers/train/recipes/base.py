@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from accelerate import PartialState
 
@@ -25,6 +26,7 @@ from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES
 from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
+from nbhelpers.evaluation.metrics import classification_report
 from nbhelpers.train.engine import TrainSpec
 from nbhelpers.train.run_dir import read_json, write_json_atomic
 
@@ -276,6 +278,33 @@ def write_metrics(
     }
     write_json_atomic(Path(run_dir) / "metrics.json", record)
     return record
+
+
+#: The 7-class figures every classifier run reports, per split.
+CLASS_METRICS = ("top1", "top2", "top3", "macro_f1")
+
+
+def evaluate_7class(
+    run_dir: Path, predict_split: Callable[[str], tuple[np.ndarray, np.ndarray]], splits: Sequence[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    """Scores a 7-class run on each split and saves ``predictions_{split}.npz`` (``probs``, ``labels``).
+
+    Args:
+        run_dir: the run directory.
+        predict_split: ``split -> (probs (N, 7), labels (N,))``.
+        splits: the splits to score.
+
+    Returns:
+        ``(reports, summary)``: the full :func:`~nbhelpers.evaluation.metrics.classification_report` per
+        split, and its :data:`CLASS_METRICS` plus ``num_samples`` per split (for ``metrics.json``).
+    """
+    reports = {}
+    for split in splits:
+        probs, labels = predict_split(split)
+        reports[split] = classification_report(probs, labels, ks=(1, 2, 3))
+        np.savez_compressed(Path(run_dir) / f"predictions_{split}.npz", probs=probs, labels=labels)
+    summary = {s: {k: r[k] for k in (*CLASS_METRICS, "num_samples")} for s, r in reports.items()}
+    return reports, summary
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

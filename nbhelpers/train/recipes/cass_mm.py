@@ -27,7 +27,6 @@ from torch import nn
 from nbhelpers.config import param
 from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
-from nbhelpers.evaluation.metrics import classification_report
 from nbhelpers.losses import cass_mm_loss
 from nbhelpers.models.cass_mm import CASSMM
 from nbhelpers.models.clip import create_clip
@@ -35,9 +34,11 @@ from nbhelpers.models.heads import TransformerClassifierHead
 from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
 from nbhelpers.train.recipes.base import (
+    CLASS_METRICS,
     RecipeConfig,
     RunResult,
     eval_batches,
+    evaluate_7class,
     history_seconds,
     manifests,
     train_data,
@@ -175,12 +176,12 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
         head_spec,
         config=config.to_dict(),
     )
-    reports = {}
-    for split in config.eval_split_list:
+
+    def predict_split(split: str) -> tuple[np.ndarray, np.ndarray]:
         features = extract_features(model, load_split(found, split, size, tokenizer, limit=config.limit))
-        probs, labels = predict_features(head, features), features["label"].numpy()
-        reports[split] = classification_report(probs, labels, ks=(1, 2, 3))
-        np.savez_compressed(config.run_dir / f"predictions_{split}.npz", probs=probs, labels=labels)
+        return predict_features(head, features), features["label"].numpy()
+
+    reports, summary = evaluate_7class(config.run_dir, predict_split, config.eval_split_list)
     primary = config.eval_split_list[0]
     metrics = write_metrics(
         config.run_dir,
@@ -189,15 +190,12 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
         modality="multimodal",
         task="7class",
         split=primary,
-        metrics={k: reports[primary][k] for k in ("top1", "top2", "top3", "macro_f1")},
+        metrics={k: reports[primary][k] for k in CLASS_METRICS},
         num_samples=data.num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history, head_history),
         head_epochs=config.head_epochs,
-        splits={
-            s: {k: r[k] for k in ("top1", "top2", "top3", "macro_f1", "num_samples")}
-            for s, r in reports.items()
-        },
+        splits=summary,
     )
     return RunResult(
         config.run_dir,

@@ -23,7 +23,6 @@ from torch import nn
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import load_split
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
-from nbhelpers.evaluation.metrics import classification_report
 from nbhelpers.lora import add_lora
 from nbhelpers.losses import masked_clip_loss
 from nbhelpers.models.clip import create_clip
@@ -32,9 +31,11 @@ from nbhelpers.models.heads import CLIPClassifier
 from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
 from nbhelpers.train.recipes.base import (
+    CLASS_METRICS,
     RecipeConfig,
     RunResult,
     eval_batches,
+    evaluate_7class,
     history_seconds,
     manifests,
     train_data,
@@ -129,12 +130,11 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     data = train_data(config, found, size, tokenizer)
     spec = train_spec(config, data.steps_per_epoch)
     history = fit(model, lambda m, b: step(m, b, config), data.batches, spec, config=config.to_dict())
-    splits = {}
-    for split in config.eval_split_list:
-        probs, labels = predict(model, load_split(found, split, size, tokenizer, limit=config.limit))
-        report = classification_report(probs, labels, ks=(1, 2, 3))
-        splits[split] = report
-        np.savez_compressed(config.run_dir / f"predictions_{split}.npz", probs=probs, labels=labels)
+    splits, summary = evaluate_7class(
+        config.run_dir,
+        lambda split: predict(model, load_split(found, split, size, tokenizer, limit=config.limit)),
+        config.eval_split_list,
+    )
     primary = config.eval_split_list[0]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     metrics = write_metrics(
@@ -144,16 +144,13 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
         modality="multimodal",
         task="7class",
         split=primary,
-        metrics={k: splits[primary][k] for k in ("top1", "top2", "top3", "macro_f1")},
+        metrics={k: splits[primary][k] for k in CLASS_METRICS},
         num_samples=data.num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history),
         model=config.model,
         trainable_parameters=trainable,
-        splits={
-            s: {k: r[k] for k in ("top1", "top2", "top3", "macro_f1", "num_samples")}
-            for s, r in splits.items()
-        },
+        splits=summary,
     )
     return RunResult(
         config.run_dir,

@@ -320,3 +320,21 @@ def test_resume_with_changed_spec_warns(tmp_path):
         fit(make_model(0), step_fn, stream(0), spec(tmp_path, "w", epochs=2, steps_per_epoch=2, lr=5e-3))
     messages = " ".join(str(w.message) for w in caught)
     assert "epochs: 1 -> 2" in messages and "lr: 0.01 -> 0.005" in messages
+
+
+def test_epoch_line_is_one_readable_summary():
+    from nbhelpers.train.engine import _epoch_line
+
+    line = _epoch_line(
+        {
+            "epoch": 3,
+            "global_step": 30,
+            "loss": 0.634,
+            "lr": 1.2e-4,
+            "train_acc": 0.989,
+            "seconds": 12.34,
+            "samples_per_s": 412.2,
+        },
+        10,
+    )
+    assert line == "epoch 3/10 · loss 0.6340 · lr 1.2e-04 · train_acc 0.9890 · 412 samples/s · 12.3 s"

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate.utils import set_seed
 from torch import nn
 
 from nbhelpers.config import param
@@ -151,6 +152,7 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     """Pre-trains CASS-MM, trains the classifier on its frozen features, evaluates both stages' output."""
     config = CassMMConfig.coerce(config)
     found = manifests(config)
+    set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
     model, tokenizer, size = build_model(config)
     data = train_data(config, found, size, tokenizer)
     history = fit(

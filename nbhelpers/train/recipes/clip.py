@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import set_seed
 from torch import nn
 
 from nbhelpers.config import param
@@ -152,6 +153,7 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
     """Trains CLIP contrastively, evaluates retrieval and zero-shot, exports the weights."""
     config = ClipConfig.coerce(config)
     found = manifests(config)
+    set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
     model, tokenizer, size = build_model(config)
     data = train_data(config, found, size, tokenizer, labels=[TRUE_NEUTRAL] if config.valid_only else None)
     spec = train_spec(config, data.steps_per_epoch, betas=(0.9, 0.98), eps=1e-6)

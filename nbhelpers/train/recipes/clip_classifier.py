@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from accelerate.utils import set_seed
 from torch import nn
 
 from nbhelpers.config import ConfigError, param
@@ -126,6 +127,7 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     """Trains the classifier, evaluates it on ``eval_splits`` and writes the run directory."""
     config = ClipClassifierConfig.coerce(config)
     found = manifests(config)
+    set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
     model, tokenizer, size = build_model(config)
     data = train_data(config, found, size, tokenizer)
     spec = train_spec(config, data.steps_per_epoch)

@@ -60,6 +60,14 @@ logger = logging.getLogger(__name__)
 
 MIXED_PRECISION_MODES = ("no", "fp16", "bf16", "auto")
 
+# The progress bar redraws at most PROGRESS_REDRAWS times a run and at most once per
+# PROGRESS_MIN_SECONDS. In a notebook every redraw is ~3 widget messages on the kernel's IOPub
+# socket; a client that reads them only after the cell ends (nbval) loses messages past ZMQ's
+# high-water mark of 1,000, the cell's final "idle" among them, and fails the cell. Unbounded,
+# 05's training cell sent 2,018 messages.
+PROGRESS_REDRAWS = 50
+PROGRESS_MIN_SECONDS = 0.5
+
 # Spec fields that change the optimisation trajectory: a resume under different values is not the
 # run that was checkpointed, so it is worth a warning.
 _TRAJECTORY_FIELDS = (
@@ -462,10 +470,12 @@ def fit(
         disable=not (spec.progress and main),
         unit="step",
         dynamic_ncols=True,
+        miniters=max(1, math.ceil(total_steps / PROGRESS_REDRAWS)),
+        mininterval=PROGRESS_MIN_SECONDS,
     )
     try:
         for epoch in range(start_epoch + 1, spec.epochs + 1):
-            bar.set_description(f"epoch {epoch}/{spec.epochs}")
+            bar.set_description(f"epoch {epoch}/{spec.epochs}", refresh=False)
             prepared.train()
             epoch_sums: dict[str, float] = defaultdict(float)
             log_sums: dict[str, float] = defaultdict(float)
@@ -524,7 +534,9 @@ def fit(
                     history["steps"].append(entry)
                     rate = log_samples * accelerator.num_processes / max(now - log_start, 1e-9)
                     bar.set_postfix(
-                        loss=f"{entry['loss']:.4f}", samples_s=f"{rate:.0f}" if log_samples else "?"
+                        loss=f"{entry['loss']:.4f}",
+                        samples_s=f"{rate:.0f}" if log_samples else "?",
+                        refresh=False,  # shown at the next redraw
                     )
                     log_sums, log_count, log_samples, log_start = defaultdict(float), 0, 0, now
             seconds = time.perf_counter() - start

@@ -338,3 +338,32 @@ def test_epoch_line_is_one_readable_summary():
         10,
     )
     assert line == "epoch 3/10 · loss 0.6340 · lr 1.2e-04 · train_acc 0.9890 · 412 samples/s · 12.3 s"
+
+
+def test_progress_bar_redraws_a_bounded_number_of_times(tmp_path, monkeypatch):
+    """Each redraw in a notebook is widget messages on the kernel's IOPub socket: a long run
+    must not send one per step (nbval loses the messages past ZMQ's high-water mark)."""
+    import tqdm.std
+
+    from nbhelpers.train import engine
+
+    redraws = []
+
+    class CountingBar(tqdm.std.tqdm):
+        def display(self, *args, **kwargs):
+            redraws.append(self.n)
+            return super().display(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "tqdm", CountingBar)
+    monkeypatch.setattr(engine, "PROGRESS_MIN_SECONDS", 0.0)  # only the step bound is left
+    epochs, steps = 4, 150
+    fit(
+        make_model(0),
+        step_fn,
+        stream(0),
+        spec(tmp_path, "bar", epochs=epochs, steps_per_epoch=steps, progress=True, log_every=1),
+    )
+    assert redraws[-1] == epochs * steps  # the bar reaches the end
+    # <= 50 step redraws, plus one per epoch line written above the bar, plus open and close
+    assert len(redraws) <= engine.PROGRESS_REDRAWS + epochs + 2
+    assert len(redraws) >= engine.PROGRESS_REDRAWS // 2  # and it does move

@@ -80,14 +80,14 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[ConfigError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _check_type(name, value, arg)
             except ConfigError as err:
-                errors.append(str(err))
+                errors.append(err)
         raise (
             errors[0]
             if len(errors) == 1

@@ -82,9 +82,7 @@ def to_jsonable(obj: Any, *, _where: str = "config") -> Any:
     """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    if obj is None or isinstance(obj, bool | int | str):
-        return obj
-    if isinstance(obj, float):
+    if obj is None or isinstance(obj, bool | int | float | str):
         return obj
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)

@@ -26,6 +26,7 @@ def test_preset_values_apply_and_explicit_parameters_win():
         ({"source": "reddit"}, "source: 'reddit' is not allowed; allowed: synthetic, hateful_memes"),
         ({"image_size": -3}, "image_size: must be >= 16"),
         ({"limit": 0}, "limit: must be >= 1"),
+        ({"limit": "abc"}, "limit: expected int"),  # an optional field of the wrong type
         ({"train_shard_size": "big"}, "train_shard_size: expected int"),
         ({"source": "coco"}, "raw_dir: required for source 'coco'"),
         ({"source": "fakeddit", "raw_dir": "/no/such/folder"}, "raw_dir: '/no/such/folder' is not a folder"),

@@ -32,8 +32,9 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset
 
-from nbhelpers.data.shards import read_manifest
+from nbhelpers.data.shards import SIZES, read_manifest
 from nbhelpers.data.taxonomy import NUM_CLASSES, UNLABELLED
+from nbhelpers.fileio import read_json
 
 
 @dataclass
@@ -69,7 +70,7 @@ def shard_set(
                 f"source {manifest['source']!r} has no split {split!r}; it has {list(manifest['splits'])}"
             )
         info = manifest["splits"][split]
-        sizes = json.loads((root / "sizes.json").read_text())
+        sizes = read_json(root / SIZES)
         factor = (source_factors or {}).get(manifest["source"], 1.0)
         for shard in info["shards"]:
             if sizes.get(shard, 0) == 0:

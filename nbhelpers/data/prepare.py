@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +65,6 @@ def ensure_shards(
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m nbhelpers.data.prepare --source synthetic --preset demo [--field value ...]``."""
-    import argparse
-    import dataclasses
-    import json
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="demo")
     for f in dataclasses.fields(PrepareConfig):
@@ -80,8 +79,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def json_or_str(text: str) -> Any:
     """Parses a command-line value as a JSON literal (``3``, ``null``, ``true``), else keeps the string."""
-    import json
-
     try:
         return json.loads(text)
     except ValueError:

@@ -65,6 +65,13 @@ class SkipCounter(Counter):
             if len(kept) < self.max_examples:
                 kept.append(str(example))
 
+    @classmethod
+    def from_parts(cls, counts: dict[str, int], examples: dict[str, list[str]]) -> SkipCounter:
+        """A counter from saved ``counts`` and ``examples`` (as in a shard's stats file)."""
+        counter = cls(counts)
+        counter.examples = {reason: list(kept) for reason, kept in examples.items()}
+        return counter
+
     def merge(self, other: SkipCounter) -> None:
         """Adds ``other``'s counts and examples to this counter."""
         self.update(other)

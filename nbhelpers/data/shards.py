@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from nbhelpers.data.image import ImageDecodeError, encode_jpeg, letterbox, load_rgb
 from nbhelpers.data.records import Record, SkipCounter
 from nbhelpers.data.taxonomy import CLASSES, class_name, is_valid_pair
-from nbhelpers.fileio import atomic_open, write_json_atomic
+from nbhelpers.fileio import atomic_open, read_json, write_json_atomic
 
 MANIFEST = "manifest.json"
 SIZES = "sizes.json"
@@ -70,9 +70,10 @@ class ShardStats:
 
 
 def _fingerprint(records: list[Record], image_size: int) -> str:
+    """A digest of what a shard's ``txt`` and ``json`` members hold, and of the image size."""
     digest = hashlib.sha1(str(image_size).encode())
     for r in records:
-        digest.update(f"{r.source}|{r.split}|{r.source_id}|{r.label}|{r.text}\n".encode())
+        digest.update(json.dumps({"text": r.text, **sample_json(r)}, sort_keys=True).encode() + b"\n")
     return digest.hexdigest()
 
 
@@ -112,7 +113,7 @@ def write_shard(shard: Path, records: list[Record], image_size: int) -> ShardSta
     stats.class_counts = dict(classes)
     stats.skipped = dict(skips)
     stats.skip_examples = skips.examples
-    write_json_atomic(_stats_path(shard), stats.__dict__)
+    write_json_atomic(_stats_path(shard), stats)
     return stats
 
 
@@ -121,7 +122,7 @@ def _complete(shard: Path, fingerprint: str) -> ShardStats | None:
     if not (shard.is_file() and stats_file.is_file()):
         return None
     try:
-        stats = ShardStats(**json.loads(stats_file.read_text()))
+        stats = ShardStats(**read_json(stats_file))
     except (ValueError, TypeError):
         return None
     return stats if stats.fingerprint == fingerprint else None
@@ -199,10 +200,7 @@ def write_split(
     for k in range(n_shards):
         stats = results[k]
         classes.update(stats.class_counts)
-        for reason, count in stats.skipped.items():
-            skips[reason] += count
-            kept = skips.examples.setdefault(reason, [])
-            kept.extend(stats.skip_examples.get(reason, [])[: max(0, SkipCounter.max_examples - len(kept))])
+        skips.merge(SkipCounter.from_parts(stats.skipped, stats.skip_examples))
         names.append(stats.name)
         sizes[stats.name] = stats.num_samples
     return SplitResult(
@@ -255,7 +253,7 @@ def write_manifest(
     """Writes ``manifest.json`` and ``sizes.json`` for a source's shards; returns the manifest."""
     source_dir = Path(source_dir)
     manifest_file = source_dir / MANIFEST
-    previous = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    previous = read_json(manifest_file) if manifest_file.is_file() else {}
     all_splits = dict(previous.get("splits", {}))
     for name, result in splits.items():
         all_splits[name] = {
@@ -274,10 +272,12 @@ def write_manifest(
         "splits": all_splits,
     }
     sizes = {}
-    for split in all_splits.values():
-        for shard in split["shards"]:
-            stats_file = _stats_path(source_dir / shard)
-            sizes[shard] = json.loads(stats_file.read_text())["num_samples"]
+    for name, split in all_splits.items():
+        if name in splits:
+            sizes.update(splits[name].shard_sizes)
+        else:  # a split this call did not write: its shards' own stats
+            for shard in split["shards"]:
+                sizes[shard] = read_json(_stats_path(source_dir / shard))["num_samples"]
     write_json_atomic(source_dir / SIZES, sizes)
     write_json_atomic(manifest_file, manifest)
     return manifest
@@ -294,6 +294,6 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
         path = path / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"no shard manifest at {path}; build the shards first (notebook 01)")
-    manifest = json.loads(path.read_text())
+    manifest = read_json(path)
     manifest["_dir"] = str(path.parent)
     return manifest

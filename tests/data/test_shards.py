@@ -11,7 +11,7 @@ from nbhelpers.config import PrepareConfig
 from nbhelpers.data.image import letterbox
 from nbhelpers.data.prepare import prepare
 from nbhelpers.data.records import Record, SkipCounter
-from nbhelpers.data.shards import read_manifest, write_split
+from nbhelpers.data.shards import _fingerprint, read_manifest, write_split
 from nbhelpers.data.taxonomy import CLASSES
 
 from .conftest import SMALL
@@ -65,8 +65,9 @@ def test_letterbox_keeps_the_whole_picture_and_pads():
     assert pixels[32, 2] != pixels[32, 32]  # top band is padding
 
 
-def test_rerun_resumes_complete_shards_without_rewriting(small_synthetic, tmp_path):
-    config = PrepareConfig.from_params(
+def _small_config(tmp_path):
+    """A small synthetic build in three train shards (16 + 16 + 8) and shards of 5 elsewhere."""
+    return PrepareConfig.from_params(
         "demo",
         out_dir=str(tmp_path),
         image_size=32,
@@ -75,6 +76,10 @@ def test_rerun_resumes_complete_shards_without_rewriting(small_synthetic, tmp_pa
         workers=1,
         **SMALL,
     )
+
+
+def test_rerun_resumes_complete_shards_without_rewriting(tmp_path):
+    config = _small_config(tmp_path)
     prepare(config, progress=False)
     shard = config.source_dir / "train-00001.tar"
     before = {p.name: p.stat().st_mtime_ns for p in config.source_dir.glob("*.tar")}
@@ -91,15 +96,7 @@ def test_rerun_resumes_complete_shards_without_rewriting(small_synthetic, tmp_pa
 
 
 def test_changed_inputs_rewrite_the_shard_and_stale_shards_are_removed(tmp_path):
-    config = PrepareConfig.from_params(
-        "demo",
-        out_dir=str(tmp_path),
-        image_size=32,
-        train_shard_size=16,
-        eval_shard_size=5,
-        workers=1,
-        **SMALL,
-    )
+    config = _small_config(tmp_path)
     prepare(config, progress=False)
     smaller = PrepareConfig.from_params(**{**config.to_dict(), "synthetic_train": 20})
     manifest = prepare(smaller, progress=False)
@@ -169,3 +166,16 @@ def test_a_crash_mid_shard_leaves_complete_shards_and_no_final_file(tmp_path):
 def test_read_manifest_names_the_missing_step(tmp_path):
     with pytest.raises(FileNotFoundError, match="build the shards first"):
         read_manifest(tmp_path)
+
+
+def test_shard_fingerprint_covers_the_json_member():
+    """A reader whose labels changed (same id, text and label) must not resume the old shard."""
+
+    def record(**meta):
+        return Record(
+            source="s", source_id="1", split="train", text="t", label=0, image=Path("x.jpg"), meta=meta
+        )
+
+    assert _fingerprint([record(labels=[0, 0, 0])], 64) == _fingerprint([record(labels=[0, 0, 0])], 64)
+    assert _fingerprint([record(labels=[0, 0, 0])], 64) != _fingerprint([record(labels=[0, 0, 1])], 64)
+    assert _fingerprint([record()], 64) != _fingerprint([record()], 32)

@@ -97,3 +97,5 @@ def test_read_yields_sizes_limit_and_rejects_unknown_split():
     assert records[0].meta["hateful"] == int(records[0].label == 6)
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         list(synthetic.read(None, "dev", SkipCounter()))
+    with pytest.raises(ValueError, match="limit must be None or a non-negative int"):
+        list(synthetic.read(None, "val", SkipCounter(), limit=-1))

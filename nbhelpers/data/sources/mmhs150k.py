@@ -145,6 +145,7 @@ def _records(raw_dir: Path, split: str, ids_path: Path, skips: SkipCounter) -> I
             except ValueError:
                 skips.skip("unknown_label", f"{GT_FILE} id {tweet_id} labels {votes!r}")
                 continue
+            votes = [as_int(v) for v in votes]  # valid: hate_label checked them
 
             tweet = strip_links(entry["tweet_text"])
             ocr = _ocr_text(raw_dir / "img_txt" / f"{tweet_id}.json", skips)
@@ -158,7 +159,7 @@ def _records(raw_dir: Path, split: str, ids_path: Path, skips: SkipCounter) -> I
                 continue
             labels_str = entry.get("labels_str")
             if not isinstance(labels_str, list):
-                labels_str = [VOTE_NAMES[as_int(v)] for v in votes]
+                labels_str = [VOTE_NAMES[v] for v in votes]
             yield Record(
                 source=NAME,
                 source_id=tweet_id,
@@ -167,7 +168,7 @@ def _records(raw_dir: Path, split: str, ids_path: Path, skips: SkipCounter) -> I
                 label=label,
                 image=image,
                 meta={
-                    "labels": [as_int(v) for v in votes],
+                    "labels": votes,
                     "labels_str": labels_str,
                     "hateful": int(label == HATE),
                 },

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from nbhelpers.data.records import Record, SkipCounter
+from nbhelpers.data.sources._common import check_limit, check_split
 from nbhelpers.data.taxonomy import HATE, NUM_CLASSES, class_name
 
 NAME = "synthetic"
@@ -237,10 +238,10 @@ def read(
         image_size: the side of the drawn images in pixels.
 
     Raises:
-        ValueError: for an unknown split.
+        ValueError: for an unknown split or a negative ``limit``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r} for source {NAME}; allowed: {', '.join(SPLITS)}")
+    check_split(NAME, split, SPLITS)
+    check_limit(limit)
     n = (sizes or DEFAULT_SIZES)[split]
     if limit is not None:
         n = min(n, limit)

@@ -193,7 +193,10 @@ class ModuleAttention(nn.Module):
             ``(batch, num_heads, L, S)`` per head, or None when ``need_weights`` is False.
         """
         if not self.batch_first:
-            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+            if query is key is value:  # keep them one object: _project's single-matmul path
+                query = key = value = query.transpose(0, 1)
+            else:
+                query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         batch, tgt_len, _ = query.shape
         src_len = key.shape[1]
         q, k, v = self._project(query, key, value)
@@ -341,8 +344,6 @@ def add_lora(
     if any(isinstance(m, LoraLayer) for m in model.modules()):
         raise ValueError("model already has LoRA adapters; call merge_lora first")
     replace_attention(model)
-    for param in model.parameters():
-        param.requires_grad_(False)
     config = LoraConfig(
         r=rank,
         lora_alpha=rank if alpha is None else alpha,

@@ -22,19 +22,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import open_clip
 import torch
 import transformers
 from torch import nn
 from torchvision.transforms import v2
 
+from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
+from nbhelpers.models.clip import create_clip
+
 #: A tokenised text batch: ``input_ids`` (B, L) int64 and, for Hugging Face models, ``attention_mask`` (B, L).
 TokenBatch = dict[str, torch.Tensor]
 
-#: The normalisation OpenAI CLIP was trained with; BLIP and BLIP-2 reuse it. Used when a Hugging Face
-#: checkpoint folder has no ``preprocessor_config.json``.
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _INTERPOLATION = {
     "bicubic": v2.InterpolationMode.BICUBIC,
@@ -199,10 +197,11 @@ class OpenClipBackbone(FeatureBackbone):
     """
 
     def __init__(self, model_name: str, pretrained: str | None = None, trainable: bool = False) -> None:
-        model = open_clip.create_model(model_name, pretrained=pretrained)
+        # create_clip: memelab's tiny architectures, and a local file through the checks of notebook 03's
+        # loader (LoRA keys, DDP prefixes, logit_scale shape).
+        model, _, _, tokenizer = create_clip(model_name, pretrained)
         cfg = model.visual.preprocess_cfg
         size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
-        tokenizer = open_clip.get_tokenizer(model_name)
         # open_clip's towers project to the config's embed_dim, but hf-hub models and custom text towers
         # do not expose it uniformly: one tiny forward reads both dims off the real outputs.
         model.eval()
@@ -256,7 +255,7 @@ class HuggingFaceBackbone(FeatureBackbone):
             mean, std = processor.image_mean, processor.image_std
         except OSError:
             # A bare save_pretrained folder carries no processor; the three families share OpenAI's values.
-            mean, std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+            mean, std = CLIP_MEAN, CLIP_STD  # OpenAI CLIP's; BLIP and BLIP-2 reuse it
         config = model.config
         context_length = min(self.max_context_length, config.text_config.max_position_embeddings)
         super().__init__(

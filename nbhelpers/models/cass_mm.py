@@ -41,7 +41,7 @@ class CASSMM(nn.Module):
 
     def encode_cnn(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, D) CNN embeddings (not normalised)."""
-        if images.shape[-1] != self.cnn_image_size:
+        if images.shape[-2:] != (self.cnn_image_size, self.cnn_image_size):
             images = F.interpolate(
                 images,
                 size=(self.cnn_image_size, self.cnn_image_size),

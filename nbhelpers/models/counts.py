@@ -42,7 +42,7 @@ def parameter_counts(
         (head + lora).
 
     Raises:
-        ValueError: on an unknown architecture (open_clip's RuntimeError is re-raised as such).
+        ValueError: on an unknown architecture.
     """
     register_model_configs()
     if model_name not in open_clip.list_models():

@@ -26,6 +26,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 from torchvision.transforms import v2
 
+from nbhelpers.models.clip import register_model_configs
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Images at most this size get the small-image stem (ResNet) or 8-pixel patches (ViT) by default.
@@ -259,6 +261,7 @@ class OpenClipVisual(nn.Module):
 
     def __init__(self, model_name: str, image_size: int, pretrained: str | None = None) -> None:
         super().__init__()
+        register_model_configs()  # memelab's tiny architectures
         model = open_clip.create_model(model_name, pretrained=pretrained, force_image_size=image_size)
         self.visual = model.visual
         self.image_size = image_size

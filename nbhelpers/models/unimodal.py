@@ -13,12 +13,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-import torchvision
 import transformers
 from torch import nn
 
 from nbhelpers.data.taxonomy import CLASSES, NUM_CLASSES
-from nbhelpers.models.ssl import use_small_image_stem
+from nbhelpers.models.ssl import build_resnet
 
 
 def _label_maps(num_labels: int) -> dict:
@@ -119,10 +118,8 @@ class ImageClassifier(nn.Module):
         self, num_classes: int = NUM_CLASSES, small_image: bool = False, weights: str | None = None
     ) -> None:
         super().__init__()
-        self.net = torchvision.models.resnet18(weights=weights)
-        if small_image:
-            use_small_image_stem(self.net)
-        self.net.fc = nn.Linear(self.net.fc.in_features, num_classes)
+        self.net = build_resnet("resnet18", small_image, weights)
+        self.net.fc = nn.Linear(self.net.embed_dim, num_classes)
         self.num_classes = num_classes
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,6 @@ from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED
 from nbhelpers.evaluation.metrics import binary_report
 from nbhelpers.models.backbones import FeatureBackbone, build_backbone
-from nbhelpers.models.clip import register_model_configs
 from nbhelpers.models.fusion import FUSIONS, FusionHead, HatefulMemesClassifier, binary_logit_loss
 from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit, resolve_mixed_precision
@@ -213,7 +212,6 @@ def build_model(config: FusionConfig, weights: str | None = None) -> HatefulMeme
         config: the recipe's config.
         weights: what :func:`resolve_weights` gives (None: random init, or the hf: id's own weights).
     """
-    register_model_configs()  # memelab's tiny architectures, for open_clip:memelab-tiny-vit
     # The head's initial weights must not depend on what ran before in the process (e.g. training the
     # CLIP that ``run:clip`` names): seed here, not only in ``fit``.
     set_seed(config.seed)

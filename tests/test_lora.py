@@ -18,7 +18,7 @@ from nbhelpers.lora import (
     merge_lora,
     replace_attention,
 )
-from nbhelpers.models.clip import TINY_RN, TINY_VIT, quiet_random_init, register_model_configs
+from nbhelpers.models.clip import TINY_RN, TINY_VIT, create_clip, quiet_random_init
 
 # ---------------------------------------------------------------------------------------------------
 # ModuleAttention against nn.MultiheadAttention
@@ -124,10 +124,8 @@ def test_module_attention_rejects_bad_heads():
 
 
 def _tiny_clip(name: str, seed: int = 0) -> nn.Module:
-    register_model_configs()
     torch.manual_seed(seed)
-    with quiet_random_init():
-        return open_clip.create_model(name).eval()
+    return create_clip(name)[0].eval()
 
 
 def _inputs(seed: int = 1):

@@ -30,6 +30,7 @@ __all__ = [
     "list_pretrained_tags",
     "load_clip_state_dict",
     "create_clip",
+    "clip_image_size",
     "quiet_random_init",
 ]
 
@@ -195,3 +196,14 @@ def create_clip(
         _load_local_weights(model, model_name, local_file)
     tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
     return model, preprocess_train, preprocess_val, tokenizer
+
+
+def clip_image_size(model: nn.Module) -> int:
+    """The side in pixels of the images an open_clip model's image tower takes.
+
+    Args:
+        model: an open_clip CLIP (anything with a ``visual`` tower); a tower without ``image_size``
+            counts as 224, open_clip's default.
+    """
+    size = getattr(model.visual, "image_size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)

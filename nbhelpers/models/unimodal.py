@@ -20,8 +20,9 @@ from nbhelpers.data.taxonomy import CLASSES, NUM_CLASSES
 from nbhelpers.models.ssl import build_resnet
 
 
-def _label_maps(num_labels: int) -> dict:
-    # Name the heads' outputs after the taxonomy when they are its seven classes.
+def label_maps(num_labels: int) -> dict:
+    """``id2label`` / ``label2id`` for a Hugging Face config: the taxonomy's names when there are its
+    seven classes, else nothing (the config's defaults)."""
     if num_labels != NUM_CLASSES:
         return {}
     return {"id2label": dict(enumerate(CLASSES)), "label2id": {c: i for i, c in enumerate(CLASSES)}}
@@ -63,7 +64,7 @@ class TextClassifier(nn.Module):
             max_length: tokens kept per text.
         """
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            str(name_or_path), num_labels=num_labels, **_label_maps(num_labels)
+            str(name_or_path), num_labels=num_labels, **label_maps(num_labels)
         )
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path))
         return cls(model, tokenizer, max_length)

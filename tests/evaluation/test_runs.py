@@ -9,11 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import transformers
 
-from nbhelpers.config import ConfigError, PrepareConfig
-from nbhelpers.data.prepare import prepare
-from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES
+from nbhelpers.config import ConfigError
 from nbhelpers.evaluation.runs import (
     REPREDICTED,
     SAVED,
@@ -33,10 +30,10 @@ from nbhelpers.evaluation.runs import (
     topk_long,
 )
 from nbhelpers.models.clip import TINY_VIT, create_clip
-from nbhelpers.models.unimodal import TextClassifier
 from nbhelpers.train.recipes import cass_mm, clip_classifier, fusion, unimodal
 from nbhelpers.train.recipes.base import write_metrics
 from nbhelpers.train.run_dir import latest_checkpoint
+from tests.helpers import make_shards, save_tiny_bert
 
 TINY_RUNS = ["cass_mm", "clip_classifier_lora", "fusion_cross", "unimodal_image", "unimodal_late_fusion"]
 TINY_RUNS += ["unimodal_text"]
@@ -47,22 +44,8 @@ def workspace(tmp_path_factory):
     """Four real runs made by the recipes' ``run()`` on tiny shards: text, image, late fusion (7-class)
     and a Hate-CLIPper head (binary) on a tiny CLIP's exported weights."""
     root = tmp_path_factory.mktemp("eval_runs")
-    prepare(
-        PrepareConfig.from_params(
-            "demo", out_dir=str(root / "shards"), image_size=64, synthetic_train=64, synthetic_val=32,
-            synthetic_test=48, synthetic_unseen=16, train_shard_size=64, eval_shard_size=48, workers=1,
-        ),
-        progress=False,
-    )  # fmt: skip
-    words = [*COLOUR_NAMES, *SEEN_SHAPES, "a", "the", "is", "my", "when", "this", "and", "it", "be"]
-    (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tokenizer = transformers.BertTokenizerFast(str(root / "vocab.txt"))
-    bert = transformers.BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=32, num_labels=7,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    TextClassifier.from_config(bert, tokenizer, max_length=16).save_pretrained(root / "tinybert")
+    make_shards(root / "shards", train=64, val=32, test=48, unseen=16, train_shard=64, eval_shard=48)
+    save_tiny_bert(root)
     runs, shards = str(root / "runs"), str(root / "shards")
     unimodal.run(
         dict(runs_dir=runs, data_dir=shards, text_model=str(root / "tinybert"), text_max_length=16,

@@ -25,9 +25,19 @@ from nbhelpers.models.backbones import (
     build_backbone,
     make_image_transform,
 )
+from tests.helpers import register_open_clip_config, write_bert_vocab
 
 TEXTS = ["a cat on a mat", "the dog is not a cat", "cat"]
 WORDS = ["a", "cat", "on", "mat", "the", "dog", "is", "not"]
+# The vision tower of every Hugging Face family below: 32 px images in 8 px patches, two layers of width 32.
+TINY_VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+)
 
 
 def _images(n: int, size: int = 40) -> list[Image.Image]:
@@ -66,10 +76,7 @@ def _write_clip_tokenizer(folder) -> transformers.PreTrainedTokenizerBase:
 
 
 def _write_bert_tokenizer(folder) -> transformers.PreTrainedTokenizerBase:
-    (folder / "vocab.txt").write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n"
-    )
-    tokenizer = transformers.BertTokenizerFast(str(folder / "vocab.txt"))
+    tokenizer = write_bert_vocab(folder, WORDS)
     tokenizer.save_pretrained(folder)
     return tokenizer
 
@@ -112,14 +119,7 @@ def test_hf_clip_roundtrip_matches_the_models_own_scores(tmp_path):
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        vision_config=TINY_VISION,
         projection_dim=24,
     )
     torch.manual_seed(0)
@@ -174,14 +174,7 @@ def test_hf_blip_roundtrip_matches_itc_scores(tmp_path):
             num_attention_heads=2,
             max_position_embeddings=64,
         ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        vision_config=TINY_VISION,
         image_text_hidden_size=20,
     )
     torch.manual_seed(0)
@@ -210,14 +203,7 @@ def test_hf_blip_roundtrip_matches_itc_scores(tmp_path):
 def test_hf_blip2_roundtrip_matches_itc_features(tmp_path):
     tokenizer = _write_bert_tokenizer(tmp_path)
     config = transformers.Blip2Config(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
+        vision_config=TINY_VISION,
         qformer_config=dict(
             vocab_size=len(tokenizer),
             hidden_size=32,
@@ -266,15 +252,12 @@ def test_hf_blip2_roundtrip_matches_itc_features(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_open_clip(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("open_clip_cfg")
     cfg = {
         "embed_dim": 16,
         "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
         "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
     }
-    (folder / "memelab-test-backbone.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(folder / "memelab-test-backbone.json")
-    return "memelab-test-backbone"
+    return register_open_clip_config(tmp_path_factory.mktemp("open_clip_cfg"), "memelab-test-backbone", cfg)
 
 
 def test_open_clip_loads_a_local_checkpoint_through_pretrained(tiny_open_clip, tmp_path):

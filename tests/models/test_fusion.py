@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 
 from nbhelpers.models.backbones import build_backbone
 from nbhelpers.models.fusion import FusionHead, HatefulMemesClassifier, binary_logit_loss
+from tests.helpers import register_open_clip_config
 
 
 @pytest.mark.parametrize(("fusion", "fused_dim"), [("concat", 2 * 6), ("align", 6), ("cross", 6 * 6)])
@@ -115,15 +113,13 @@ def test_cross_fusion_fits_an_interaction_that_linear_concat_cannot(one_thread):
 
 @pytest.fixture(scope="module")
 def tiny_backbone(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("open_clip_cfg")
     cfg = {
         "embed_dim": 16,
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
         "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
     }
-    (folder / "memelab-test-fusion.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(folder / "memelab-test-fusion.json")
-    return build_backbone("open_clip:memelab-test-fusion", trainable=False)
+    name = register_open_clip_config(tmp_path_factory.mktemp("open_clip_cfg"), "memelab-test-fusion", cfg)
+    return build_backbone("open_clip:" + name, trainable=False)
 
 
 def test_gradient_reaches_the_head_and_not_the_frozen_backbone(tiny_backbone):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
-import open_clip
 import pytest
 import torch
 from PIL import Image
@@ -24,6 +22,7 @@ from nbhelpers.models.ssl import (
     VisionTransformer,
     build_ssl_backbone,
 )
+from tests.helpers import register_open_clip_config
 
 
 @pytest.mark.parametrize(("name", "dim"), [("resnet18", 512), ("resnet50", 2048)])
@@ -119,9 +118,8 @@ def test_open_clip_visual_tower(tmp_path):
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
         "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1},
     }
-    (tmp_path / "memelab-test-ssl.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "memelab-test-ssl.json")
-    model = build_ssl_backbone("open_clip:memelab-test-ssl", image_size=64).eval()
+    name = register_open_clip_config(tmp_path, "memelab-test-ssl", cfg)
+    model = build_ssl_backbone("open_clip:" + name, image_size=64).eval()
     assert isinstance(model, OpenClipVisual) and model.embed_dim == 24
     assert model.visual.positional_embedding.shape == (1 + 8 * 8, 32)  # rebuilt for 64 px
     with torch.no_grad():

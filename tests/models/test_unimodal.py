@@ -12,16 +12,14 @@ from torch import nn
 
 from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.models.unimodal import ImageClassifier, TextClassifier, late_fusion
+from tests.helpers import write_bert_vocab
 
 WORDS = ["a", "cat", "on", "mat", "the", "dog", "is", "not"]
 
 
 @pytest.fixture
 def tiny_text(tmp_path):
-    (tmp_path / "vocab.txt").write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n"
-    )
-    tokenizer = transformers.BertTokenizerFast(str(tmp_path / "vocab.txt"))
+    tokenizer = write_bert_vocab(tmp_path, WORDS)
     config = transformers.BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,

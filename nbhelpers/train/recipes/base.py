@@ -9,7 +9,7 @@ dict of parameters (what ``python -m nbhelpers.train RECIPE key=value`` passes),
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -137,6 +137,24 @@ def train_spec(config: RecipeConfig, steps_per_epoch: int, **overrides: Any) -> 
     return TrainSpec(**values)
 
 
+def epoch_steps(config: RecipeConfig, num_samples: int, micro: int) -> int:
+    """Optimiser steps per epoch and process: ``steps_per_epoch`` if set, else one pass over the samples.
+
+    Under ``accelerate launch`` each of the P processes draws its own micro-batches (its share of each
+    permutation in memory, its own resampled shard stream), so one pass over ``num_samples`` is
+    ``num_samples // P`` samples per process; with one process it is ``num_samples``.
+
+    Args:
+        config: the recipe's config (``steps_per_epoch``, ``grad_accum_steps``).
+        num_samples: the training samples of the whole split, across processes.
+        micro: samples per micro-batch of one process.
+    """
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    share = num_samples // PartialState().num_processes
+    return max(1, share // (micro * config.grad_accum_steps))
+
+
 @dataclass
 class TrainData:
     """The training stream of a recipe: ``batches(epoch)`` and how many steps make an epoch."""
@@ -159,7 +177,8 @@ def train_data(
     """The training batches, from memory (``in_memory``) or streamed from the shards.
 
     Either way epoch ``e``'s batches depend only on ``(seed, e)``, as the engine's resumption needs.
-    An epoch is one pass over the (selected) split unless ``steps_per_epoch`` says otherwise.
+    An epoch is one pass over the (selected) split, shared by every process (:func:`epoch_steps`), unless
+    ``steps_per_epoch`` says otherwise.
 
     Args:
         labels: train on the samples of these classes only (e.g. ``[0]``: the valid pairs).
@@ -170,10 +189,9 @@ def train_data(
         if labels is not None:
             memory = memory.select(torch.isin(memory.labels, torch.tensor(list(labels))))
         n = len(memory)
-        steps = config.steps_per_epoch or max(1, n // (micro * config.grad_accum_steps))
         return TrainData(
             batches=memory_batches(config, memory, micro, mean, std),
-            steps_per_epoch=steps,
+            steps_per_epoch=epoch_steps(config, n, micro),
             num_samples=n,
             memory=memory,
         )
@@ -184,7 +202,7 @@ def train_data(
         n = sum(counts.get(CLASSES[c], 0) for counts in split_counts for c in labels)
     if config.limit:
         n = min(n, config.limit)
-    steps = config.steps_per_epoch or max(1, n // (micro * config.grad_accum_steps))
+    steps = epoch_steps(config, n, micro)
     transform = train_transform(image_size, mean, std)
     class_factors = (
         None if labels is None else {c: (1.0 if c in labels else 0.0) for c in range(len(CLASSES))}
@@ -303,8 +321,12 @@ def evaluate_7class(
         probs, labels = predict_split(split)
         reports[split] = classification_report(probs, labels, ks=(1, 2, 3))
         np.savez_compressed(Path(run_dir) / f"predictions_{split}.npz", probs=probs, labels=labels)
-    summary = {s: {k: r[k] for k in (*CLASS_METRICS, "num_samples")} for s, r in reports.items()}
-    return reports, summary
+    return reports, split_summary(reports)
+
+
+def split_summary(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The :data:`CLASS_METRICS` and ``num_samples`` of each split's classification report."""
+    return {s: {k: r[k] for k in (*CLASS_METRICS, "num_samples")} for s, r in reports.items()}
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.losses import cass_mm_loss
 from nbhelpers.models.cass_mm import CASSMM
-from nbhelpers.models.clip import create_clip
+from nbhelpers.models.clip import clip_image_size, create_clip
 from nbhelpers.models.heads import TransformerClassifierHead
 from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
@@ -72,15 +72,11 @@ class CassMMConfig(RecipeConfig):
     head_layers: int = param(2, min=1)
     head_heads: int = param(8, min=1)
 
-    def default_run_name(self) -> str:
-        return "cass_mm"
-
 
 def build_model(config: CassMMConfig) -> tuple[CASSMM, Any, int]:
     """The three towers, the tokenizer and the ViT's input size."""
     clip, _, _, tokenizer = create_clip(config.model, pretrained=config.pretrained or None)
-    size = getattr(clip.visual, "image_size", 224)
-    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    size = clip_image_size(clip)
     cnn = CASSMM(
         clip,
         cnn=config.cnn,
@@ -207,9 +203,17 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     )
 
 
-def load_trained(run_dir: str | os.PathLike) -> tuple[CASSMM, FeatureClassifier, Any, int]:
-    """The trained towers, the classifier head, the tokenizer and the input size of a run."""
-    config = CassMMConfig.coerce({**read_json(Path(run_dir) / "config.json"), "pretrained": ""})
+def load_trained(
+    run_dir: str | os.PathLike, config: CassMMConfig | None = None
+) -> tuple[CASSMM, FeatureClassifier, Any, int]:
+    """The trained towers, the classifier head, the tokenizer and the input size of a run.
+
+    Args:
+        run_dir: the run directory.
+        config: the run's config; None reads config.json, without ``pretrained`` (the checkpoints hold
+            every weight).
+    """
+    config = config or CassMMConfig.coerce({**read_json(Path(run_dir) / "config.json"), "pretrained": ""})
     model, tokenizer, size = build_model(config)
     load_model_weights(model, run_dir)
     head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads)
@@ -224,8 +228,8 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     Raises:
         FileNotFoundError: if config.json or a checkpoint (towers or head) is missing.
     """
-    config = CassMMConfig.coerce(read_json(Path(run_dir) / "config.json"))
-    model, head, tokenizer, size = load_trained(run_dir)
+    config = CassMMConfig.coerce({**read_json(Path(run_dir) / "config.json"), "pretrained": ""})
+    model, head, tokenizer, size = load_trained(run_dir, config)
     data = load_split(manifests(config), split, size, tokenizer, limit=config.limit)
     features = extract_features(model, data)
     return predict_features(head, features), features["label"].numpy()

@@ -35,7 +35,7 @@ from nbhelpers.data.taxonomy import CLASSES, TRUE_NEUTRAL
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.evaluation.retrieval import recall_at_k, zero_shot_accuracy
 from nbhelpers.losses import masked_clip_loss
-from nbhelpers.models.clip import create_clip
+from nbhelpers.models.clip import clip_image_size, create_clip
 from nbhelpers.train.engine import fit
 from nbhelpers.train.recipes.base import (
     RecipeConfig,
@@ -79,14 +79,11 @@ class ClipConfig(RecipeConfig):
 
 def build_model(config: ClipConfig) -> tuple[nn.Module, Any, int]:
     """The open_clip model, its tokenizer and its input image size."""
-    model, _, _, tokenizer = create_clip(
-        config.model,
-        pretrained=resolve_pretrained(config.pretrained, runs_dir=config.runs_dir, data_dir=config.data_dir)
-        or None,
+    pretrained = resolve_pretrained(
+        config.pretrained, runs_dir=config.runs_dir, data_dir=config.data_dir, preset=config.preset
     )
-    size = getattr(model.visual, "image_size", 224)
-    size = int(size[0] if isinstance(size, (tuple, list)) else size)
-    return model, tokenizer, config.image_size or size
+    model, _, _, tokenizer = create_clip(config.model, pretrained=pretrained)
+    return model, tokenizer, config.image_size or clip_image_size(model)
 
 
 def step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -205,20 +202,34 @@ def resolve_pretrained(
 ) -> str | None:
     """Maps ``"run:<name>"`` to that CLIP run's exported weights, training it first if it is missing.
 
-    Anything else (an open_clip tag, a file path, ``""``/None) passes through unchanged. This is how the
-    demo presets of 06 and 07 start from the small CLIP that 03 trains on the synthetic benchmark.
+    Anything else (an open_clip tag, a file path) passes through unchanged; ``""`` becomes None. This is
+    how the demo presets of 06 and 07 start from the small CLIP that 03 trains on the synthetic benchmark.
+
+    Args:
+        pretrained: ``run:<name>``, an open_clip tag, a weights file, or empty.
+        runs_dir: the folder holding the runs.
+        data_dir: the shards a missing run trains on.
+        preset: the preset a missing run trains with (the caller's own, so ``t4`` trains the ``t4`` CLIP).
     """
-    if not pretrained or not str(pretrained).startswith(RUN_PREFIX):
+    weights = run_weights_path(pretrained, runs_dir)
+    if weights is None:
         return pretrained or None
-    name = str(pretrained)[len(RUN_PREFIX) :]
-    weights = Path(runs_dir) / name / WEIGHTS_FILE
     if not weights.is_file():
+        name = str(pretrained)[len(RUN_PREFIX) :]
         run(
             ClipConfig.from_params(
                 preset, run_name=name, runs_dir=str(runs_dir), data_dir=str(data_dir), progress=False
             )
         )
     return str(weights)
+
+
+def run_weights_path(pretrained: str | None, runs_dir: str | os.PathLike = "runs") -> Path | None:
+    """Where the CLIP run that ``pretrained = "run:<name>"`` names exports its weights, whether or not
+    they exist yet: ``runs_dir/<name>/clip_weights.pt``; None for anything else (a tag, a path, empty)."""
+    if not pretrained or not str(pretrained).startswith(RUN_PREFIX):
+        return None
+    return Path(runs_dir) / str(pretrained)[len(RUN_PREFIX) :] / WEIGHTS_FILE
 
 
 def load_trained(run_dir: str | os.PathLike) -> tuple[nn.Module, Any]:

@@ -26,7 +26,7 @@ from nbhelpers.data.memory import load_split
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.lora import add_lora
 from nbhelpers.losses import masked_clip_loss
-from nbhelpers.models.clip import create_clip
+from nbhelpers.models.clip import clip_image_size, create_clip, load_clip_state_dict
 from nbhelpers.models.counts import parameter_counts
 from nbhelpers.models.heads import CLIPClassifier
 from nbhelpers.train.checkpoint import load_model_weights
@@ -43,6 +43,8 @@ from nbhelpers.train.recipes.base import (
     train_spec,
     write_metrics,
 )
+from nbhelpers.train.recipes.clip import resolve_pretrained, run_weights_path
+from nbhelpers.train.run_dir import read_json
 
 MODES = ("lora", "baseline")
 
@@ -77,9 +79,6 @@ class ClipClassifierConfig(RecipeConfig):
 
 def build_model(config: ClipClassifierConfig) -> tuple[CLIPClassifier, Any, int]:
     """The classifier (with LoRA in ``lora`` mode), its tokenizer and its input image size."""
-    # Imported here: the clip recipe trains the demo's pretrained CLIP on demand ("run:clip").
-    from nbhelpers.train.recipes.clip import resolve_pretrained
-
     pretrained = resolve_pretrained(
         config.pretrained, runs_dir=config.runs_dir, data_dir=config.data_dir, preset=config.preset
     )
@@ -87,13 +86,8 @@ def build_model(config: ClipClassifierConfig) -> tuple[CLIPClassifier, Any, int]
     if config.mode == "lora":
         add_lora(clip, rank=config.lora_rank)  # freezes every base weight of both towers
     model = CLIPClassifier(clip, num_layers=config.head_layers, num_heads=config.head_heads)
-    size = config.image_size or _model_image_size(clip)
+    size = config.image_size or clip_image_size(clip)
     return model, tokenizer, size
-
-
-def _model_image_size(clip: nn.Module) -> int:
-    size = getattr(clip.visual, "image_size", 224)
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
 def step(
@@ -162,14 +156,21 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     )
 
 
-def load_trained(run_dir, config: ClipClassifierConfig | None = None) -> CLIPClassifier:
-    """Rebuilds a trained classifier from its run directory (config.json + last checkpoint)."""
-    from nbhelpers.train.run_dir import read_json
+def load_trained(run_dir, config: ClipClassifierConfig | None = None) -> tuple[CLIPClassifier, Any, int]:
+    """Rebuilds a trained classifier from its run directory (config.json + last checkpoint).
 
+    Args:
+        run_dir: the run directory.
+        config: the run's config; None reads config.json, without ``pretrained`` (the checkpoint holds
+            every weight, LoRA's frozen base too).
+
+    Returns:
+        ``(model, tokenizer, image_size)``, as :func:`build_model`; the model in eval mode.
+    """
     config = config or ClipClassifierConfig.coerce({**read_json(f"{run_dir}/config.json"), "pretrained": ""})
-    model, _, _ = build_model(config)
+    model, tokenizer, size = build_model(config)
     load_model_weights(model, run_dir)
-    return model.eval()
+    return model.eval(), tokenizer, size
 
 
 def parameter_table(model_name: str = "ViT-B-32", lora_rank: int = 4, num_classes: int = 7) -> dict[str, int]:
@@ -178,13 +179,16 @@ def parameter_table(model_name: str = "ViT-B-32", lora_rank: int = 4, num_classe
 
 
 def frozen_weights_report(result: RunResult) -> str:
-    """Compares every base weight of a trained ``lora`` run's CLIP with its pretrained weights file."""
-    from nbhelpers.models.clip import load_clip_state_dict
-    from nbhelpers.train.recipes.clip import resolve_pretrained
+    """Compares every base weight of a trained ``lora`` run's CLIP with its pretrained weights file.
 
+    Only reads: a ``run:<name>`` whose weights are missing is reported, never trained.
+    """
     config = ClipClassifierConfig.coerce(result.extra["config"])
-    path = resolve_pretrained(config.pretrained, runs_dir=config.runs_dir, data_dir=config.data_dir)
-    if path is None or not os.path.isfile(path):
+    weights = run_weights_path(config.pretrained, config.runs_dir)
+    if weights is not None and not weights.is_file():
+        return f"pretrained={config.pretrained!r}: its weights {weights} are missing: nothing to compare"
+    path = str(weights) if weights is not None else config.pretrained
+    if not path or not os.path.isfile(path):
         return f"pretrained={config.pretrained!r} is not a local file: nothing to compare"
     reference = load_clip_state_dict(path)
     trained = {
@@ -225,10 +229,7 @@ def predict_run(run_dir, split: str) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         FileNotFoundError: if config.json or every checkpoint is missing.
     """
-    from nbhelpers.train.run_dir import read_json
-
     # The checkpoint holds every weight (LoRA's frozen base too): no pretrained weights are needed.
     config = ClipClassifierConfig.coerce({**read_json(f"{run_dir}/config.json"), "pretrained": ""})
-    model, tokenizer, size = build_model(config)
-    load_model_weights(model, run_dir)
-    return predict(model.eval(), load_split(manifests(config), split, size, tokenizer, limit=config.limit))
+    model, tokenizer, size = load_trained(run_dir, config)
+    return predict(model, load_split(manifests(config), split, size, tokenizer, limit=config.limit))

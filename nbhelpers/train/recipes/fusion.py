@@ -51,13 +51,14 @@ from nbhelpers.train.recipes.base import (
     RecipeConfig,
     RunResult,
     Timer,
+    epoch_steps,
     history_seconds,
     manifests,
     train_data,
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.recipes.clip import resolve_pretrained
+from nbhelpers.train.recipes.clip import resolve_pretrained, run_weights_path
 from nbhelpers.train.run_dir import atomic_open, read_json
 
 NOTEBOOK = "07_hateful_memes_fusion"
@@ -342,7 +343,6 @@ def split_features(
     data = load_split(found, split, backbone.image_size, None, limit=config.limit)
     features = extract_features(backbone, data, config.feature_batch_size, _autocast(config, device))
     if config.feature_cache and PartialState().is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(path, "wb") as f:
             torch.save(vars(features), f)
     return features
@@ -443,7 +443,7 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
             micro = max(1, config.batch_size // config.grad_accum_steps)
             batches = feature_batches(train, micro, config.seed)
             num_samples = len(train)
-            steps = config.steps_per_epoch or max(1, num_samples // (micro * config.grad_accum_steps))
+            steps = epoch_steps(config, num_samples, micro)
             trained = model.head  # only the head trains: its checkpoints hold no backbone weights
 
     def dev_features(m: nn.Module) -> FeatureSplit:
@@ -575,13 +575,10 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
         FileNotFoundError: if config.json, the head's checkpoint, or the backbone's weights file
             (``run:<name>``) is missing; evaluation never trains a missing CLIP.
     """
-    from nbhelpers.train.recipes.clip import RUN_PREFIX, WEIGHTS_FILE
-
     config = FusionConfig.coerce(read_json(Path(run_dir) / "config.json"))
-    if config.pretrained.startswith(RUN_PREFIX):
-        weights = Path(config.runs_dir) / config.pretrained[len(RUN_PREFIX) :] / WEIGHTS_FILE
-        if not weights.is_file():
-            raise FileNotFoundError(f"the backbone weights {weights} ({config.pretrained}) are missing")
+    weights = run_weights_path(config.pretrained, config.runs_dir)
+    if weights is not None and not weights.is_file():
+        raise FileNotFoundError(f"the backbone weights {weights} ({config.pretrained}) are missing")
     model = load_trained(run_dir, config)
     found = manifests(config)
     data = load_split(found, split, model.backbone.image_size, None, limit=config.limit)

@@ -85,6 +85,7 @@ from nbhelpers.train.engine import fit
 from nbhelpers.train.recipes.base import (
     RecipeConfig,
     RunResult,
+    epoch_steps,
     history_seconds,
     manifests,
     train_spec,
@@ -322,10 +323,9 @@ def train_batches(config: SSLConfig, data: ImageSet) -> tuple[Callable[[int], It
     """
     micro = max(2, config.batch_size // config.grad_accum_steps)
     state = PartialState()
-    n = len(data) // state.num_processes
-    if n < micro:
+    if len(data) // state.num_processes < micro:
         raise ValueError(f"{len(data)} training images are fewer than one batch of {micro} per process")
-    steps = config.steps_per_epoch or max(1, n // (micro * config.grad_accum_steps))
+    steps = epoch_steps(config, len(data), micro)
 
     def batches(epoch: int) -> Iterator[dict[str, Any]]:
         index = 0

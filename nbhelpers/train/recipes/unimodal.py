@@ -41,24 +41,29 @@ from torch import nn
 
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
-from nbhelpers.data.taxonomy import CLASSES, NUM_CLASSES
+from nbhelpers.data.taxonomy import NUM_CLASSES
 from nbhelpers.evaluation.metrics import classification_report
+from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD
 from nbhelpers.models.unimodal import (
     MINILM_ID,
     ImageClassifier,
     TextClassifier,
+    label_maps,
     late_fusion,
     local_minilm_path,
 )
 from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
 from nbhelpers.train.recipes.base import (
+    CLASS_METRICS,
     RecipeConfig,
     RunResult,
     TrainData,
     eval_batches,
+    history_seconds,
     manifests,
     read_metrics,
+    split_summary,
     train_data,
     train_spec,
     write_metrics,
@@ -78,10 +83,6 @@ TINY_BERT_CONFIG = {
     "num_attention_heads": 2,
     "intermediate_size": 256,
 }
-#: torchvision's ImageNet statistics, which its ResNet weights were trained with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-METRIC_KEYS = ("top1", "top2", "top3", "macro_f1")
 #: log(7): the cross-entropy of a uniform guess over the seven classes, where an uninformed model sits.
 CHANCE_LOSS = math.log(NUM_CLASSES)
 NOTEBOOK = "02_unimodal_baselines"
@@ -113,9 +114,6 @@ class UnimodalConfig(RecipeConfig):
     )
     monitor_split: str = param("val", help="split scored after every epoch for the curves (empty: none)")
 
-    def default_run_name(self) -> str:
-        return "unimodal"
-
     def check(self) -> None:
         super().check()
         if not self.text_model.strip():
@@ -143,10 +141,6 @@ def resolve_text_model(name: str) -> str:
     return name
 
 
-def _label_maps() -> dict[str, Any]:
-    return {"id2label": dict(enumerate(CLASSES)), "label2id": {c: i for i, c in enumerate(CLASSES)}}
-
-
 def build_text_model(config: UnimodalConfig, pretrained: bool = True) -> TextClassifier:
     """The text classifier of ``config.text_model`` with a new 7-class head.
 
@@ -165,13 +159,15 @@ def build_text_model(config: UnimodalConfig, pretrained: bool = True) -> TextCla
             max_position_embeddings=config.text_max_length,
             num_labels=NUM_CLASSES,
             **TINY_BERT_CONFIG,
-            **_label_maps(),
+            **label_maps(NUM_CLASSES),
         )
         return TextClassifier.from_config(bert, tokenizer, config.text_max_length)
     source = resolve_text_model(config.text_model)
     if pretrained:
         return TextClassifier.from_pretrained(source, NUM_CLASSES, config.text_max_length)
-    hf_config = transformers.AutoConfig.from_pretrained(source, num_labels=NUM_CLASSES, **_label_maps())
+    hf_config = transformers.AutoConfig.from_pretrained(
+        source, num_labels=NUM_CLASSES, **label_maps(NUM_CLASSES)
+    )
     tokenizer = transformers.AutoTokenizer.from_pretrained(source)
     return TextClassifier.from_config(hf_config, tokenizer, config.text_max_length)
 
@@ -241,10 +237,6 @@ def _save_predictions(
     np.savez_compressed(run_dir / f"predictions_{split}.npz", labels=labels, keys=np.asarray(keys), **arrays)
 
 
-def _split_summary(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {s: {k: r[k] for k in (*METRIC_KEYS, "num_samples")} for s, r in reports.items()}
-
-
 def train_one(
     config: UnimodalConfig,
     kind: str,
@@ -279,14 +271,14 @@ def train_one(
         modality=kind,
         task="7class",
         split=primary,
-        metrics={k: reports[primary][k] for k in METRIC_KEYS},
+        metrics={k: reports[primary][k] for k in CLASS_METRICS},
         num_samples=data.num_samples,
         epochs=config.epochs,
-        train_seconds=sum(e["seconds"] for e in history["epochs"]),
+        train_seconds=history_seconds(history),
         model=config.text_model if kind == "text" else "resnet18",
         chance_top1=1 / NUM_CLASSES,
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        splits=_split_summary(reports),
+        splits=split_summary(reports),
     )
     return RunResult(run_dir, metrics, history, extra={"reports": reports, "model": model})
 
@@ -331,7 +323,7 @@ def fuse_runs(config: UnimodalConfig) -> RunResult:
         modality="late_fusion",
         task="7class",
         split=primary,
-        metrics={k: reports[primary][k] for k in METRIC_KEYS},
+        metrics={k: reports[primary][k] for k in CLASS_METRICS},
         num_samples=parts["text"]["num_samples"],
         epochs=0,
         train_seconds=sum(p["train_seconds"] for p in parts.values()),
@@ -339,7 +331,7 @@ def fuse_runs(config: UnimodalConfig) -> RunResult:
         chance_top1=1 / NUM_CLASSES,
         fusion="argmax(p_text + p_image) of the two runs' saved test probabilities; no training of its own",
         fused_from={kind: str(run_dir) for kind, run_dir in dirs.items()},
-        splits=_split_summary(reports),
+        splits=split_summary(reports),
     )
     return RunResult(out, metrics, extra={"reports": reports})
 
@@ -371,17 +363,23 @@ def run(config: UnimodalConfig | dict[str, Any]) -> RunResult:
     return RunResult(last.run_dir, last.metrics, last.history, extra={"runs": runs})
 
 
-def load_trained(run_dir: str | Path) -> nn.Module:
+def load_trained(run_dir: str | Path, config: UnimodalConfig | None = None) -> nn.Module:
     """Rebuilds a trained text or image model from its run directory (config.json + last checkpoint).
+
+    Args:
+        run_dir: the run directory.
+        config: the run's config (its ``model`` is ``text`` or ``image``); None reads config.json.
 
     Raises:
         ValueError: for a late-fusion run (it has no weights: load its text and image runs).
     """
-    saved = read_json(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").exists() else {}
-    if saved.get("model") not in ("text", "image"):
+    if config is None:
+        saved = read_json(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").exists() else {}
+        if saved.get("model") in ("text", "image"):
+            config = UnimodalConfig.coerce(saved)
+    if config is None or config.model not in ("text", "image"):
         raise ValueError(f"{run_dir} is not a text or image run of this recipe (late fusion has no weights)")
-    config = UnimodalConfig.coerce(saved)
-    model = build_model(config, saved["model"], pretrained=False)
+    model = build_model(config, config.model, pretrained=False)
     load_model_weights(model, run_dir)
     return model.eval()
 
@@ -446,8 +444,7 @@ def predict_run(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
             return (scores / 2).numpy(), parts["text"][1]
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(f"no config.json in {run_dir}")
-    saved = read_json(run_dir / "config.json")
-    config = UnimodalConfig.coerce(saved)
-    model = load_trained(run_dir)
+    config = UnimodalConfig.coerce(read_json(run_dir / "config.json"))
+    model = load_trained(run_dir, config)
     data = load_split(manifests(config), split, config.image_size, limit=config.limit)
-    return predict(model, data, saved["model"])
+    return predict(model, data, config.model)

@@ -1,18 +1,13 @@
 import pytest
 
-from nbhelpers.config import PrepareConfig
-from nbhelpers.data.prepare import prepare
+from tests.helpers import make_shards
 
 
 @pytest.fixture(scope="package")
 def tiny_shards(tmp_path_factory):
     """Synthetic shards at 64 px: 140 train (about 20 valid pairs), 42 val/test/unseen."""
     root = tmp_path_factory.mktemp("recipe_shards")
-    config = PrepareConfig.from_params(
-        "demo", out_dir=str(root), image_size=64, synthetic_train=140, synthetic_val=42, synthetic_test=42,
-        synthetic_unseen=42, train_shard_size=70, eval_shard_size=42, workers=1,
-    )  # fmt: skip
-    prepare(config, progress=False)
+    make_shards(root, train=140, val=42, test=42, unseen=42, train_shard=70, eval_shard=42)
     return root
 
 

@@ -74,7 +74,7 @@ def test_metrics_predictions_and_checkpoint_agree(runs):
         assert np.isclose((predictions["probs"].argmax(1) == predictions["labels"]).mean(), saved["top1"])
         state = load_checkpoint(latest_checkpoint(result.run_dir))
         assert state["epoch"] == 2
-        reloaded = load_trained(result.run_dir)
+        reloaded, _, _ = load_trained(result.run_dir)
         for name, tensor in result.extra["model"].state_dict().items():
             assert torch.equal(reloaded.state_dict()[name], tensor), name
     table = comparison_table(runs)

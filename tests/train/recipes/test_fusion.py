@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nbhelpers.config import ConfigError, PrepareConfig
-from nbhelpers.data.prepare import prepare
+from nbhelpers.config import ConfigError
 from nbhelpers.data.taxonomy import UNLABELLED
 from nbhelpers.models.clip import TINY_VIT, create_clip
 from nbhelpers.models.fusion import FusionHead
@@ -33,6 +32,7 @@ from nbhelpers.train.recipes.fusion import (
     training_positive_rate,
 )
 from nbhelpers.train.run_dir import latest_checkpoint
+from tests.helpers import make_shards
 
 CLIP_RUN = "tinyclip"
 
@@ -41,13 +41,7 @@ CLIP_RUN = "tinyclip"
 def workspace(tmp_path_factory):
     """Tiny 64 px synthetic shards, and a "CLIP run" whose exported weights ``run:tinyclip`` names."""
     root = tmp_path_factory.mktemp("fusion")
-    prepare(
-        PrepareConfig.from_params(
-            "demo", out_dir=str(root / "shards"), image_size=64, synthetic_train=96, synthetic_val=32,
-            synthetic_test=32, synthetic_unseen=32, train_shard_size=64, eval_shard_size=32, workers=1,
-        ),
-        progress=False,
-    )  # fmt: skip
+    make_shards(root / "shards", train=96, val=32, test=32, unseen=32, train_shard=64, eval_shard=32)
     torch.manual_seed(0)
     clip, _, _, _ = create_clip(TINY_VIT)
     weights = root / "runs" / CLIP_RUN / "clip_weights.pt"

@@ -9,8 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nbhelpers.config import ConfigError, PrepareConfig
-from nbhelpers.data.prepare import prepare
+from nbhelpers.config import ConfigError
 from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD
 from nbhelpers.train.checkpoint import load_checkpoint
 from nbhelpers.train.recipes.ssl import (
@@ -29,6 +28,7 @@ from nbhelpers.train.recipes.ssl import (
     run,
 )
 from nbhelpers.train.run_dir import latest_checkpoint
+from tests.helpers import make_shards
 
 TINY = dict(
     backbone="vit_test", vit_backbone="vit_test", image_size=16, small_image=True, n_local_crops=2,
@@ -41,13 +41,7 @@ TINY = dict(
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("ssl")
-    prepare(
-        PrepareConfig.from_params(
-            "demo", out_dir=str(root / "shards"), image_size=64, synthetic_train=64, synthetic_val=8,
-            synthetic_test=32, synthetic_unseen=8, train_shard_size=64, eval_shard_size=32, workers=1,
-        ),
-        progress=False,
-    )  # fmt: skip
+    make_shards(root / "shards", train=64, val=8, test=32, unseen=8, train_shard=64, eval_shard=32)
     return root
 
 

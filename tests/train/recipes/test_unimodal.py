@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import transformers
 
-from nbhelpers.config import ConfigError, PrepareConfig
+from nbhelpers.config import ConfigError
 from nbhelpers.data.memory import load_split
-from nbhelpers.data.prepare import prepare
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES
-from nbhelpers.models.unimodal import MINILM_ID, TextClassifier
+from nbhelpers.models.unimodal import MINILM_ID
 from nbhelpers.train.recipes.base import manifests
 from nbhelpers.train.recipes.unimodal import (
     KINDS,
@@ -30,6 +28,7 @@ from nbhelpers.train.recipes.unimodal import (
     step,
 )
 from nbhelpers.train.run_dir import list_checkpoints
+from tests.helpers import make_shards, save_tiny_bert
 
 COMMON = ("notebook", "method", "modality", "task", "split", "top1", "top2", "top3", "macro_f1")
 COMMON += ("num_samples", "epochs", "train_seconds")
@@ -42,22 +41,8 @@ def workspace(tmp_path_factory):
     The text runs load that folder through ``from_pretrained``, the path ``bert-base-uncased`` takes.
     """
     root = tmp_path_factory.mktemp("unimodal")
-    prepare(
-        PrepareConfig.from_params(
-            "demo", out_dir=str(root / "shards"), image_size=64, synthetic_train=64, synthetic_val=32,
-            synthetic_test=32, synthetic_unseen=16, train_shard_size=64, eval_shard_size=32, workers=1,
-        ),
-        progress=False,
-    )  # fmt: skip
-    words = [*COLOUR_NAMES, *SEEN_SHAPES, "a", "the", "is", "my", "when", "this", "and", "it", "be"]
-    (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tokenizer = transformers.BertTokenizerFast(str(root / "vocab.txt"))
-    bert = transformers.BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=32, num_labels=7,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    TextClassifier.from_config(bert, tokenizer, max_length=16).save_pretrained(root / "tinybert")
+    make_shards(root / "shards", train=64, val=32, test=32, unseen=16, train_shard=64, eval_shard=32)
+    save_tiny_bert(root)
     return root
 
 

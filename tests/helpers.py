@@ -1,0 +1,70 @@
+"""Setup shared by several test modules: tiny synthetic shards, tiny BERT vocabularies and models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import torch
+import transformers
+
+from nbhelpers.config import PrepareConfig
+from nbhelpers.data.prepare import prepare
+from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES
+from nbhelpers.models.unimodal import TextClassifier
+
+BERT_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# The words of the synthetic captions (colours and shapes) plus a few fillers.
+CAPTION_WORDS = [*COLOUR_NAMES, *SEEN_SHAPES, "a", "the", "is", "my", "when", "this", "and", "it", "be"]
+
+
+def make_shards(
+    out_dir: Path, *, train: int, val: int, test: int, unseen: int, train_shard: int, eval_shard: int
+) -> dict:
+    """Writes synthetic shards at 64 px with the ``demo`` preset under ``out_dir``.
+
+    Args:
+        out_dir: the data folder a recipe's ``data_dir`` then names.
+        train, val, test, unseen: samples per split.
+        train_shard, eval_shard: samples per shard of the train split and of the other splits.
+
+    Returns:
+        the manifest :func:`nbhelpers.data.prepare.prepare` returns.
+    """
+    config = PrepareConfig.from_params(
+        "demo", out_dir=str(out_dir), image_size=64, synthetic_train=train, synthetic_val=val,
+        synthetic_test=test, synthetic_unseen=unseen, train_shard_size=train_shard,
+        eval_shard_size=eval_shard, workers=1,
+    )  # fmt: skip
+    return prepare(config, progress=False)
+
+
+def write_bert_vocab(folder: Path, words: list[str]) -> transformers.BertTokenizerFast:
+    """Writes ``folder/vocab.txt``: BERT's five special tokens (ids 0-4), then ``words`` (ids 5, 6, ...)."""
+    (folder / "vocab.txt").write_text("\n".join([*BERT_SPECIAL, *words]) + "\n")
+    return transformers.BertTokenizerFast(str(folder / "vocab.txt"))
+
+
+def save_tiny_bert(root: Path) -> Path:
+    """A one-layer BERT classifier (7 labels, seed 0) over :data:`CAPTION_WORDS`, saved to ``root/tinybert``.
+
+    Saved with ``save_pretrained``, so that a recipe loads it through ``from_pretrained`` as it would load
+    ``bert-base-uncased``.
+    """
+    tokenizer = write_bert_vocab(root, CAPTION_WORDS)
+    bert = transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=32, num_labels=7,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    TextClassifier.from_config(bert, tokenizer, max_length=16).save_pretrained(root / "tinybert")
+    return root / "tinybert"
+
+
+def register_open_clip_config(folder: Path, name: str, config: dict) -> str:
+    """Writes ``config`` as ``folder/<name>.json`` and adds it to open_clip's registry; returns ``name``."""
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(config))
+    open_clip.add_model_config(path)
+    return name

@@ -1,0 +1,69 @@
+"""What every recipe shares: an epoch is one pass over the training split, whatever the process count."""
+
+import pytest
+
+from nbhelpers.data.taxonomy import CLASSES
+from nbhelpers.train.recipes import base
+from nbhelpers.train.recipes.base import RecipeConfig, epoch_steps, train_data
+
+
+class FakeState:
+    """Stands in for accelerate's ``PartialState`` under ``accelerate launch --num_processes N``."""
+
+    def __init__(self, num_processes: int):
+        self.num_processes = num_processes
+        self.process_index = 0
+
+
+@pytest.fixture
+def processes(monkeypatch):
+    def use(n: int) -> None:
+        monkeypatch.setattr(base, "PartialState", lambda: FakeState(n))
+
+    return use
+
+
+def config(**overrides) -> RecipeConfig:
+    spec = RecipeConfig(**{"batch_size": 16, "grad_accum_steps": 2, **overrides})
+    spec.validate()
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("num_samples", "micro", "grad_accum", "one", "two"),
+    [(160, 8, 2, 10, 5), (160, 16, 1, 10, 5), (100, 8, 2, 6, 3), (10, 8, 2, 1, 1)],
+)
+def test_epoch_steps_share_one_pass_between_processes(processes, num_samples, micro, grad_accum, one, two):
+    spec = config(grad_accum_steps=grad_accum)
+    processes(1)
+    assert epoch_steps(spec, num_samples, micro) == one == max(1, num_samples // (micro * grad_accum))
+    processes(2)
+    assert epoch_steps(spec, num_samples, micro) == two
+
+
+def test_steps_per_epoch_wins_over_the_process_count(processes):
+    for n in (1, 2, 4):
+        processes(n)
+        assert epoch_steps(config(steps_per_epoch=7), 160, 8) == 7
+
+
+class FakeSplit:
+    def __len__(self) -> int:
+        return 160
+
+
+def test_train_data_halves_the_steps_with_two_processes_in_memory_and_streamed(processes, monkeypatch):
+    monkeypatch.setattr(base, "load_split", lambda *args, **kwargs: FakeSplit())
+    counts = {name: 0 for name in CLASSES}
+    counts[CLASSES[0]] = 40
+    found = [{"splits": {"train": {"num_samples": 160, "class_counts": counts}}}]
+    for in_memory in (True, False):
+        processes(1)
+        assert train_data(config(in_memory=in_memory), found, 32).steps_per_epoch == 160 // 16
+        assert train_data(config(in_memory=in_memory), found, 32).num_samples == 160
+        processes(2)
+        assert train_data(config(in_memory=in_memory), found, 32).steps_per_epoch == 160 // 32
+        # the sample count stays the whole split's (metrics.json reports it)
+        assert train_data(config(in_memory=in_memory), found, 32).num_samples == 160
+    processes(2)
+    assert train_data(config(in_memory=False), found, 32, labels=[0]).steps_per_epoch == 40 // 32

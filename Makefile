@@ -28,9 +28,7 @@ shards: setup
 	$(PY) -m nbhelpers.data.prepare --source synthetic --preset demo
 
 ## Lint, every unit test, then the committed notebooks re-executed by nbval.
-test: setup
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+test: lint
 	$(VENV)/bin/pytest -q tests
 	$(VENV)/bin/pytest -q --nbval-lax notebooks/
 

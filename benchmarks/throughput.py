@@ -38,7 +38,7 @@ def bench_shards(out: Path) -> dict:
     start = time.perf_counter()
     manifest = prepare(config, progress=False)
     seconds = time.perf_counter() - start
-    return {"manifest": manifest, "shard_write_samples_per_s": _rate(1300, seconds)}
+    return {"manifest": manifest, "shard_write_samples_per_s": _rate(sum(sizes.values()), seconds)}
 
 
 def bench_loader(manifest: dict) -> dict:
@@ -93,50 +93,36 @@ def _step_rate(model: torch.nn.Module, loss_fn, batch_size: int, steps: int = 5)
 
 
 def bench_models() -> dict:
-
+    """One training step of each demo model, with its recipe's own loss (the recipes' step functions)."""
     from nbhelpers.config import preset_values
     from nbhelpers.lora import add_lora
-    from nbhelpers.losses import cass_mm_loss, masked_clip_loss
     from nbhelpers.models.cass_mm import CASSMM
     from nbhelpers.models.clip import TINY_VIT, create_clip
     from nbhelpers.models.heads import CLIPClassifier
+    from nbhelpers.train.recipes import cass_mm, clip, clip_classifier
 
     batch = 64
     images = torch.randn(batch, 3, 64, 64)
     tokenizer = create_clip(TINY_VIT)[3]
     tokens = tokenizer(["a red circle"] * batch)
     labels = torch.randint(0, 7, (batch,))
-    valid = labels == 0
+    data = {"image": images, "tokens": tokens, "label": labels, "valid_pair": labels == 0}
     rates = {}
 
-    clip = create_clip(TINY_VIT)[0]
-
-    def clip_loss():
-        img, txt, scale = clip(images, tokens)[:3]
-        return masked_clip_loss(img, txt, scale, valid)
-
-    rates["clip (03)"] = _step_rate(clip, clip_loss, batch)
+    contrastive = create_clip(TINY_VIT)[0]
+    rates["clip (03)"] = _step_rate(contrastive, lambda: clip.step(contrastive, data)[0], batch)
+    config = clip_classifier.ClipClassifierConfig.from_params("demo")
     for mode in ("baseline", "lora"):
         base = create_clip(TINY_VIT)[0]
         if mode == "lora":
             add_lora(base, rank=4)
         model = CLIPClassifier(base)
-
-        def cls_loss(model=model):
-            out = model(images, tokens)
-            return torch.nn.functional.cross_entropy(out["logits"], labels) + masked_clip_loss(
-                out["image_features"], out["text_features"], out["logit_scale"], valid
-            )
-
-        rates[f"clip_classifier {mode} (06)"] = _step_rate(model, cls_loss, batch)
+        rates[f"clip_classifier {mode} (06)"] = _step_rate(
+            model, lambda model=model: clip_classifier.step(model, data, config)[0], batch
+        )
     cnn_size = preset_values("demo", "cass_mm").get("cnn_image_size", 32)
     cass = CASSMM(create_clip(TINY_VIT)[0], cnn="resnet18", cnn_image_size=cnn_size, cnn_small_image=False)
-
-    def cass_loss():
-        out = cass(images, tokens)
-        return cass_mm_loss(out["cnn"], out["vit"], out["text"], out["logit_scale"], valid)[0]
-
-    rates["cass_mm (05)"] = _step_rate(cass, cass_loss, batch)
+    rates["cass_mm (05)"] = _step_rate(cass, lambda: cass_mm.pretrain_step(cass, data)[0], batch)
     return {"train_step_samples_per_s": rates, "batch_size": batch}
 
 

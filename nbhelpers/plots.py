@@ -292,12 +292,6 @@ def similarity_heatmap(similarity: np.ndarray, images, texts: Sequence[str], tit
 # ------------------------------------------------------------------- attention maps, Grad-CAM, tokens
 
 
-def _pixels(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A ``(gh, gw)`` patch map blown up to ``shape`` pixels, each patch a block (DINO's nearest upsampling)."""
-    rows, cols = shape[0] // mask.shape[0], shape[1] // mask.shape[1]
-    return np.repeat(np.repeat(mask, rows, axis=0), cols, axis=1)
-
-
 def _overlay(
     ax, image: np.ndarray, heat: np.ndarray | None, title: str, cmap: str = "inferno", fontsize: float = 8
 ) -> None:
@@ -311,8 +305,12 @@ def _overlay(
 
 def _masked(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The picture with the patches outside ``keep`` (patch grid) dimmed to a fifth."""
-    keep = _pixels(keep, image.shape[:2])[..., None]
-    return (image * np.where(keep, 1.0, 0.2)).astype(np.uint8)
+    import torch
+
+    from nbhelpers.evaluation.attention import upsample_maps  # plots stay importable without torch use
+
+    keep = upsample_maps(torch.from_numpy(np.ascontiguousarray(keep)), image.shape[:2]).numpy()[..., None]
+    return (image * np.where(keep > 0, 1.0, 0.2)).astype(np.uint8)
 
 
 def _prediction_title(explanation: Any) -> str:

@@ -51,7 +51,8 @@ def main() -> int:
         pm.execute_notebook(
             str(nb), str(target), parameters=params, cwd=str(ROOT / "notebooks"), kernel_name="python3"
         )
-        print(f"   done in {time.time() - start:.0f} s -> {target.relative_to(ROOT)}", flush=True)
+        shown = target.relative_to(ROOT) if target.is_relative_to(ROOT) else target  # --out may be elsewhere
+        print(f"   done in {time.time() - start:.0f} s -> {shown}", flush=True)
     return 0
 
 

@@ -43,7 +43,11 @@ from torch import nn
 from nbhelpers.config import BaseConfig, ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split, normalize
 from nbhelpers.data.taxonomy import CLASSES
+from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
+from nbhelpers.evaluation.runs import RunRecord, discover_runs, inspect_run
 from nbhelpers.lora import ModuleAttention
+from nbhelpers.models.clip import clip_image_size
+from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD, VIT_CONFIGS, VisionTransformer
 
 __all__ = [
     "AttentionRecorder",
@@ -480,10 +484,8 @@ class Explainer:
     Subclasses set the class attributes and implement :meth:`_explain` for a normalised batch of one.
     """
 
-    #: The notebook that makes runs of this kind.
-    notebook: ClassVar[str] = ""
-    mean: tuple[float, ...] = (0.48145466, 0.4578275, 0.40821073)
-    std: tuple[float, ...] = (0.26862954, 0.26130258, 0.27577711)
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
     class_names: tuple[str, ...] = CLASSES
     #: The open_clip image tower whose attention is recorded, if the model has one.
     image_tower: nn.Module | None = None
@@ -544,11 +546,6 @@ class Explainer:
         raise NotImplementedError
 
 
-def _image_size(visual: nn.Module) -> int:
-    size = getattr(visual, "image_size", 224)
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
-
-
 def _open_clip_maps(visual: nn.Module, images: torch.Tensor) -> np.ndarray:
     """``(layers, heads, gh, gw)`` CLS attention of every layer of an open_clip ViT, for one image."""
     _, weights = open_clip_attention(visual, images)
@@ -575,19 +572,8 @@ def _text_scores(
     return {"gradient x input": grad.numpy(), "end-token attention": attention.numpy()}
 
 
-def _open_clip_tokenizer(model_name: str) -> Callable:
-    import open_clip
-
-    from nbhelpers.models.clip import register_model_configs
-
-    register_model_configs()
-    return open_clip.get_tokenizer(model_name)
-
-
 class ClipClassifierExplainer(Explainer):
     """Notebook 06: CLIP (+ LoRA) and its transformer head. ViT attention, tokens, the 7-class prediction."""
-
-    notebook = "06_train_clip_lora_classifier"
 
     def __init__(self, run_dir: Path) -> None:
         from nbhelpers.train.recipes import clip_classifier
@@ -596,9 +582,9 @@ class ClipClassifierExplainer(Explainer):
         # The run's own checkpoint holds every weight: rebuild without reading the pretrained file.
         saved = read_json(Path(run_dir) / "config.json")
         config = clip_classifier.ClipClassifierConfig.coerce({**saved, "pretrained": ""})
-        self.model = clip_classifier.load_trained(run_dir, config)
+        self.model, tokenizer, size = clip_classifier.load_trained(run_dir, config)
         self.image_tower = self.model.clip.visual
-        super().__init__(run_dir, config, _image_size(self.image_tower), _open_clip_tokenizer(config.model))
+        super().__init__(run_dir, config, size, tokenizer)
 
     def describe(self) -> str:
         return f"{self.name}: CLIP {self.config.mode} + transformer head ({self.config.model})"
@@ -620,15 +606,13 @@ class ClipClassifierExplainer(Explainer):
 class ClipExplainer(Explainer):
     """Notebook 03: a contrastive CLIP, no classifier. ViT attention; tokens scored on the image-text cosine."""
 
-    notebook = "03_train_clip"
-
     def __init__(self, run_dir: Path) -> None:
         from nbhelpers.train.recipes import clip
 
         self.model, tokenizer = clip.load_trained(run_dir)
         config = clip.ClipConfig.coerce({**_read_config(run_dir), "pretrained": ""})
         self.image_tower = self.model.visual
-        super().__init__(run_dir, config, _image_size(self.model.visual), tokenizer)
+        super().__init__(run_dir, config, clip_image_size(self.model), tokenizer)
 
     def describe(self) -> str:
         return f"{self.name}: contrastive CLIP ({self.config.model}), no classifier"
@@ -666,8 +650,6 @@ class CassMMExplainer(Explainer):
     gradient x input, all for the predicted class.
     """
 
-    notebook = "05_train_cass_mm"
-
     def __init__(self, run_dir: Path) -> None:
         from nbhelpers.train.recipes import cass_mm
 
@@ -698,12 +680,8 @@ class CassMMExplainer(Explainer):
         explanation.token_scores = _text_scores(clip, tokens, lambda: classifier(images)[:, target])
 
 
-class UnimodalImageExplainer(Explainer):
-    """Notebook 02's ResNet-18 picture classifier: Grad-CAM of the predicted class."""
-
-    notebook = "02_unimodal_baselines"
-    mean = (0.485, 0.456, 0.406)
-    std = (0.229, 0.224, 0.225)
+class _UnimodalExplainer(Explainer):
+    """Notebook 02's runs: one classifier on one modality, rebuilt by the unimodal recipe."""
 
     def __init__(self, run_dir: Path) -> None:
         from nbhelpers.train.recipes import unimodal
@@ -711,6 +689,12 @@ class UnimodalImageExplainer(Explainer):
         self.model = unimodal.load_trained(run_dir)
         config = unimodal.UnimodalConfig.coerce(_read_config(run_dir))
         super().__init__(run_dir, config, config.image_size)
+
+
+class UnimodalImageExplainer(_UnimodalExplainer):
+    """Notebook 02's ResNet-18 picture classifier: Grad-CAM of the predicted class."""
+
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
 
     def describe(self) -> str:
         return f"{self.name}: ResNet-18 on the picture alone"
@@ -722,17 +706,8 @@ class UnimodalImageExplainer(Explainer):
         explanation.grad_cam = grad_cam(self.model, resnet_cam_layer(self.model.net, images), images)[0]
 
 
-class UnimodalTextExplainer(Explainer):
+class UnimodalTextExplainer(_UnimodalExplainer):
     """Notebook 02's BERT caption classifier: gradient x input over its word pieces."""
-
-    notebook = "02_unimodal_baselines"
-
-    def __init__(self, run_dir: Path) -> None:
-        from nbhelpers.train.recipes import unimodal
-
-        self.model = unimodal.load_trained(run_dir)
-        config = unimodal.UnimodalConfig.coerce(_read_config(run_dir))
-        super().__init__(run_dir, config, config.image_size)
 
     def describe(self) -> str:
         return f"{self.name}: {self.config.text_model} on the caption alone"
@@ -752,12 +727,9 @@ class UnimodalTextExplainer(Explainer):
 class SSLViTExplainer(Explainer):
     """Notebook 04's self-supervised ViT (DINO's teacher, or CASS's ViT): attention maps, no labels used."""
 
-    notebook = "04_train_ssl_vision"
-    mean = (0.485, 0.456, 0.406)
-    std = (0.229, 0.224, 0.225)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(self, run_dir: Path) -> None:
-        from nbhelpers.models.ssl import VisionTransformer
         from nbhelpers.train.recipes import ssl
 
         config = ssl.SSLConfig.coerce(_read_config(run_dir))
@@ -783,7 +755,6 @@ class SSLViTExplainer(Explainer):
 class FusionExplainer(Explainer):
     """Notebook 07: a Hate-CLIPper head on an open_clip backbone. ViT attention, tokens, P(hateful)."""
 
-    notebook = "07_hateful_memes_fusion"
     class_names = ("not hateful", "hateful")
 
     def __init__(self, run_dir: Path) -> None:
@@ -829,26 +800,34 @@ def _read_config(run_dir: str | Path) -> dict[str, Any]:
     return read_json(Path(run_dir) / "config.json")
 
 
-#: ``metrics.json`` "notebook" (and modality for 02) -> the explainer of that kind of run.
+#: The recipe that made a run (:data:`nbhelpers.evaluation.runs.RECIPES`; ``unimodal/<modality>`` for
+#: notebook 02's two kinds) -> the explainer of that kind of run.
 EXPLAINERS: dict[str, type[Explainer]] = {
-    "02_unimodal_baselines/image": UnimodalImageExplainer,
-    "02_unimodal_baselines/text": UnimodalTextExplainer,
-    "03_train_clip": ClipExplainer,
-    "04_train_ssl_vision": SSLViTExplainer,
-    "05_train_cass_mm": CassMMExplainer,
-    "06_train_clip_lora_classifier": ClipClassifierExplainer,
-    "07_hateful_memes_fusion": FusionExplainer,
+    "unimodal/image": UnimodalImageExplainer,
+    "unimodal/text": UnimodalTextExplainer,
+    "clip": ClipExplainer,
+    "ssl": SSLViTExplainer,
+    "cass_mm": CassMMExplainer,
+    "clip_classifier": ClipClassifierExplainer,
+    "fusion": FusionExplainer,
 }
 
 
-def _explainer_class(run_dir: Path) -> type[Explainer]:
-    from nbhelpers.train.recipes.base import read_metrics
+def _explainer_class(record: RunRecord) -> type[Explainer]:
+    """The explainer of a run (from :func:`~nbhelpers.evaluation.runs.inspect_run`).
 
-    metrics = read_metrics(run_dir)
-    notebook = metrics.get("notebook", "")
-    key = f"{notebook}/{metrics.get('modality')}" if notebook == "02_unimodal_baselines" else notebook
+    Raises:
+        TypeError: if its ``metrics.json`` is unreadable or names no recipe, or the recipe's runs have no
+            model to map (late fusion).
+    """
+    if record.metrics is None or record.recipe is None:
+        raise TypeError(f"{record.run_dir}: {record.problem}")
+    recipe = record.recipe
+    key = f"{recipe}/{record.metrics.get('modality')}" if recipe == "unimodal" else recipe
     if key not in EXPLAINERS:
-        raise TypeError(f"{run_dir}: no explainer for runs of {key!r} (late fusion has no model of its own)")
+        raise TypeError(
+            f"{record.run_dir}: no explainer for runs of {key!r} (late fusion has no model of its own)"
+        )
     return EXPLAINERS[key]
 
 
@@ -857,32 +836,35 @@ def load_explainer(run_dir: str | Path) -> Explainer:
 
     Raises:
         FileNotFoundError: if the run has no ``metrics.json`` (missing or unfinished).
-        TypeError: for a run with nothing to map (late fusion; an SSL CNN; a non-open_clip fusion backbone).
+        TypeError: for a run with nothing to map (an unreadable ``metrics.json``; late fusion; an SSL CNN; a
+            non-open_clip fusion backbone).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file():
         raise FileNotFoundError(f"{run_dir} is not a finished run (no metrics.json)")
-    return _explainer_class(run_dir)(run_dir)
+    return _explainer_class(inspect_run(run_dir))(run_dir)
 
 
 def explainable_runs(runs_dir: str | Path = "runs") -> list[str]:
-    """Names of the finished runs under ``runs_dir`` that :func:`load_explainer` accepts (sorted)."""
+    """Names of the finished runs under ``runs_dir`` that :func:`load_explainer` accepts (sorted).
+
+    A run whose ``metrics.json`` is unreadable is left out: :func:`nbhelpers.evaluation.runs.discover_runs`
+    lists it with the reason.
+    """
     found = []
-    for run_dir in sorted(Path(runs_dir).glob("*/metrics.json")):
+    for record in discover_runs(runs_dir):
         try:
-            cls = _explainer_class(run_dir.parent)
+            cls = _explainer_class(record)
         except TypeError:
             continue
-        config = _read_config(run_dir.parent) if (run_dir.parent / "config.json").is_file() else {}
+        config = _read_config(record.run_dir) if (record.run_dir / "config.json").is_file() else {}
         if cls is SSLViTExplainer and not _ssl_has_vit(config):
             continue
-        found.append(run_dir.parent.name)
+        found.append(record.name)
     return found
 
 
 def _ssl_has_vit(config: dict[str, Any]) -> bool:
-    from nbhelpers.models.ssl import VIT_CONFIGS
-
     return config.get("method") == "cass" or config.get("backbone") in VIT_CONFIGS
 
 

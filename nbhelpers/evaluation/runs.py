@@ -411,20 +411,35 @@ def evaluate_runs(
     return Evaluation(runs, representations, skipped, k, split)
 
 
+def display_names(evaluation: Evaluation) -> dict[str, str]:
+    """Each scored run's label in the tables and figures: its model name (:attr:`RunRecord.model_name`),
+    followed by ``[<run folder>]`` when two or more scored runs share that model name.
+
+    Returns:
+        ``{run name: label}``, in the order of ``evaluation.runs``.
+    """
+    models = [found.record.model_name for found in evaluation.runs]
+    return {
+        found.record.name: f"{model} [{found.record.name}]" if models.count(model) > 1 else model
+        for found, model in zip(evaluation.runs, models)
+    }
+
+
 def comparison_table(evaluation: Evaluation) -> pd.DataFrame:
     """One row per scored run: Model | Modality | Task | Top-1 ... Top-k | Macro F1 | AUROC | Samples |
     Predictions | Max diff vs metrics.json | Run.
 
     Sorted 7-class runs first, by Top-1 then Top-2 ... (best first), then binary runs by AUROC. A binary
     run's Top-1 is its accuracy at probability 0.5 and its Top-2 ... are empty (trivially 1); AUROC is
-    empty for 7-class runs.
+    empty for 7-class runs. Runs sharing a model name are told apart by folder (:func:`display_names`).
     """
     k = evaluation.k
     tops = [f"Top-{j}" for j in range(1, k + 1)]
+    names = display_names(evaluation)
     rows = []
     for found in evaluation.runs:
         figures, metrics = found.figures, found.record.metrics
-        row = {"Model": found.record.model_name, "Modality": metrics["modality"], "Task": metrics["task"]}
+        row = {"Model": names[found.record.name], "Modality": metrics["modality"], "Task": metrics["task"]}
         row.update({f"Top-{j}": figures.get(f"top{j}", np.nan) for j in range(1, k + 1)})
         row["Macro F1"] = figures["macro_f1"]
         row["AUROC"] = figures.get("auroc", np.nan)
@@ -441,17 +456,15 @@ def comparison_table(evaluation: Evaluation) -> pd.DataFrame:
     table["_task"] = table["Task"].map({t: i for i, t in enumerate(CLASSIFIER_TASKS)})
     table["_key"] = table["AUROC"].where(table["Task"] == "binary", table["Top-1"])
     table = table.sort_values(["_task", "_key", *tops], ascending=[True] + [False] * (k + 1))
-    table = table.drop(columns=["_task", "_key"]).reset_index(drop=True)
-    if table["Model"].duplicated().any():  # two runs of one method: tell them apart by folder
-        dup = table["Model"].duplicated(keep=False)
-        table.loc[dup, "Model"] = table.loc[dup, "Model"] + " [" + table.loc[dup, "Run"] + "]"
-    return table
+    return table.drop(columns=["_task", "_key"]).reset_index(drop=True)
 
 
 def per_class_table(evaluation: Evaluation) -> pd.DataFrame:
-    """Precision, recall, F1 and support per (model, class) of every scored run."""
+    """Precision, recall, F1 and support per (model, class) of every scored run (models named as in
+    :func:`comparison_table`)."""
+    names = display_names(evaluation)
     rows = [
-        {"Model": found.record.model_name, "Class": name, "Precision": v["precision"], "Recall": v["recall"],
+        {"Model": names[found.record.name], "Class": name, "Precision": v["precision"], "Recall": v["recall"],
          "F1": v["f1"], "Support": v["support"]}
         for found in evaluation.runs
         for name, v in found.report["per_class"].items()
@@ -459,6 +472,13 @@ def per_class_table(evaluation: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Model", "Class", "Precision", "Recall", "F1", "Support"]).set_index(
         ["Model", "Class"]
     )
+
+
+def roc_curves(evaluation: Evaluation) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """``{model (as in :func:`display_names`): (fpr, tpr, auroc)}`` of every binary run, what
+    :func:`nbhelpers.plots.roc_plot` takes."""
+    names = display_names(evaluation)
+    return {names[found.record.name]: found.roc for found in evaluation.runs if found.roc is not None}
 
 
 def agreement_table(evaluation: Evaluation) -> pd.DataFrame:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +13,13 @@ from torch import nn
 
 from nbhelpers.config import ConfigError
 from nbhelpers.evaluation.attention import (
+    EXPLAINERS,
     AttentionConfig,
     AttentionRecorder,
     attention_weights,
     cls_attention_maps,
     ensure_run,
+    explainable_runs,
     grad_cam,
     gradient_x_input,
     load_explainer,
@@ -27,6 +31,7 @@ from nbhelpers.evaluation.attention import (
     ssl_vit_attention,
     upsample_maps,
 )
+from nbhelpers.evaluation.runs import RECIPES
 from nbhelpers.lora import ModuleAttention, add_lora, replace_attention
 from nbhelpers.models.clip import TINY_VIT, create_clip
 from nbhelpers.models.ssl import VIT_CONFIGS, VisionTransformer
@@ -278,3 +283,39 @@ def test_missing_runs_name_the_notebook_that_makes_them(tmp_path):
         ensure_run("my_run", runs_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         load_explainer(tmp_path / "nothing")
+
+
+def _metrics_only_run(runs_dir, name: str, **metrics) -> Path:
+    """A run folder holding only its ``metrics.json``: all :func:`explainable_runs` reads to list it."""
+    run_dir = runs_dir / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"split": "test", **metrics}))
+    return run_dir
+
+
+def test_explainable_runs_skip_a_run_whose_metrics_json_is_unreadable(tmp_path):
+    _metrics_only_run(
+        tmp_path, "clip_classifier_lora", notebook="06_train_clip_lora_classifier", task="7class",
+        modality="multimodal",
+    )  # fmt: skip
+    _metrics_only_run(
+        tmp_path, "unimodal_text", notebook="02_unimodal_baselines", task="7class", modality="text"
+    )
+    _metrics_only_run(  # no model of its own
+        tmp_path,
+        "unimodal_late_fusion",
+        notebook="02_unimodal_baselines",
+        task="7class",
+        modality="late_fusion",
+    )
+    ssl_cnn = _metrics_only_run(tmp_path, "ssl_dino_resnet18", notebook="04_train_ssl_vision", task="ssl")
+    (ssl_cnn / "config.json").write_text(json.dumps({"method": "dino", "backbone": "resnet18"}))  # no ViT
+    corrupt = _metrics_only_run(tmp_path, "corrupt", notebook="06_train_clip_lora_classifier", task="7class")
+    (corrupt / "metrics.json").write_text('{"notebook": "06_train_clip')
+    assert explainable_runs(tmp_path) == ["clip_classifier_lora", "unimodal_text"]
+    with pytest.raises(TypeError, match="metrics.json is unreadable"):
+        load_explainer(corrupt)
+
+
+def test_every_recipe_has_an_explainer():
+    assert {key.split("/")[0] for key in EXPLAINERS} == set(RECIPES.values())

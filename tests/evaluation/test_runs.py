@@ -20,10 +20,12 @@ from nbhelpers.evaluation.runs import (
     agreement_table,
     comparison_table,
     discover_runs,
+    display_names,
     evaluate_runs,
     markdown_table,
     per_class_table,
     representation_table,
+    roc_curves,
     save_comparison,
     score,
     skipped_table,
@@ -245,3 +247,41 @@ def test_binary_runs_rank_by_auroc_not_accuracy(tmp_path):
     assert table["AUROC"].tolist() == [1.0, 7 / 8]
     assert table["Top-1"].tolist() == [2 / 6, 4 / 6]
     assert table["Max diff vs metrics.json"].isna().all()  # no figures for this split to compare with
+
+
+def test_runs_sharing_a_model_name_keep_distinct_rows(tmp_path):
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 0])
+    metrics = {"notebook": "06_train_clip_lora_classifier", "task": "7class", "split": "test"}
+    metrics |= {"modality": "multimodal", "method": "clip_lora"}
+    found = [
+        score(
+            RunRecord(name, tmp_path / name, metrics), "test", np.eye(7)[(labels + shift) % 7], labels, SAVED
+        )
+        for name, shift in [("lora_seed0", 0), ("lora_seed1", 1)]
+    ]
+    binary = {"notebook": "07_hateful_memes_fusion", "task": "binary", "split": "test"}
+    binary |= {"modality": "multimodal", "method": "hateclipper_cross"}
+    found.append(
+        score(
+            RunRecord("fusion_cross", tmp_path / "fusion", binary),
+            "test",
+            np.array([0.2, 0.9]),
+            [0, 1],
+            SAVED,
+        )
+    )
+    evaluation = Evaluation(found, [], [], k=2, split="test")
+    names = display_names(evaluation)
+    assert names == {
+        "lora_seed0": "CLIP lora [lora_seed0]", "lora_seed1": "CLIP lora [lora_seed1]",
+        "fusion_cross": "Hate-CLIPper cross",
+    }  # fmt: skip
+    table = comparison_table(evaluation)
+    assert dict(zip(table["Run"], table["Model"])) == names
+    per_class = per_class_table(evaluation)
+    assert len(per_class) == 2 * 7 + 2 and per_class.index.is_unique
+    assert per_class.loc["CLIP lora [lora_seed0]"]["Recall"].tolist() == [1.0] * 7
+    assert per_class.loc["CLIP lora [lora_seed1]"]["Recall"].tolist() == [0.0] * 7
+    assert list(roc_curves(evaluation)) == ["Hate-CLIPper cross"]
+    fpr, tpr, auroc = roc_curves(evaluation)["Hate-CLIPper cross"]
+    assert auroc == 1.0 and fpr[0] == 0 and tpr[-1] == 1

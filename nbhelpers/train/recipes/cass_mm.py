@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from accelerate.utils import set_seed
 from torch import nn
 
@@ -118,13 +119,19 @@ class FeatureClassifier(nn.Module):
 
 
 def _feature_batches(features: dict[str, torch.Tensor], batch_size: int, seed: int):
+    """``batches(epoch)``: endless shuffled batches of the frozen features, a function of ``(seed, epoch)``.
+
+    Each process under ``accelerate launch`` takes every ``num_processes``-th sample of the shared
+    permutation; the last incomplete batch of each permutation is dropped.
+    """
+    state = PartialState()
     n = len(features["label"])
 
     def batches(epoch: int):
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         while True:
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n - batch_size + 1, batch_size):
+            order = torch.randperm(n, generator=generator)[state.process_index :: state.num_processes]
+            for start in range(0, len(order) - batch_size + 1, batch_size):
                 idx = order[start : start + batch_size]
                 yield {k: v[idx] for k, v in features.items()}
 
@@ -162,9 +169,12 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
         model, data.memory or load_split(found, config.train_split, size, tokenizer, limit=config.limit)
     )
     head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads)
-    head_batch = min(config.batch_size, len(train_features["label"]))
+    share = len(train_features["label"]) // PartialState().num_processes  # each process's samples
+    if share < 1:
+        raise ValueError(f"{len(train_features['label'])} training samples: fewer than one per process")
+    head_batch = min(config.batch_size, share)
     head_spec = train_spec(
-        config, max(1, len(train_features["label"]) // head_batch), run_dir=config.run_dir / CLASSIFIER_DIR,
+        config, share // head_batch, run_dir=config.run_dir / CLASSIFIER_DIR,
         epochs=config.head_epochs, lr=config.head_lr, warmup_steps=0, grad_accum_steps=1,
     )  # fmt: skip
     head_history = fit(

@@ -1,6 +1,7 @@
 """What every recipe shares: an epoch is one pass over the training split, whatever the process count."""
 
 import pytest
+import torch
 
 from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.train.recipes import base
@@ -67,3 +68,22 @@ def test_train_data_halves_the_steps_with_two_processes_in_memory_and_streamed(p
         assert train_data(config(in_memory=in_memory), found, 32).num_samples == 160
     processes(2)
     assert train_data(config(in_memory=False), found, 32, labels=[0]).steps_per_epoch == 40 // 32
+
+
+def test_cass_mm_head_batches_split_one_permutation_between_processes(monkeypatch):
+    from nbhelpers.train.recipes import cass_mm
+
+    features = {"label": torch.arange(20), "image": torch.arange(20).float()[:, None]}
+
+    def labels_seen(rank: int, processes: int) -> list[int]:
+        state = FakeState(processes)
+        state.process_index = rank
+        monkeypatch.setattr(cass_mm, "PartialState", lambda: state)
+        stream = cass_mm._feature_batches(features, batch_size=5, seed=3)(1)
+        return torch.cat([next(stream)["label"] for _ in range(4 // processes)]).tolist()
+
+    one = labels_seen(0, 1)
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(3 * 100_003 + 1)).tolist()
+    assert one == order  # one process: the whole permutation, in order
+    first, second = labels_seen(0, 2), labels_seen(1, 2)
+    assert first == order[0::2] and second == order[1::2]  # two: disjoint halves of the same permutation

@@ -28,12 +28,30 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "read_json",
+    "RunNotFoundError",
     "to_jsonable",
     "write_json_atomic",
     "write_latest_pointer",
 ]
 
 CHECKPOINT_DIR = "checkpoints"
+
+
+class RunNotFoundError(FileNotFoundError):
+    """A run (or a file of it) that loading needs is missing; loading never trains it.
+
+    The message names what is missing and the notebook or command that makes it.
+
+    Attributes:
+        path: the missing run directory or file.
+        how: what makes it (``"notebook 03_train_clip, or: python -m nbhelpers.train clip"``).
+    """
+
+    def __init__(self, path: str | os.PathLike, how: str, what: str = "run") -> None:
+        self.path, self.how = Path(path), how
+        super().__init__(f"{what} {self.path} does not exist; loading never trains it. Make it with {how}")
+
+
 LATEST_POINTER = "latest.json"
 _CHECKPOINT_NAME = re.compile(r"^epoch_(\d{4,})\.pt$")
 

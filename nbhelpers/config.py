@@ -10,7 +10,9 @@ with one :class:`ConfigError` that names the parameter and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -62,10 +64,23 @@ def preset_values(preset: str, section: str) -> dict[str, Any]:
 
 
 def param(
-    default: Any = None, *, choices: tuple | None = None, min: float | None = None, help: str = ""
-) -> Any:  # noqa: A002
-    """A config field with its validation rules (``choices``, a lower bound ``min``) and help text."""
-    kwargs: dict[str, Any] = {"metadata": {"choices": choices, "min": min, "help": help}}
+    default: Any = None,
+    *,
+    choices: tuple | None = None,
+    min: float | None = None,  # noqa: A002
+    above: float | None = None,
+    help: str = "",  # noqa: A002
+) -> Any:
+    """A config field with its validation rules and help text.
+
+    Args:
+        default: the value when neither the preset nor a parameter sets it.
+        choices: the allowed values.
+        min: an inclusive lower bound.
+        above: an exclusive lower bound (``above=0``: strictly positive).
+        help: one line for the notebook's parameters cell and error messages.
+    """
+    kwargs: dict[str, Any] = {"metadata": {"choices": choices, "min": min, "above": above, "help": help}}
     if isinstance(default, (dict, list)):
         kwargs["default_factory"] = lambda: type(default)(default)
     else:
@@ -94,7 +109,9 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
             else ConfigError(f"{name}: {value!r} has the wrong type; expected {hint}")
         )
     base = origin or hint
-    if base is float and isinstance(value, int) and not isinstance(value, bool):
+    if base is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}: must be a finite number, got {value!r}")
         return float(value)
     if base is int and isinstance(value, bool):
         raise ConfigError(f"{name}: expected an integer, got {value!r}")
@@ -124,8 +141,10 @@ class BaseConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - names)
         if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(names), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise ConfigError(
-                f"{unknown[0]}: unknown parameter for {cls.__name__}; allowed: {', '.join(sorted(names))}"
+                f"{unknown[0]}: unknown parameter for {cls.__name__}; {hint}allowed: {', '.join(sorted(names))}"
             )
         values = preset_values(preset, cls.SECTION)
         bad = sorted(set(values) - names)
@@ -154,6 +173,9 @@ class BaseConfig:
                 )
             if low is not None and value is not None and value < low:
                 raise ConfigError(f"{f.name}: must be >= {low}, got {value!r}")
+            above = f.metadata.get("above")
+            if above is not None and value is not None and value <= above:
+                raise ConfigError(f"{f.name}: must be > {above}, got {value!r}")
         self.check()
 
     def check(self) -> None:

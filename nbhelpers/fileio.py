@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -120,3 +121,32 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     """Read a JSON file written by :func:`write_json_atomic`."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+_SHA256_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), or of a folder's files (their relative paths and hashes).
+
+    Remembered per process by (resolved path, inode, size, modification time), so a checkpoint hashed when a
+    run binds is not read again when its metrics name it.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+    """
+    path = Path(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+        return digest.hexdigest()
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]

@@ -207,3 +207,16 @@ def clip_image_size(model: nn.Module) -> int:
     """
     size = getattr(model.visual, "image_size", 224)
     return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def vision_patch_size(model_name: str) -> int | None:
+    """The ViT patch size of an open_clip architecture, from its config (no model is built).
+
+    Returns:
+        The patch size, or None for a ResNet image tower or an architecture open_clip does not list
+        (a hub model, checked when it loads).
+    """
+    register_model_configs()
+    config = open_clip.get_model_config(model_name) or {}
+    patch = config.get("vision_cfg", {}).get("patch_size")
+    return int(patch) if patch else None

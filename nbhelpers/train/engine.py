@@ -45,11 +45,11 @@ from nbhelpers.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from nbhelpers.train.identity import RunMismatchError
 from nbhelpers.train.run_dir import (
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
-    read_json,
     to_jsonable,
     write_json_atomic,
     write_latest_pointer,
@@ -68,8 +68,8 @@ MIXED_PRECISION_MODES = ("no", "fp16", "bf16", "auto")
 PROGRESS_REDRAWS = 50
 PROGRESS_MIN_SECONDS = 0.5
 
-# Spec fields that change the optimisation trajectory: a resume under different values is not the
-# run that was checkpointed, so it is worth a warning.
+# Spec fields that change the optimisation trajectory: a resume under different values would not be
+# the run that was checkpointed, so it is refused.
 _TRAJECTORY_FIELDS = (
     "epochs",
     "steps_per_epoch",
@@ -338,17 +338,18 @@ def _spec_dict(spec: TrainSpec) -> dict[str, Any]:
     return to_jsonable(spec)
 
 
-def _warn_spec_changes(saved: Mapping[str, Any] | None, spec: TrainSpec, path: Path) -> None:
+def _check_spec_unchanged(saved: Mapping[str, Any] | None, spec: TrainSpec, run_dir: Path) -> None:
+    """Refuses to continue a checkpoint under another trajectory (more epochs, another lr, ...).
+
+    Raises:
+        RunMismatchError: listing the fields that differ.
+    """
     if not saved:
         return
     now = _spec_dict(spec)
     changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in _TRAJECTORY_FIELDS if saved.get(k) != now[k]]
     if changed:
-        warnings.warn(
-            f"resuming from {path} with a different TrainSpec ({'; '.join(changed)}): the result will "
-            "differ from an uninterrupted run",
-            stacklevel=3,
-        )
+        raise RunMismatchError(run_dir, changed)
 
 
 def fit(
@@ -402,6 +403,8 @@ def fit(
     Raises:
         NonFiniteLossError: the loss, or the weights about to be checkpointed, are NaN or infinite.
         FileExistsError: ``resume=False`` and the run directory already has checkpoints.
+        RunMismatchError: the last checkpoint was trained under another trajectory (epochs, lr, seed,
+            ...); a run is never continued under another config (nothing is written).
         RuntimeError: ``batches(epoch)`` ran out before the epoch's micro-batches.
         TypeError: ``config`` is not JSON-serialisable (raised before any training).
     """
@@ -417,11 +420,11 @@ def fit(
             f"{run_dir} already has checkpoints and resume=False: choose another run directory, "
             "delete this one, or set resume=True"
         )
-    config_file = run_dir / "config.json"
-    if ckpt_file is not None and config_file.exists() and read_json(config_file) != config_json:
-        warnings.warn(f"resuming {run_dir} with a config different from its config.json", stacklevel=2)
+    ckpt = load_checkpoint(ckpt_file) if ckpt_file is not None else None
+    if ckpt is not None:  # checked before anything is written
+        _check_spec_unchanged(ckpt.get("spec"), spec, run_dir)
     if main:
-        write_json_atomic(config_file, config_json)
+        write_json_atomic(run_dir / "config.json", config_json)
 
     set_seed(spec.seed)
     if spec.gradient_checkpointing:
@@ -438,9 +441,7 @@ def fit(
 
     history: dict[str, list[dict[str, Any]]] = {"epochs": [], "steps": []}
     start_epoch, global_step = 0, 0
-    if ckpt_file is not None:
-        ckpt = load_checkpoint(ckpt_file)
-        _warn_spec_changes(ckpt.get("spec"), spec, ckpt_file)
+    if ckpt is not None:
         raw.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

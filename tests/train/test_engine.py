@@ -1,5 +1,4 @@
 import json
-import warnings
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from nbhelpers.train.engine import (
     param_groups,
     resolve_mixed_precision,
 )
+from nbhelpers.train.identity import RunMismatchError
 from nbhelpers.train.run_dir import list_checkpoints, read_json
 from nbhelpers.train.schedule import warmup_cosine
 
@@ -313,13 +313,13 @@ def test_batch_size_finds_the_first_tensor():
     assert batch_size(["no", "tensors"]) is None
 
 
-def test_resume_with_changed_spec_warns(tmp_path):
+def test_resume_with_changed_spec_is_refused_before_anything_is_written(tmp_path):
     fit(make_model(0), step_fn, stream(0), spec(tmp_path, "w", epochs=1, steps_per_epoch=2))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    before = {p: p.read_bytes() for p in (tmp_path / "w").rglob("*") if p.is_file()}
+    with pytest.raises(RunMismatchError) as caught:
         fit(make_model(0), step_fn, stream(0), spec(tmp_path, "w", epochs=2, steps_per_epoch=2, lr=5e-3))
-    messages = " ".join(str(w.message) for w in caught)
-    assert "epochs: 1 -> 2" in messages and "lr: 0.01 -> 0.005" in messages
+    assert "epochs: 1 -> 2" in str(caught.value) and "lr: 0.01 -> 0.005" in str(caught.value)
+    assert {p: p.read_bytes() for p in (tmp_path / "w").rglob("*") if p.is_file()} == before
 
 
 def test_epoch_line_is_one_readable_summary():

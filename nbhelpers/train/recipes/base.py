@@ -4,6 +4,10 @@ A recipe module defines a config class (a :class:`RecipeConfig` subclass whose `
 block in ``presets.json``) and ``run(config) -> RunResult``. ``run`` accepts a config object or a plain
 dict of parameters (what ``python -m nbhelpers.train RECIPE key=value`` passes), so the notebooks and
 ``accelerate launch`` run exactly the same code.
+
+Every ``run`` binds its run directory before it reads data or builds a model
+(:meth:`RecipeConfig.bind`, :mod:`nbhelpers.train.identity`): the same config, data and input weights
+load or resume the same run; another config never continues, overwrites or reuses it.
 """
 
 from __future__ import annotations
@@ -21,14 +25,21 @@ from accelerate import PartialState
 from nbhelpers.config import BaseConfig, ConfigError, param
 from nbhelpers.data.loader import make_pipeline
 from nbhelpers.data.memory import TensorSplit, epoch_batches, load_split, normalize
-from nbhelpers.data.prepare import ensure_shards
 from nbhelpers.data.shards import read_manifest
-from nbhelpers.data.sources import SOURCES
+from nbhelpers.data.sources import SOURCES, get_source
 from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
 from nbhelpers.evaluation.metrics import classification_report
+from nbhelpers.fileio import sha256_file
 from nbhelpers.train.engine import TrainSpec
-from nbhelpers.train.run_dir import read_json, write_json_atomic
+from nbhelpers.train.identity import (
+    RunIdentity,
+    bind_run,
+    check_run_name,
+    manifest_digest,
+    read_run_record,
+)
+from nbhelpers.train.run_dir import latest_checkpoint, read_json, write_json_atomic
 
 C = TypeVar("C", bound="RecipeConfig")
 
@@ -43,7 +54,7 @@ class RecipeConfig(BaseConfig):
 
     RECIPE: ClassVar[str] = ""
 
-    run_name: str = param("", help="runs/<run_name>/ (default: the recipe and method)")
+    run_name: str = param("", help="runs/<run_name>/ (empty: <recipe>-<fingerprint of the config>)")
     runs_dir: str = param("runs", help="folder holding every run")
     data_dir: str = param("data/shards", help="folder of the shards of notebook 01")
     sources: str = param("synthetic", help="comma-separated sources under data_dir to train on")
@@ -51,11 +62,11 @@ class RecipeConfig(BaseConfig):
     eval_splits: str = param("test", help="comma-separated splits evaluated at the end")
     epochs: int = param(5, min=1)
     batch_size: int = param(64, min=1)
-    lr: float = param(1e-3, min=0.0)
+    lr: float = param(1e-3, above=0.0)
     weight_decay: float = param(0.05, min=0.0)
     warmup_steps: int | None = param(None, min=0, help="None: 5% of all steps")
     grad_accum_steps: int = param(1, min=1)
-    max_grad_norm: float | None = param(1.0, min=0.0)
+    max_grad_norm: float | None = param(1.0, above=0.0, help="gradient clipping norm; None: no clipping")
     mixed_precision: str = param("auto", choices=("auto", "no", "fp16", "bf16"))
     gradient_checkpointing: bool = param(False)
     checkpoint_every: int = param(1, min=1)
@@ -69,11 +80,35 @@ class RecipeConfig(BaseConfig):
     progress: bool = param(True)
 
     def check(self) -> None:
+        check_run_name(self.run_name)
+        if not self.source_list:
+            raise ConfigError("sources: name at least one source")
         for source in self.source_list:
             if source not in SOURCES:
                 raise ConfigError(f"sources: unknown source {source!r}; allowed: {', '.join(SOURCES)}")
         if not self.eval_split_list:
             raise ConfigError("eval_splits: name at least one split")
+        if self.reads_shards:
+            self.check_splits(self.source_list, {s: get_source(s).SPLITS for s in self.source_list})
+
+    @property
+    def reads_shards(self) -> bool:
+        """Whether the run reads notebook 01's shards (False for a recipe reading another dataset)."""
+        return True
+
+    def check_splits(self, sources: Sequence[str], splits: Mapping[str, Sequence[str]]) -> None:
+        """Checks ``train_split`` and every eval split against each source's splits.
+
+        Raises:
+            ConfigError: naming the parameter, the split and the splits the source has.
+        """
+        wanted = [("train_split", self.train_split)] + [("eval_splits", s) for s in self.eval_split_list]
+        for source in sources:
+            for name, split in wanted:
+                if split not in splits[source]:
+                    raise ConfigError(
+                        f"{name}: {split!r} is not a split of {source!r}; it has: {', '.join(splits[source])}"
+                    )
 
     @property
     def source_list(self) -> list[str]:
@@ -84,11 +119,67 @@ class RecipeConfig(BaseConfig):
         return [s.strip() for s in self.eval_splits.split(",") if s.strip()]
 
     def default_run_name(self) -> str:
+        """The start of the folder name of a run with no explicit ``run_name`` (the fingerprint follows)."""
         return self.RECIPE
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.runs_dir) / (self.run_name or self.default_run_name())
+        """``runs_dir/run_name``, or once bound with no ``run_name``, ``runs_dir/<default>-<fingerprint>``.
+
+        Raises:
+            RuntimeError: no ``run_name`` and the config is not bound yet (:meth:`bind`).
+        """
+        bound = self.__dict__.get("_bound_dir")
+        if bound is not None:
+            return bound
+        if self.run_name:
+            return Path(self.runs_dir) / self.run_name
+        raise RuntimeError(
+            "run_dir: with no run_name the folder is derived from the config's fingerprint; bind the run "
+            "first (config.bind(...), which every recipe's run() does)"
+        )
+
+    def identity_exclude(self) -> tuple[str, ...]:
+        """Fields of this recipe that cannot change its weights (besides the common bookkeeping ones)."""
+        return ()
+
+    def identity(
+        self, found: Sequence[Mapping[str, Any]] = (), inputs: Mapping[str, Any] | None = None
+    ) -> RunIdentity:
+        """What this run's weights depend on: its config, the training split's data, its input files."""
+        data = {m.get("source", "?"): manifest_digest(m, self.train_split) for m in found}
+        return RunIdentity.of(self.RECIPE, self.to_dict(), data, inputs, exclude=self.identity_exclude())
+
+    def weight_inputs(self) -> dict[str, Any]:
+        """The local files this run starts from, by content (:func:`~nbhelpers.train.identity.local_inputs`).
+
+        Recipes that start from weights (``pretrained``) override it; resolving never trains.
+        """
+        return {}
+
+    def planned_run_dir(self, found: Sequence[Mapping[str, Any]] = ()) -> Path:
+        """The folder this config's run has (or would have), without binding or writing anything."""
+        if self.run_name:
+            return Path(self.runs_dir) / self.run_name
+        identity = self.identity(found, self.weight_inputs())
+        return Path(self.runs_dir) / identity.folder_name(self.default_run_name())
+
+    def bind(self, found: Sequence[Mapping[str, Any]] = ()) -> Path:
+        """Binds the run folder to this config, its data and its input weights; returns the folder.
+
+        Called by every recipe's ``run`` before data is read or a model is built.
+
+        Raises:
+            RunMismatchError: the folder holds another config's run (nothing is written then).
+            RunNotFoundError: an input run (``pretrained="run:<name>"``) is missing.
+        """
+        identity = self.identity(found, self.weight_inputs())
+        folder = Path(self.runs_dir) / (self.run_name or identity.folder_name(self.default_run_name()))
+        state = PartialState()
+        bind_run(folder, identity, write=state.is_main_process)
+        state.wait_for_everyone()
+        self.__dict__["_bound_dir"] = folder
+        return folder
 
     @classmethod
     def coerce(cls: type[C], config: C | dict[str, Any]) -> C:
@@ -101,13 +192,27 @@ class RecipeConfig(BaseConfig):
 
 
 def manifests(config: RecipeConfig) -> list[dict[str, Any]]:
-    """The manifests of ``config.sources``; the synthetic shards are built first if missing."""
+    """The manifests of ``config.sources`` under ``data_dir``, their splits checked against the config.
+
+    Only reads: shards are built by notebook 01 (or ``make shards``), never by a lookup.
+
+    Raises:
+        FileNotFoundError: a source has no shards, naming the folder and how to build them.
+        ConfigError: the config names a split the shards do not have.
+    """
     found = []
     for source in config.source_list:
-        if source == "synthetic":
-            found.append(ensure_shards("synthetic", config.data_dir, preset=config.preset))
-        else:
-            found.append(read_manifest(Path(config.data_dir) / source))
+        folder = Path(config.data_dir) / source
+        try:
+            found.append(read_manifest(folder))
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no shards of {source!r} in {folder} (data_dir={config.data_dir!r}): build them with notebook "
+                f"01_prepare_webdataset, or: python -m nbhelpers.data.prepare --source {source} "
+                f"--out_dir {config.data_dir}"
+                + (" --raw_dir <the raw dataset>" if source != "synthetic" else "")
+            ) from None
+    config.check_splits(config.source_list, {m["source"]: list(m["splits"]) for m in found})
     return found
 
 
@@ -115,7 +220,7 @@ def train_spec(config: RecipeConfig, steps_per_epoch: int, **overrides: Any) -> 
     """The engine's spec from a recipe config (warmup 5% of all steps unless set)."""
     total = steps_per_epoch * config.epochs
     values = dict(
-        run_dir=config.run_dir,
+        run_dir=overrides["run_dir"] if "run_dir" in overrides else config.run_dir,
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         lr=config.lr,
@@ -271,9 +376,14 @@ def write_metrics(
     num_samples: int,
     epochs: int,
     train_seconds: float,
+    stages: Mapping[str, Path] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Writes ``run_dir/metrics.json`` in the suite's common form; returns it.
+
+    The record names the weights the figures were computed from: the run's fingerprint (from
+    ``run.json``) and the path and SHA-256 of its last checkpoint, and of each stage's (``stages``:
+    ``{name: stage folder}``, e.g. CASS-MM's classifier head).
 
     Raises:
         ValueError: for a modality or task outside :data:`MODALITIES` / :data:`TASKS`.
@@ -292,6 +402,12 @@ def write_metrics(
         "num_samples": int(num_samples),
         "epochs": int(epochs),
         "train_seconds": round(float(train_seconds), 2),
+        "fingerprint": (read_run_record(run_dir) or {}).get("fingerprint"),
+        "checkpoint": checkpoint_record(run_dir),
+        **{
+            f"{name}_checkpoint": checkpoint_record(folder, run_dir)
+            for name, folder in (stages or {}).items()
+        },
         **extra,
     }
     write_json_atomic(Path(run_dir) / "metrics.json", record)
@@ -327,6 +443,15 @@ def evaluate_7class(
 def split_summary(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The :data:`CLASS_METRICS` and ``num_samples`` of each split's classification report."""
     return {s: {k: r[k] for k in (*CLASS_METRICS, "num_samples")} for s, r in reports.items()}
+
+
+def checkpoint_record(folder: Path, relative_to: Path | None = None) -> dict[str, str] | None:
+    """``{"file", "sha256"}`` of the last checkpoint in ``folder`` (path relative to ``relative_to`` or
+    ``folder``), or None if it has none."""
+    path = latest_checkpoint(folder)
+    if path is None:
+        return None
+    return {"file": path.relative_to(relative_to or folder).as_posix(), "sha256": sha256_file(path)}
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from nbhelpers.models.clip import clip_image_size, create_clip
 from nbhelpers.models.heads import TransformerClassifierHead
 from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
+from nbhelpers.train.identity import bind_stage, file_input, local_inputs
 from nbhelpers.train.recipes.base import (
     CLASS_METRICS,
     RecipeConfig,
@@ -47,7 +48,7 @@ from nbhelpers.train.recipes.base import (
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.run_dir import read_json
+from nbhelpers.train.run_dir import latest_checkpoint, read_json
 
 CLASSIFIER_DIR = "classifier"
 
@@ -73,10 +74,14 @@ class CassMMConfig(RecipeConfig):
     head_layers: int = param(2, min=1)
     head_heads: int = param(8, min=1)
 
+    def weight_inputs(self) -> dict[str, Any]:
+        return local_inputs(pretrained=self.pretrained or None)
 
-def build_model(config: CassMMConfig) -> tuple[CASSMM, Any, int]:
-    """The three towers, the tokenizer and the ViT's input size."""
-    clip, _, _, tokenizer = create_clip(config.model, pretrained=config.pretrained or None)
+
+def build_model(config: CassMMConfig, weights: str | None = None) -> tuple[CASSMM, Any, int]:
+    """The three towers (the ViT and text towers from ``weights``: an open_clip tag or file; None:
+    random init), the tokenizer and the ViT's input size."""
+    clip, _, _, tokenizer = create_clip(config.model, pretrained=weights)
     size = clip_image_size(clip)
     cnn = CASSMM(
         clip,
@@ -155,8 +160,10 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     """Pre-trains CASS-MM, trains the classifier on its frozen features, evaluates both stages' output."""
     config = CassMMConfig.coerce(config)
     found = manifests(config)
+    weights = config.pretrained or None
+    config.bind(found)
     set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
-    model, tokenizer, size = build_model(config)
+    model, tokenizer, size = build_model(config, weights)
     data = train_data(config, found, size, tokenizer)
     history = fit(
         model,
@@ -168,6 +175,15 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     train_features = extract_features(
         model, data.memory or load_split(found, config.train_split, size, tokenizer, limit=config.limit)
     )
+    # The head is trained on the towers' features: bound to the towers' checkpoint, it is trained again
+    # (never reused) if they changed.
+    towers = latest_checkpoint(config.run_dir)
+    bind_stage(
+        config.run_dir / CLASSIFIER_DIR,
+        config.identity(found, {"towers": file_input(towers)}),
+        write=PartialState().is_main_process,
+    )
+    PartialState().wait_for_everyone()
     head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads)
     share = len(train_features["label"]) // PartialState().num_processes  # each process's samples
     if share < 1:
@@ -202,6 +218,7 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
         num_samples=data.num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history, head_history),
+        stages={"head": config.run_dir / CLASSIFIER_DIR},
         head_epochs=config.head_epochs,
         splits=summary,
     )

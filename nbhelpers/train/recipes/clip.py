@@ -28,15 +28,16 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from torch import nn
 
-from nbhelpers.config import param
+from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES
 from nbhelpers.data.taxonomy import CLASSES, TRUE_NEUTRAL
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.evaluation.retrieval import recall_at_k, zero_shot_accuracy
 from nbhelpers.losses import masked_clip_loss
-from nbhelpers.models.clip import clip_image_size, create_clip
+from nbhelpers.models.clip import clip_image_size, create_clip, vision_patch_size
 from nbhelpers.train.engine import fit
+from nbhelpers.train.identity import check_run_name, local_inputs
 from nbhelpers.train.recipes.base import (
     RecipeConfig,
     RunResult,
@@ -47,8 +48,9 @@ from nbhelpers.train.recipes.base import (
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.run_dir import atomic_open, read_json
+from nbhelpers.train.run_dir import RunNotFoundError, atomic_open, read_json
 
+RECIPE_NAME = "clip"
 WEIGHTS_FILE = "clip_weights.pt"
 RUN_PREFIX = "run:"
 
@@ -69,20 +71,46 @@ class ClipConfig(RecipeConfig):
     """Parameters of ``03_train_clip``."""
 
     SECTION: ClassVar[str] = "clip"
-    RECIPE: ClassVar[str] = "clip"
+    RECIPE: ClassVar[str] = RECIPE_NAME
 
     model: str = param("memelab-tiny-vit", help="open_clip architecture (ViT-B-32 on a T4)")
     pretrained: str = param("", help="open_clip tag or local weights to fine-tune from; empty: from scratch")
     valid_only: bool = param(True, help="train on the valid pairs only (the masked loss ignores the rest)")
     image_size: int | None = param(None, min=16, help="None: the model's own input size")
 
+    def pretrained_weights(self) -> str | None:
+        """``pretrained`` resolved (``run:<name>`` -> that CLIP run's weights file); never trains."""
+        return resolve_pretrained(
+            self.pretrained, runs_dir=self.runs_dir, data_dir=self.data_dir, preset=self.preset
+        )
 
-def build_model(config: ClipConfig) -> tuple[nn.Module, Any, int]:
-    """The open_clip model, its tokenizer and its input image size."""
-    pretrained = resolve_pretrained(
-        config.pretrained, runs_dir=config.runs_dir, data_dir=config.data_dir, preset=config.preset
-    )
-    model, _, _, tokenizer = create_clip(config.model, pretrained=pretrained)
+    def weight_inputs(self) -> dict[str, Any]:
+        return local_inputs(pretrained=self.pretrained_weights())
+
+    def check(self) -> None:
+        super().check()
+        check_patch_divides(self.model, self.image_size)
+
+
+def check_patch_divides(model: str, image_size: int | None) -> None:
+    """Checks that ``model``'s ViT patches tile an ``image_size`` image (before any data is read).
+
+    Raises:
+        ConfigError: naming ``image_size``, the patch size and the nearest sizes that work.
+    """
+    patch = vision_patch_size(model)
+    if image_size and patch and image_size % patch:
+        low, high = image_size // patch * patch, (image_size // patch + 1) * patch
+        raise ConfigError(
+            f"image_size: {image_size} is not a multiple of the ViT's patch size {patch} ({model}); "
+            f"e.g. {low or high} or {high}"
+        )
+
+
+def build_model(config: ClipConfig, weights: str | None = None) -> tuple[nn.Module, Any, int]:
+    """The open_clip model (with ``weights``: a tag or file, as :func:`resolve_pretrained` gives them),
+    its tokenizer and its input image size."""
+    model, _, _, tokenizer = create_clip(config.model, pretrained=weights)
     return model, tokenizer, config.image_size or clip_image_size(model)
 
 
@@ -150,8 +178,10 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
     """Trains CLIP contrastively, evaluates retrieval and zero-shot, exports the weights."""
     config = ClipConfig.coerce(config)
     found = manifests(config)
+    weights = config.pretrained_weights()
+    config.bind(found)
     set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
-    model, tokenizer, size = build_model(config)
+    model, tokenizer, size = build_model(config, weights)
     data = train_data(config, found, size, tokenizer, labels=[TRUE_NEUTRAL] if config.valid_only else None)
     spec = train_spec(config, data.steps_per_epoch, betas=(0.9, 0.98), eps=1e-6)
     history = fit(model, step, data.batches, spec, config=config.to_dict())
@@ -200,36 +230,58 @@ def resolve_pretrained(
     data_dir: str | os.PathLike = "data/shards",
     preset: str = "demo",
 ) -> str | None:
-    """Maps ``"run:<name>"`` to that CLIP run's exported weights, training it first if it is missing.
+    """Maps ``"run:<name>"`` to that CLIP run's exported weights; never trains.
 
     Anything else (an open_clip tag, a file path) passes through unchanged; ``""`` becomes None. This is
-    how the demo presets of 06 and 07 start from the small CLIP that 03 trains on the synthetic benchmark.
+    how the demo presets of 06 and 07 start from the small CLIP that 03 trains on the synthetic benchmark:
+    ``run:clip`` names 03's run of the same preset and data (see :func:`run_weights_path`).
 
     Args:
         pretrained: ``run:<name>``, an open_clip tag, a weights file, or empty.
         runs_dir: the folder holding the runs.
-        data_dir: the shards a missing run trains on.
-        preset: the preset a missing run trains with (the caller's own, so ``t4`` trains the ``t4`` CLIP).
+        data_dir: the shards ``run:clip`` was trained on.
+        preset: the preset ``run:clip`` was trained with.
+
+    Raises:
+        RunNotFoundError: the run (or its exported weights) is missing, naming what makes it.
     """
-    weights = run_weights_path(pretrained, runs_dir)
+    weights = run_weights_path(pretrained, runs_dir, data_dir=data_dir, preset=preset)
     if weights is None:
         return pretrained or None
     if not weights.is_file():
         name = str(pretrained)[len(RUN_PREFIX) :]
-        run(
-            ClipConfig.from_params(
-                preset, run_name=name, runs_dir=str(runs_dir), data_dir=str(data_dir), progress=False
-            )
+        named = "" if name == RECIPE_NAME and not (Path(runs_dir) / name).is_dir() else f" run_name={name}"
+        raise RunNotFoundError(
+            weights,
+            f"notebook 03_train_clip (preset {preset!r}), or: python -m nbhelpers.train clip preset={preset} "
+            f"data_dir={data_dir} runs_dir={runs_dir}{named}",
+            what=f"the CLIP weights that pretrained={pretrained!r} names,",
         )
     return str(weights)
 
 
-def run_weights_path(pretrained: str | None, runs_dir: str | os.PathLike = "runs") -> Path | None:
+def run_weights_path(
+    pretrained: str | None,
+    runs_dir: str | os.PathLike = "runs",
+    *,
+    data_dir: str | os.PathLike = "data/shards",
+    preset: str = "demo",
+) -> Path | None:
     """Where the CLIP run that ``pretrained = "run:<name>"`` names exports its weights, whether or not
-    they exist yet: ``runs_dir/<name>/clip_weights.pt``; None for anything else (a tag, a path, empty)."""
+    they exist yet; None for anything else (a tag, a path, empty).
+
+    ``run:<name>`` is the run folder ``runs_dir/<name>``. ``run:clip``, when no folder has that name, is
+    notebook 03's run of ``preset`` on ``data_dir``: the folder its fingerprint names
+    (``runs_dir/clip-<fingerprint>``), so it follows the preset and the data, never a stale run.
+    """
     if not pretrained or not str(pretrained).startswith(RUN_PREFIX):
         return None
-    return Path(runs_dir) / str(pretrained)[len(RUN_PREFIX) :] / WEIGHTS_FILE
+    name = check_run_name(str(pretrained)[len(RUN_PREFIX) :], "pretrained")
+    folder = Path(runs_dir) / name
+    if name == RECIPE_NAME and not folder.is_dir():
+        default = ClipConfig.from_params(preset, runs_dir=str(runs_dir), data_dir=str(data_dir))
+        folder = default.planned_run_dir(manifests(default))
+    return folder / WEIGHTS_FILE
 
 
 def load_trained(run_dir: str | os.PathLike) -> tuple[nn.Module, Any]:

@@ -24,6 +24,7 @@ from torch import nn
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import load_split
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
+from nbhelpers.fileio import sha256_file
 from nbhelpers.lora import add_lora
 from nbhelpers.losses import masked_clip_loss
 from nbhelpers.models.clip import clip_image_size, create_clip, load_clip_state_dict
@@ -31,6 +32,7 @@ from nbhelpers.models.counts import parameter_counts
 from nbhelpers.models.heads import CLIPClassifier
 from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
+from nbhelpers.train.identity import local_inputs, read_run_record
 from nbhelpers.train.recipes.base import (
     CLASS_METRICS,
     RecipeConfig,
@@ -43,7 +45,7 @@ from nbhelpers.train.recipes.base import (
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.recipes.clip import resolve_pretrained, run_weights_path
+from nbhelpers.train.recipes.clip import check_patch_divides, resolve_pretrained
 from nbhelpers.train.run_dir import read_json
 
 MODES = ("lora", "baseline")
@@ -71,18 +73,31 @@ class ClipClassifierConfig(RecipeConfig):
     def default_run_name(self) -> str:
         return f"clip_classifier_{self.mode}"
 
+    def pretrained_weights(self) -> str | None:
+        """``pretrained`` resolved (``run:<name>`` -> that CLIP run's weights file); never trains."""
+        return resolve_pretrained(
+            self.pretrained, runs_dir=self.runs_dir, data_dir=self.data_dir, preset=self.preset
+        )
+
+    def weight_inputs(self) -> dict[str, Any]:
+        return local_inputs(pretrained=self.pretrained_weights())
+
     def check(self) -> None:
         super().check()
+        check_patch_divides(self.model, self.image_size)
         if self.contrastive_weight == 0 and self.ce_weight == 0:
             raise ConfigError("ce_weight: contrastive_weight and ce_weight cannot both be 0")
 
 
-def build_model(config: ClipClassifierConfig) -> tuple[CLIPClassifier, Any, int]:
-    """The classifier (with LoRA in ``lora`` mode), its tokenizer and its input image size."""
-    pretrained = resolve_pretrained(
-        config.pretrained, runs_dir=config.runs_dir, data_dir=config.data_dir, preset=config.preset
-    )
-    clip, _, _, tokenizer = create_clip(config.model, pretrained=pretrained)
+def build_model(config: ClipClassifierConfig, weights: str | None = None) -> tuple[CLIPClassifier, Any, int]:
+    """The classifier (with LoRA in ``lora`` mode), its tokenizer and its input image size.
+
+    Args:
+        config: the recipe's config.
+        weights: the CLIP weights to start from, as :func:`~nbhelpers.train.recipes.clip.resolve_pretrained`
+            gives them (None: random init, e.g. to load a trained run's checkpoint into).
+    """
+    clip, _, _, tokenizer = create_clip(config.model, pretrained=weights)
     if config.mode == "lora":
         add_lora(clip, rank=config.lora_rank)  # freezes every base weight of both towers
     model = CLIPClassifier(clip, num_layers=config.head_layers, num_heads=config.head_heads)
@@ -121,8 +136,10 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     """Trains the classifier, evaluates it on ``eval_splits`` and writes the run directory."""
     config = ClipClassifierConfig.coerce(config)
     found = manifests(config)
+    weights = config.pretrained_weights()
+    config.bind(found)
     set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
-    model, tokenizer, size = build_model(config)
+    model, tokenizer, size = build_model(config, weights)
     data = train_data(config, found, size, tokenizer)
     spec = train_spec(config, data.steps_per_epoch)
     history = fit(model, lambda m, b: step(m, b, config), data.batches, spec, config=config.to_dict())
@@ -184,11 +201,13 @@ def frozen_weights_report(result: RunResult) -> str:
     Only reads: a ``run:<name>`` whose weights are missing is reported, never trained.
     """
     config = ClipClassifierConfig.coerce(result.extra["config"])
-    weights = run_weights_path(config.pretrained, config.runs_dir)
-    if weights is not None and not weights.is_file():
-        return f"pretrained={config.pretrained!r}: its weights {weights} are missing: nothing to compare"
-    path = str(weights) if weights is not None else config.pretrained
-    if not path or not os.path.isfile(path):
+    started_from = (read_run_record(result.run_dir) or {}).get("inputs", {}).get("pretrained")
+    if started_from is None:
+        return f"pretrained={config.pretrained!r} is not a local file: nothing to compare"
+    path = started_from["path"]
+    if not os.path.isfile(path) or sha256_file(path) != started_from["sha256"]:
+        return f"pretrained={config.pretrained!r}: {path} is missing or changed since the run started: nothing to compare"
+    if not os.path.isfile(path):
         return f"pretrained={config.pretrained!r} is not a local file: nothing to compare"
     reference = load_clip_state_dict(path)
     trained = {

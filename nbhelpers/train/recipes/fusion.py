@@ -43,10 +43,12 @@ from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED
 from nbhelpers.evaluation.metrics import binary_report
+from nbhelpers.fileio import sha256_file
 from nbhelpers.models.backbones import FeatureBackbone, build_backbone
 from nbhelpers.models.fusion import FUSIONS, FusionHead, HatefulMemesClassifier, binary_logit_loss
 from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit, resolve_mixed_precision
+from nbhelpers.train.identity import local_inputs, recorded_input
 from nbhelpers.train.recipes.base import (
     RecipeConfig,
     RunResult,
@@ -58,7 +60,7 @@ from nbhelpers.train.recipes.base import (
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.recipes.clip import resolve_pretrained, run_weights_path
+from nbhelpers.train.recipes.clip import resolve_pretrained
 from nbhelpers.train.run_dir import atomic_open, read_json
 
 NOTEBOOK = "07_hateful_memes_fusion"
@@ -124,6 +126,16 @@ class FusionConfig(RecipeConfig):
     def default_run_name(self) -> str:
         return f"fusion_{self.fusion}"
 
+    def pretrained_weights(self) -> str | None:
+        """``pretrained`` resolved (``run:<name>`` -> that CLIP run's weights file); never trains."""
+        return resolve_pretrained(
+            self.pretrained, runs_dir=self.runs_dir, data_dir=self.data_dir, preset=self.preset
+        )
+
+    def weight_inputs(self) -> dict[str, Any]:
+        local_backbone = self.backbone.removeprefix("hf:") if self.backbone.startswith("hf:") else None
+        return local_inputs(pretrained=self.pretrained_weights(), backbone=local_backbone)
+
     def check(self) -> None:
         super().check()  # also maps the sources to their eval splits (eval_plan), or raises
         for name in ("dropout_map", "dropout_fused", "dropout_pre_output"):
@@ -187,10 +199,9 @@ def hateful_targets(labels: torch.Tensor, hateful: torch.Tensor) -> torch.Tensor
 
 def resolve_weights(config: FusionConfig) -> str | None:
     """``pretrained`` as ``build_backbone`` takes it: ``run:<name>`` becomes that CLIP run's weights file
-    (the run is trained first if it is missing); tags and paths pass through; empty becomes None."""
-    return resolve_pretrained(
-        config.pretrained, runs_dir=config.runs_dir, data_dir=config.data_dir, preset=config.preset
-    )
+    (a missing run raises, naming notebook 03; it is never trained here); tags and paths pass through;
+    empty becomes None."""
+    return config.pretrained_weights()
 
 
 def build_head(config: FusionConfig, backbone: FeatureBackbone) -> FusionHead:
@@ -309,7 +320,8 @@ def _cache_file(config: FusionConfig, weights: str | None, found: Sequence[Mappi
 
     key = {
         "backbone": config.backbone,
-        "weights": stamp(weights) if weights and os.path.isfile(weights) else weights,
+        # By content: a CLIP run trained again into the same folder must not reuse the old features.
+        "weights": sha256_file(weights) if weights and os.path.isfile(weights) else weights,
         "manifests": [stamp(Path(m["_dir"]) / "manifest.json") for m in found],
         "split": split,
         "limit": config.limit,
@@ -421,7 +433,8 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     config = FusionConfig.coerce(config)
     found = manifests(config)
     plan = config.eval_plan
-    weights = resolve_weights(config)
+    weights = config.pretrained_weights()
+    config.bind(found)
     model = build_model(config, weights)
     if config.prior_bias:
         init_prior_bias(model.head, training_positive_rate(found, config.train_split), config.pos_weight)
@@ -507,7 +520,9 @@ def load_trained(run_dir: str | os.PathLike, config: FusionConfig | None = None)
     ``pretrained`` (for ``run:<name>``, from that CLIP run's exported weights).
     """
     config = config or FusionConfig.coerce(read_json(Path(run_dir) / "config.json"))
-    model = build_model(config, resolve_weights(config))
+    # The backbone is the exact file the run trained on (checked by content), or the config's tag.
+    weights = recorded_input(run_dir, "pretrained") or (config.pretrained or None)
+    model = build_model(config, weights)
     load_model_weights(model if config.trainable_backbone else model.head, run_dir)
     return model.eval()
 
@@ -576,9 +591,6 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
             (``run:<name>``) is missing; evaluation never trains a missing CLIP.
     """
     config = FusionConfig.coerce(read_json(Path(run_dir) / "config.json"))
-    weights = run_weights_path(config.pretrained, config.runs_dir)
-    if weights is not None and not weights.is_file():
-        raise FileNotFoundError(f"the backbone weights {weights} ({config.pretrained}) are missing")
     model = load_trained(run_dir, config)
     found = manifests(config)
     data = load_split(found, split, model.backbone.image_size, None, limit=config.limit)

@@ -190,6 +190,14 @@ class SSLConfig(RecipeConfig):
         if self.dataset != SHARDS and self.probe_label not in ("auto", "label"):
             raise ConfigError("probe_label: a Hugging Face dataset is probed on its label column ('auto')")
 
+    @property
+    def reads_shards(self) -> bool:
+        return self.dataset == SHARDS
+
+    def identity_exclude(self) -> tuple[str, ...]:
+        # The probes are scored after training: they change the metrics, not the weights.
+        return ("probe_label", "knn_k", "knn_temperature")
+
     def _vit_patch(self, name: str) -> int | None:
         if name not in VIT_CONFIGS or (name != self.backbone and self.method != "cass"):
             return None
@@ -686,6 +694,7 @@ def probe_table(probes: dict[str, dict[str, dict[str, float]]], method: str) -> 
 def run(config: SSLConfig | dict[str, Any]) -> RunResult:
     """Pre-trains the encoder(s), probes them and their initialisation, and writes the run directory."""
     config = SSLConfig.coerce(config)
+    config.bind(manifests(config) if config.reads_shards else [])
     train = load_images(config, config.train_split)
     labels = [config.primary_label] + [
         lb for lb in ("7class",) if lb in train.labels and lb != config.primary_label

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import transformers
+from accelerate import PartialState
 from torch import nn
 
 from nbhelpers.config import ConfigError, param
@@ -54,6 +55,7 @@ from nbhelpers.models.unimodal import (
 )
 from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
+from nbhelpers.train.identity import bind_run, file_input, local_inputs
 from nbhelpers.train.recipes.base import (
     CLASS_METRICS,
     RecipeConfig,
@@ -68,7 +70,7 @@ from nbhelpers.train.recipes.base import (
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.run_dir import read_json
+from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint, read_json
 
 #: What ``model`` may ask for: ``both`` trains text and image, then fuses them.
 MODELS = ("both", "text", "image")
@@ -128,10 +130,51 @@ class UnimodalConfig(RecipeConfig):
         return ("text", "image") if self.model == "both" else (self.model,)
 
     def model_run_dir(self, kind: str) -> Path:
-        """``runs/<run_name>_<kind>``: the run of one model (``text``, ``image``, ``late_fusion``)."""
+        """The run of one model (``text``, ``image``, ``late_fusion``): ``runs/<run_name>_<kind>``, or with
+        no ``run_name`` once bound (:meth:`bind_kind`), ``runs/unimodal_<kind>-<fingerprint>``.
+
+        Raises:
+            ValueError: for an unknown kind.
+            RuntimeError: no ``run_name`` and ``kind`` is not bound yet.
+        """
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        return self.run_dir.with_name(f"{self.run_dir.name}_{kind}")
+        bound = self.__dict__.get("_kind_dirs", {}).get(kind)
+        if bound is not None:
+            return bound
+        if self.run_name:
+            return Path(self.runs_dir) / f"{self.run_name}_{kind}"
+        raise RuntimeError(
+            f"the {kind} run's folder is derived from its fingerprint: bind it first (bind_kind)"
+        )
+
+    def bind_kind(
+        self,
+        kind: str,
+        found: Sequence[Mapping[str, Any]],
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        write: bool = True,
+    ) -> Path:
+        """Binds the run of one model to its own config (``model=kind``), data and inputs.
+
+        Each model is a run of its own, so ``model=text`` and ``model=both`` share the same text run.
+        With ``write=False`` an existing folder is checked and a missing one is only named.
+
+        Raises:
+            RunMismatchError: its folder holds another config's run.
+        """
+        single = dataclasses.replace(self, model=kind)
+        text_model = resolve_text_model(self.text_model) if kind == "text" else None
+        identity = single.identity(found, {**local_inputs(text_model=text_model), **(inputs or {})})
+        folder = Path(self.runs_dir) / (
+            f"{self.run_name}_{kind}" if self.run_name else identity.folder_name(f"{self.RECIPE}_{kind}")
+        )
+        state = PartialState()
+        bind_run(folder, identity, write=write and state.is_main_process)
+        state.wait_for_everyone()
+        self.__dict__.setdefault("_kind_dirs", {})[kind] = folder
+        return folder
 
 
 def resolve_text_model(name: str) -> str:
@@ -249,7 +292,7 @@ def train_one(
     ``train_seconds`` is the sum of the engine's per-epoch times in ``history.json``, so a resumed or
     re-evaluated run reports the training it actually cost, not the seconds of the last call.
     """
-    run_dir = config.model_run_dir(kind)
+    run_dir = config.model_run_dir(kind)  # bound by run()
     model = build_model(config, kind)
     spec = train_spec(
         config, data.steps_per_epoch, run_dir=run_dir, lr=config.text_lr if kind == "text" else config.lr
@@ -283,7 +326,7 @@ def train_one(
     return RunResult(run_dir, metrics, history, extra={"reports": reports, "model": model})
 
 
-def fuse_runs(config: UnimodalConfig) -> RunResult:
+def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None = None) -> RunResult:
     """Late fusion of the finished ``text`` and ``image`` runs of ``config``: ``argmax(p_text + p_image)``.
 
     Reads both runs' ``predictions_<split>.npz`` for every eval split and writes the late-fusion run:
@@ -295,9 +338,21 @@ def fuse_runs(config: UnimodalConfig) -> RunResult:
         FileNotFoundError: if a run or one of its prediction files is missing.
         ValueError: if the two runs scored different samples, or in a different order.
     """
+    found = manifests(config) if found is None else found
+    for kind in ("text", "image"):
+        if kind not in config.__dict__.get("_kind_dirs", {}):
+            config.bind_kind(kind, found, write=False)  # fusing reads the two runs, never makes them
     dirs = {kind: config.model_run_dir(kind) for kind in ("text", "image")}
-    out = config.model_run_dir("late_fusion")
-    out.mkdir(parents=True, exist_ok=True)
+    # Bound to the two runs' weights: other text or image weights make another late-fusion run.
+    inputs = {}
+    for kind, folder in dirs.items():
+        checkpoint = latest_checkpoint(folder)
+        if checkpoint is None:
+            raise RunNotFoundError(
+                folder, f"notebook {NOTEBOOK}, or: python -m nbhelpers.train unimodal model={kind}"
+            )
+        inputs[kind] = file_input(checkpoint)
+    out = config.bind_kind("late_fusion", found, inputs)
     reports = {}
     for split in config.eval_split_list:
         loaded = {}
@@ -345,6 +400,8 @@ def run(config: UnimodalConfig | dict[str, Any]) -> RunResult:
     """
     config = UnimodalConfig.coerce(config)
     found = manifests(config)
+    for kind in config.kinds:
+        config.bind_kind(kind, found)
     data = train_data(config, found, config.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
     def split_data(split: str) -> TensorSplit:
@@ -358,7 +415,7 @@ def run(config: UnimodalConfig | dict[str, Any]) -> RunResult:
         )
     runs = {kind: train_one(config, kind, data, evals, monitor) for kind in config.kinds}
     if config.model == "both":
-        runs["late_fusion"] = fuse_runs(config)
+        runs["late_fusion"] = fuse_runs(config, found)
     last = runs[list(runs)[-1]]
     return RunResult(last.run_dir, last.metrics, last.history, extra={"runs": runs})
 

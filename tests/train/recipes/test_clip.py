@@ -44,7 +44,8 @@ def test_metrics_json_has_retrieval_and_zero_shot_in_range(trained):
 
 def test_exported_weights_load_through_create_clip_and_run_prefix(trained):
     result, tmp = trained
-    path = resolve_pretrained("run:clip", runs_dir=tmp / "runs")
+    assert result.run_dir.parent == tmp / "runs" and result.run_dir.name.startswith("clip-")
+    path = resolve_pretrained(f"run:{result.run_dir.name}", runs_dir=tmp / "runs")
     assert path == str(result.run_dir / "clip_weights.pt")
     model, _, _, _ = create_clip(TINY_VIT, pretrained=path)
     for name, tensor in result.extra["model"].state_dict().items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from nbhelpers.train.recipes.unimodal import (
     run,
     step,
 )
-from nbhelpers.train.run_dir import list_checkpoints
+from nbhelpers.train.run_dir import RunNotFoundError, list_checkpoints
 from tests.helpers import make_shards, save_tiny_bert
 
 COMMON = ("notebook", "method", "modality", "task", "split", "top1", "top2", "top3", "macro_f1")
@@ -63,9 +64,11 @@ def both(workspace):
 def test_both_writes_one_run_per_model_with_the_common_metrics(both, workspace):
     runs = both.extra["runs"]
     assert list(runs) == list(KINDS)
-    assert both.run_dir == workspace / "runs" / "unimodal_late_fusion"
+    assert both.run_dir.parent == workspace / "runs"
+    assert both.run_dir.name.startswith("unimodal_late_fusion-")
     for kind in KINDS:
-        run_dir = workspace / "runs" / f"unimodal_{kind}"
+        run_dir = runs[kind].run_dir
+        assert run_dir.name.startswith(f"unimodal_{kind}-")
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert set(COMMON) <= set(metrics)
         assert (metrics["notebook"], metrics["modality"], metrics["task"], metrics["split"]) == (
@@ -95,7 +98,7 @@ def test_both_writes_one_run_per_model_with_the_common_metrics(both, workspace):
 
 
 def test_late_fusion_is_the_argmax_of_the_summed_probabilities(both, workspace):
-    saved = {k: np.load(workspace / "runs" / f"unimodal_{k}" / "predictions_test.npz") for k in KINDS}
+    saved = {k: np.load(both.extra["runs"][k].run_dir / "predictions_test.npz") for k in KINDS}
     text, image, fused = (saved[k] for k in KINDS)
     np.testing.assert_array_equal(text["keys"], image["keys"])
     np.testing.assert_array_equal(fused["labels"], text["labels"])
@@ -106,24 +109,21 @@ def test_late_fusion_is_the_argmax_of_the_summed_probabilities(both, workspace):
 
 
 def test_fusion_refuses_runs_that_scored_different_samples(both, workspace, tmp_path):
-    config = UnimodalConfig.from_params("demo", **params(workspace, runs_dir=str(tmp_path)))
+    config = UnimodalConfig.from_params("demo", **params(workspace, runs_dir=str(tmp_path), run_name="copy"))
+    found = manifests(config)
     for kind in ("text", "image"):
-        config.model_run_dir(kind).mkdir()
-        src = np.load(workspace / "runs" / f"unimodal_{kind}" / "predictions_test.npz")
+        folder = config.bind_kind(kind, found)
+        shutil.copytree(both.extra["runs"][kind].run_dir / "checkpoints", folder / "checkpoints")
+        src = np.load(both.extra["runs"][kind].run_dir / "predictions_test.npz")
         keys = src["keys"][::-1] if kind == "image" else src["keys"]
-        np.savez(
-            config.model_run_dir(kind) / "predictions_test.npz",
-            probs=src["probs"],
-            labels=src["labels"],
-            keys=keys,
-        )
+        np.savez(folder / "predictions_test.npz", probs=src["probs"], labels=src["labels"], keys=keys)
     with pytest.raises(ValueError, match="different samples"):
-        fuse_runs(config)
+        fuse_runs(config, found)
 
 
 @pytest.mark.parametrize("kind", ["text", "image"])
 def test_checkpoint_reloads_to_the_saved_predictions(both, workspace, kind):
-    run_dir = workspace / "runs" / f"unimodal_{kind}"
+    run_dir = both.extra["runs"][kind].run_dir
     model = load_trained(run_dir)
     config = UnimodalConfig.coerce(params(workspace))
     probs, labels = predict(model, load_split(manifests(config), "test", 32), kind)
@@ -134,7 +134,7 @@ def test_checkpoint_reloads_to_the_saved_predictions(both, workspace, kind):
 
 def test_load_trained_refuses_the_late_fusion_run(both, workspace):
     with pytest.raises(ValueError, match="late fusion has no weights"):
-        load_trained(workspace / "runs" / "unimodal_late_fusion")
+        load_trained(both.extra["runs"]["late_fusion"].run_dir)
 
 
 def test_a_finished_run_is_re_evaluated_not_retrained(both, workspace):
@@ -151,8 +151,10 @@ def test_model_text_trains_only_the_text_run(workspace):
     assert list(result.extra["runs"]) == ["text"]
     assert sorted(p.name for p in (workspace / "runs").glob("textonly*")) == ["textonly_text"]
     assert "val_acc" not in result.history["epochs"][0]
-    with pytest.raises(FileNotFoundError):
-        fuse_runs(UnimodalConfig.coerce(params(workspace, run_name="textonly")))
+    before = sorted(p.name for p in (workspace / "runs").iterdir())
+    with pytest.raises(RunNotFoundError, match="textonly_image does not exist"):
+        fuse_runs(UnimodalConfig.coerce(params(workspace, run_name="textonly", epochs=1, monitor_split="")))
+    assert sorted(p.name for p in (workspace / "runs").iterdir()) == before  # nothing made
 
 
 @pytest.mark.parametrize(("kind", "lr", "steps"), [("text", 5e-3, 100), ("image", 1e-3, 10)])

@@ -1,9 +1,9 @@
 """Data: the seven-class taxonomy, one reader per raw format, shards, and the WebDataset loader.
 
 Submodules: ``taxonomy``, ``records``, ``sources`` (``synthetic``, ``hateful_memes``, ``mmhs150k``,
-``fakeddit``, ``coco``), ``image``, ``shards``, ``prepare``, ``loader``, ``memory``, ``transforms``,
-``inspect``. The names most notebooks need are re-exported here, imported on first use (``config``
-imports ``data.sources``, and ``data.prepare`` imports ``config``).
+``fakeddit``, ``coco``), ``image``, ``shards``, ``prepare``, ``loader``, ``sampler``, ``memory``,
+``transforms``, ``inspect``. The names most notebooks need are re-exported here, imported on first use
+(``config`` imports ``data.sources``, and ``data.prepare`` imports ``config``).
 """
 
 import importlib
@@ -16,6 +16,7 @@ _EXPORTS = {
     "make_loader": "loader",
     "make_pipeline": "loader",
     "shard_set": "loader",
+    "SeededBatchSampler": "sampler",
     "TensorSplit": "memory",
     "epoch_batches": "memory",
     "load_split": "memory",

@@ -2,7 +2,8 @@
 
 The split is read once through the same WebDataset pipeline as streaming training (explicit decoding,
 skips counted), resized to the model's input size and kept as ``uint8``; batches are then drawn from
-memory with a seeded permutation per epoch, so an epoch on a CPU costs model time, not JPEG decoding.
+memory in a seeded order (:mod:`nbhelpers.data.sampler`), so an epoch on a CPU costs model time, not
+JPEG decoding.
 Streaming (:func:`nbhelpers.data.loader.make_pipeline` with ``train=True``) remains the path for data
 that does not fit.
 """
@@ -18,6 +19,7 @@ import torch
 from torchvision.transforms import v2
 
 from nbhelpers.data.loader import make_loader, make_pipeline
+from nbhelpers.data.sampler import SeededBatchSampler, derived_seed
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 
 
@@ -144,19 +146,30 @@ def epoch_batches(
     drop_last: bool | None = None,
     rank: int = 0,
     world_size: int = 1,
+    endless: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Batches of one epoch, a function of ``(seed, epoch)``: shuffled and augmented when ``train``.
 
-    With ``world_size`` > 1 (several processes under ``accelerate launch``) process ``rank`` takes every
-    ``world_size``-th sample of the shared permutation, so the processes see disjoint data.
+    The order is :class:`~nbhelpers.data.sampler.SeededBatchSampler`'s: with ``world_size`` > 1 (several
+    processes under ``accelerate launch``) process ``rank`` takes its disjoint share of each shared
+    permutation.
+
+    Args:
+        drop_last: drop the incomplete tail of the permutation (default: when ``train``).
+        endless: go on through further permutations of the epoch without end (see
+            :meth:`~nbhelpers.data.sampler.SeededBatchSampler.epoch_indices`).
+
+    Raises:
+        ValueError: from the sampler, e.g. ``data`` smaller than one batch per process with ``drop_last``.
     """
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(len(data), generator=generator) if train else torch.arange(len(data))
-    order = order[rank::world_size]
     drop_last = train if drop_last is None else drop_last
-    stop = len(order) - (len(order) % batch_size if drop_last and len(order) >= batch_size else 0)
-    for start in range(0, stop, batch_size):
-        batch = data.subset(order[start : start + batch_size])
+    sampler = SeededBatchSampler(
+        len(data), batch_size, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last, shuffle=train
+    )
+    # Augmentation has its own stream, so that it does not depend on how the order was drawn.
+    generator = torch.Generator().manual_seed(derived_seed(seed, epoch, "augment", rank))
+    for index in sampler.epoch_indices(epoch, endless=endless):
+        batch = data.subset(index)
         images = augment(batch["image"], generator) if train else batch["image"]
         batch["image"] = normalize(images, mean, std)
         yield batch

@@ -25,6 +25,7 @@ from accelerate import PartialState
 from nbhelpers.config import BaseConfig, ConfigError, param
 from nbhelpers.data.loader import make_pipeline
 from nbhelpers.data.memory import TensorSplit, epoch_batches, load_split, normalize
+from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES, get_source
 from nbhelpers.data.taxonomy import CLASSES
@@ -325,18 +326,23 @@ def train_data(
 def memory_batches(
     config: RecipeConfig, memory: TensorSplit, micro: int, mean=CLIP_MEAN, std=CLIP_STD
 ) -> Callable[[int], Iterator[dict[str, Any]]]:
-    """``batches(epoch)`` over a split in memory: seeded permutations, this process's share of each."""
+    """``batches(epoch)`` over a split in memory: seeded permutations, this process's share of each.
+
+    Raises:
+        ValueError: ``memory`` holds fewer than one batch of ``micro`` for every process.
+    """
     state = PartialState()
+    # Fail here, before any training, rather than on the first epoch's first batch.
+    SeededBatchSampler(
+        len(memory), micro, seed=config.seed, rank=state.process_index, world_size=state.num_processes
+    )
 
     def batches(epoch: int) -> Iterator[dict[str, Any]]:
-        # Draw as many permutations as the epoch needs (an epoch may be longer than one pass).
-        k = 0
-        while True:
-            yield from epoch_batches(
-                memory, micro, seed=config.seed, epoch=epoch * 1000 + k, train=True, mean=mean, std=std,
-                rank=state.process_index, world_size=state.num_processes,
-            )  # fmt: skip
-            k += 1
+        # endless: as many permutations as the epoch needs (an epoch may be longer than one pass).
+        return epoch_batches(
+            memory, micro, seed=config.seed, epoch=epoch, train=True, mean=mean, std=std,
+            rank=state.process_index, world_size=state.num_processes, endless=True,
+        )  # fmt: skip
 
     return batches
 

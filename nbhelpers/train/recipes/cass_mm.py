@@ -28,6 +28,7 @@ from torch import nn
 
 from nbhelpers.config import param
 from nbhelpers.data.memory import TensorSplit, load_split
+from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.losses import cass_mm_loss
 from nbhelpers.models.cass_mm import CASSMM
@@ -126,19 +127,24 @@ class FeatureClassifier(nn.Module):
 def _feature_batches(features: dict[str, torch.Tensor], batch_size: int, seed: int):
     """``batches(epoch)``: endless shuffled batches of the frozen features, a function of ``(seed, epoch)``.
 
-    Each process under ``accelerate launch`` takes every ``num_processes``-th sample of the shared
-    permutation; the last incomplete batch of each permutation is dropped.
+    The order is :class:`~nbhelpers.data.sampler.SeededBatchSampler`'s: each process under ``accelerate
+    launch`` takes its share of every shared permutation; the incomplete tail of each is dropped.
+
+    Raises:
+        ValueError: ``features`` hold fewer than one batch for every process.
     """
     state = PartialState()
-    n = len(features["label"])
+    sampler = SeededBatchSampler(
+        len(features["label"]),
+        batch_size,
+        seed=seed,
+        rank=state.process_index,
+        world_size=state.num_processes,
+    )
 
     def batches(epoch: int):
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        while True:
-            order = torch.randperm(n, generator=generator)[state.process_index :: state.num_processes]
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                idx = order[start : start + batch_size]
-                yield {k: v[idx] for k, v in features.items()}
+        for idx in sampler.epoch_indices(epoch, endless=True):
+            yield {k: v[idx] for k, v in features.items()}
 
     return batches
 

@@ -41,6 +41,7 @@ from torchvision.transforms import v2
 
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
+from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED
 from nbhelpers.evaluation.metrics import binary_report
 from nbhelpers.fileio import sha256_file
@@ -365,26 +366,24 @@ def feature_batches(
 ) -> Callable[[int], Iterator[dict[str, torch.Tensor]]]:
     """``batches(epoch)``: an endless stream of shuffled feature batches, a function of ``(seed, epoch)``.
 
-    Each process under ``accelerate launch`` takes every ``world_size``-th sample of the shared
-    permutation; the last incomplete batch of each permutation is dropped.
+    The order is :class:`~nbhelpers.data.sampler.SeededBatchSampler`'s: each process under ``accelerate
+    launch`` takes its share of every shared permutation; the incomplete tail of each is dropped.
+
+    Raises:
+        ValueError: ``features`` hold fewer than one batch for every process.
     """
     state = PartialState()
+    sampler = SeededBatchSampler(
+        len(features), batch_size, seed=seed, rank=state.process_index, world_size=state.num_processes
+    )
 
     def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        k = 0
-        while True:
-            generator = torch.Generator().manual_seed(seed * 100_003 + epoch * 1000 + k)
-            order = torch.randperm(len(features), generator=generator)[
-                state.process_index :: state.num_processes
-            ]
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                yield {
-                    "image_features": features.image[index],
-                    "text_features": features.text[index],
-                    "hateful": features.target[index],
-                }
-            k += 1
+        for index in sampler.epoch_indices(epoch, endless=True):
+            yield {
+                "image_features": features.image[index],
+                "text_features": features.text[index],
+                "hateful": features.target[index],
+            }
 
     return batches
 

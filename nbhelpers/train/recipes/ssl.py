@@ -61,6 +61,7 @@ from torchvision.transforms import v2
 
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.loader import make_loader, make_pipeline
+from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES, UNSEEN_SHAPES
 from nbhelpers.evaluation.probes import extract_features, probe_scores
 from nbhelpers.losses import (
@@ -326,29 +327,30 @@ def train_batches(config: SSLConfig, data: ImageSet) -> tuple[Callable[[int], It
     """The engine's ``batches(epoch)`` over ``data`` and the optimiser steps of one epoch.
 
     Batches carry uint8 ``image`` (augmented on the device by the step), the 1-based ``epoch`` and an
-    ``aug_seed``; everything is a function of ``(seed, epoch)`` only. The last incomplete batch is dropped
-    (Barlow Twins and BatchNorm standardise over the batch).
+    ``aug_seed``; everything is a function of ``(seed, epoch)`` only. The order is
+    :class:`~nbhelpers.data.sampler.SeededBatchSampler`'s, as many passes as the epoch needs; the last
+    incomplete batch of each is dropped (Barlow Twins and BatchNorm standardise over the batch).
+
+    Raises:
+        ValueError: ``data`` holds fewer than one batch for every process.
     """
     micro = max(2, config.batch_size // config.grad_accum_steps)
     state = PartialState()
-    if len(data) // state.num_processes < micro:
-        raise ValueError(f"{len(data)} training images are fewer than one batch of {micro} per process")
+    sampler = SeededBatchSampler(
+        len(data), micro, seed=config.seed, rank=state.process_index, world_size=state.num_processes
+    )
     steps = epoch_steps(config, len(data), micro)
 
     def batches(epoch: int) -> Iterator[dict[str, Any]]:
-        index = 0
-        for k in range(1_000_000):  # as many passes as the epoch needs
-            generator = torch.Generator().manual_seed(_batch_seed(config.seed, epoch, -1 - k))
-            order = torch.randperm(len(data), generator=generator)[state.process_index :: state.num_processes]
-            for start in range(0, len(order) - micro + 1, micro):
-                yield {
-                    "image": data.images[order[start : start + micro]],
-                    "epoch": epoch,
-                    "aug_seed": _batch_seed(
-                        config.seed, epoch, index * state.num_processes + state.process_index
-                    ),
-                }
-                index += 1
+        for index, batch in enumerate(sampler.epoch_indices(epoch, endless=True)):
+            yield {
+                "image": data.images[batch],
+                "epoch": epoch,
+                # The global batch number: every process's batches get their own augmentation.
+                "aug_seed": _batch_seed(
+                    config.seed, epoch, index * state.num_processes + state.process_index
+                ),
+            }
 
     return batches, steps
 

@@ -26,7 +26,7 @@ from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES
 from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
-from nbhelpers.evaluation.metrics import classification_report
+from nbhelpers.metrics.classification import classification_report
 from nbhelpers.train.engine import TrainSpec
 from nbhelpers.train.run_dir import read_json, write_json_atomic
 

@@ -62,7 +62,6 @@ from torchvision.transforms import v2
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.loader import make_loader, make_pipeline
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES, UNSEEN_SHAPES
-from nbhelpers.evaluation.probes import extract_features, probe_scores
 from nbhelpers.losses import (
     BarlowTwinsLoss,
     CASSLoss,
@@ -71,6 +70,7 @@ from nbhelpers.losses import (
     cosine_momentum,
     ema_update_,
 )
+from nbhelpers.metrics.probes import extract_features, probe_scores
 from nbhelpers.models.ssl import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -30,8 +30,7 @@ def _rate(n: int, seconds: float) -> float:
 
 
 def bench_shards(out: Path) -> dict:
-    from nbhelpers.config import PrepareConfig
-    from nbhelpers.data.prepare import prepare
+    from nbhelpers.data.prepare import PrepareConfig, prepare
 
     sizes = {"synthetic_train": 1000, "synthetic_val": 100, "synthetic_test": 100, "synthetic_unseen": 100}
     config = PrepareConfig.from_params("demo", out_dir=str(out), workers=os.cpu_count() or 1, **sizes)

@@ -18,10 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from typing import Any, ClassVar
-
-from nbhelpers.data.sources import SOURCES
 
 PRESETS_DIR = "presets"
 #: Every preset name; a section file may leave one out (its config defaults then apply).
@@ -188,48 +185,3 @@ class BaseConfig:
     def describe(self) -> str:
         """One ``name = value`` line per field, for the notebook to print."""
         return "\n".join(f"{k} = {v!r}" for k, v in self.to_dict().items())
-
-
-@dataclass
-class PrepareConfig(BaseConfig):
-    """Parameters of ``01_prepare_webdataset``: which source to convert, where, and how."""
-
-    SECTION: ClassVar[str] = "prepare"
-
-    source: str = param("synthetic", choices=SOURCES, help="raw dataset to convert")
-    raw_dir: str = param("", help="folder of the raw dataset in its own layout (not needed for synthetic)")
-    out_dir: str = param("data/shards", help="shards go to {out_dir}/{source}/")
-    image_size: int = param(256, min=16, help="side of the square JPEGs in the shards")
-    train_shard_size: int = param(10000, min=1, help="samples per training shard")
-    eval_shard_size: int = param(1000, min=1, help="samples per shard of the other splits")
-    limit: int | None = param(None, min=1, help="at most this many samples per split (quick runs)")
-    seed: int = param(0, min=0, help="seed of the synthetic generator")
-    synthetic_train: int = param(4000, min=1, help="synthetic samples in train")
-    synthetic_val: int = param(500, min=1, help="synthetic samples in val")
-    synthetic_test: int = param(1000, min=1, help="synthetic samples in test")
-    synthetic_unseen: int = param(
-        1000, min=1, help="synthetic samples in unseen (held-out shapes and templates)"
-    )
-    workers: int = param(2, min=1, help="processes writing shards")
-
-    def check(self) -> None:
-        if self.source != "synthetic":
-            if not self.raw_dir:
-                raise ConfigError(
-                    f"raw_dir: required for source {self.source!r} (the folder of the raw dataset)"
-                )
-            if not Path(self.raw_dir).is_dir():
-                raise ConfigError(f"raw_dir: {self.raw_dir!r} is not a folder")
-
-    @property
-    def synthetic_sizes(self) -> dict[str, int]:
-        return {
-            "train": self.synthetic_train,
-            "val": self.synthetic_val,
-            "test": self.synthetic_test,
-            "unseen": self.synthetic_unseen,
-        }
-
-    @property
-    def source_dir(self) -> Path:
-        return Path(self.out_dir) / self.source

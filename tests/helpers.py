@@ -9,8 +9,7 @@ import open_clip
 import torch
 import transformers
 
-from nbhelpers.config import PrepareConfig
-from nbhelpers.data.prepare import prepare
+from nbhelpers.data.prepare import PrepareConfig, prepare
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES
 from nbhelpers.models.unimodal import TextClassifier
 

@@ -1,6 +1,7 @@
 import pytest
 
-from nbhelpers.config import ConfigError, PrepareConfig, preset_names, preset_values
+from nbhelpers.config import ConfigError, preset_names, preset_values
+from nbhelpers.data.prepare import PrepareConfig
 
 
 def test_presets_are_data_and_cover_demo_and_t4():

@@ -2,8 +2,8 @@
 
 Submodules: ``taxonomy``, ``records``, ``sources`` (``synthetic``, ``hateful_memes``, ``mmhs150k``,
 ``fakeddit``, ``coco``), ``image``, ``shards``, ``prepare``, ``loader``, ``sampler``, ``memory``,
-``transforms``, ``inspect``. The names most notebooks need are re-exported here, imported on first use
-(``config`` imports ``data.sources``, and ``data.prepare`` imports ``config``).
+``transforms``, ``inspect``. The names most notebooks need are re-exported here, imported on first use so
+that importing one light submodule (``taxonomy``, ``sources``) does not pull in torch and webdataset.
 """
 
 import importlib
@@ -20,6 +20,7 @@ _EXPORTS = {
     "TensorSplit": "memory",
     "epoch_batches": "memory",
     "load_split": "memory",
+    "PrepareConfig": "prepare",
     "ensure_shards": "prepare",
     "read_manifest": "shards",
 }

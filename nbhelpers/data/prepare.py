@@ -1,20 +1,66 @@
-"""Converting one source into shards: the work behind ``01_prepare_webdataset``."""
+"""Converting one source into shards: the work behind ``01_prepare_webdataset``, and its config."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from nbhelpers.config import PrepareConfig
+from nbhelpers.config import BaseConfig, ConfigError, param
 from nbhelpers.data.records import SkipCounter
 from nbhelpers.data.shards import read_manifest, write_manifest, write_split
-from nbhelpers.data.sources import get_source
+from nbhelpers.data.sources import SOURCES, get_source
 
 #: Splits written with the large training shard size; every other split uses the eval shard size.
 TRAIN_SPLITS = ("train",)
+
+
+@dataclass
+class PrepareConfig(BaseConfig):
+    """Parameters of ``01_prepare_webdataset``: which source to convert, where, and how."""
+
+    SECTION: ClassVar[str] = "prepare"
+
+    source: str = param("synthetic", choices=SOURCES, help="raw dataset to convert")
+    raw_dir: str = param("", help="folder of the raw dataset in its own layout (not needed for synthetic)")
+    out_dir: str = param("data/shards", help="shards go to {out_dir}/{source}/")
+    image_size: int = param(256, min=16, help="side of the square JPEGs in the shards")
+    train_shard_size: int = param(10000, min=1, help="samples per training shard")
+    eval_shard_size: int = param(1000, min=1, help="samples per shard of the other splits")
+    limit: int | None = param(None, min=1, help="at most this many samples per split (quick runs)")
+    seed: int = param(0, min=0, help="seed of the synthetic generator")
+    synthetic_train: int = param(4000, min=1, help="synthetic samples in train")
+    synthetic_val: int = param(500, min=1, help="synthetic samples in val")
+    synthetic_test: int = param(1000, min=1, help="synthetic samples in test")
+    synthetic_unseen: int = param(
+        1000, min=1, help="synthetic samples in unseen (held-out shapes and templates)"
+    )
+    workers: int = param(2, min=1, help="processes writing shards")
+
+    def check(self) -> None:
+        if self.source != "synthetic":
+            if not self.raw_dir:
+                raise ConfigError(
+                    f"raw_dir: required for source {self.source!r} (the folder of the raw dataset)"
+                )
+            if not Path(self.raw_dir).is_dir():
+                raise ConfigError(f"raw_dir: {self.raw_dir!r} is not a folder")
+
+    @property
+    def synthetic_sizes(self) -> dict[str, int]:
+        return {
+            "train": self.synthetic_train,
+            "val": self.synthetic_val,
+            "test": self.synthetic_test,
+            "unseen": self.synthetic_unseen,
+        }
+
+    @property
+    def source_dir(self) -> Path:
+        return Path(self.out_dir) / self.source
 
 
 def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:

@@ -42,10 +42,3 @@ def eval_transform(
             v2.Normalize(mean, std),
         ]
     )
-
-
-def denormalize(images: torch.Tensor, mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD):
-    """Undoes :func:`eval_transform`'s normalisation for display: (B, 3, H, W) -> values in [0, 1]."""
-    m = torch.tensor(mean, device=images.device).view(-1, 3, 1, 1)
-    s = torch.tensor(std, device=images.device).view(-1, 3, 1, 1)
-    return (images * s + m).clamp(0, 1)

@@ -1,1 +1,1 @@
-"""Evaluation: classification and retrieval metrics, probes on frozen features, attention maps."""
+"""Evaluation of finished runs: predictions re-scored and compared across runs, attention maps."""

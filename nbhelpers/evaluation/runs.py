@@ -8,7 +8,7 @@ hence the recipe (:data:`RECIPES`). :func:`evaluate_runs` finds every run, and f
    its recipe's ``predict_run(run_dir, split)`` (a late-fusion run fuses its text and image runs' fresh
    probabilities; with ``repredict=False``, or for a recipe without ``predict_run``, it reads the run's
    saved ``predictions_<split>.npz`` instead, and says so);
-2. scores the predictions with :mod:`nbhelpers.evaluation.metrics` (scikit-learn): top-1 to top-k
+2. scores the predictions with :mod:`nbhelpers.metrics.classification` (scikit-learn): top-1 to top-k
    accuracy, per-class precision / recall / F1, the row-normalised confusion matrix, and for a binary
    run (Hateful Memes' hateful / not hateful) AUROC and its ROC curve;
 3. compares the fresh figures with the run's own ``metrics.json``: they agree exactly when the
@@ -36,7 +36,7 @@ import pandas as pd
 
 from nbhelpers.config import BaseConfig, ConfigError, param
 from nbhelpers.data.taxonomy import CLASSES
-from nbhelpers.evaluation.metrics import binary_report, classification_report
+from nbhelpers.metrics.classification import binary_report, classification_report
 from nbhelpers.train.run_dir import latest_checkpoint, read_json
 
 #: The notebook named in a run's ``metrics.json`` -> the recipe module that made the run.
@@ -192,8 +192,8 @@ class RunEvaluation:
         scores: ``(N, 7)`` class probabilities (7-class) or ``(N,)`` hateful probabilities (binary).
         labels: ``(N,)`` integer labels (0/1 for binary).
         source: :data:`REPREDICTED` or :data:`SAVED`.
-        report: :func:`~nbhelpers.evaluation.metrics.classification_report` over the run's classes.
-        binary: :func:`~nbhelpers.evaluation.metrics.binary_report` of a binary run, else None.
+        report: :func:`~nbhelpers.metrics.classification.classification_report` over the run's classes.
+        binary: :func:`~nbhelpers.metrics.classification.binary_report` of a binary run, else None.
         reference: the run's own ``metrics.json`` figures for ``split`` (None if it did not score it).
     """
 
@@ -294,7 +294,7 @@ def score(
     source: str,
     k: int = 3,
 ) -> RunEvaluation:
-    """Scores a run's predictions with :mod:`nbhelpers.evaluation.metrics` and pairs them with its
+    """Scores a run's predictions with :mod:`nbhelpers.metrics.classification` and pairs them with its
     ``metrics.json`` figures.
 
     A binary run's per-class figures and confusion matrix take the hateful probability at 0.5 (argmax

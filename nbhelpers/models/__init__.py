@@ -22,7 +22,6 @@ _EXPORTS = {
     "build_ssl_backbone": "ssl",
     "DINOHead": "ssl",
     "BarlowTwinsProjector": "ssl",
-    "MultiCropAugment": "ssl",
     "TextClassifier": "unimodal",
     "ImageClassifier": "unimodal",
     "late_fusion": "unimodal",

@@ -1,4 +1,4 @@
-"""Self-supervised image backbones, projection heads and view augmentations.
+"""Self-supervised image backbones, projection heads and the multi-crop wrapper.
 
 * Backbones (``build_ssl_backbone``): torchvision ResNet-18/50 with the classifier removed and an optional
   CIFAR stem for small images (He et al., 2016; the stem as in SimCLR's CIFAR recipe, Chen et al., 2020); a
@@ -8,8 +8,7 @@
 * Heads: ``DINOHead`` (Caron et al., 2021, "Emerging Properties in Self-Supervised Vision Transformers")
   and ``BarlowTwinsProjector`` (Zbontar et al., 2021, "Barlow Twins: Self-Supervised Learning via
   Redundancy Reduction").
-* Views: DINO's multi-crop (``MultiCropAugment``), Barlow Twins' two asymmetric views
-  (``BarlowTwinsAugment``), and ``MultiCropWrapper``, which runs crops of one resolution in one batch.
+* ``MultiCropWrapper``: runs the crops of one resolution in one batch (DINO's multi-crop).
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
-from torchvision.transforms import v2
 
 from nbhelpers.models.clip import register_model_configs
 
@@ -426,112 +424,3 @@ class MultiCropWrapper(nn.Module):
             features.append(self.backbone(torch.cat(list(crops[start:end]))))
             start = end
         return self.head(torch.cat(features))
-
-
-# ---------------------------------------------------------------------------------------- augmentation
-
-
-def _blur_kernel(size: int) -> int:
-    # About a tenth of the crop, odd, as SimCLR's 23 px at 224; at least 3.
-    return max(3, (size // 10) | 1)
-
-
-def ssl_view(
-    size: int,
-    scale: tuple[float, float],
-    blur_p: float,
-    solarize_p: float,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> v2.Compose:
-    """One BYOL/DINO/Barlow-Twins style view: crop, flip, colour jitter, grayscale, blur, solarize.
-
-    Args:
-        size: output side.
-        scale: ``RandomResizedCrop`` area range.
-        blur_p: probability of a Gaussian blur (sigma in [0.1, 2]).
-        solarize_p: probability of solarization (pixels >= 128 inverted).
-        mean: normalisation mean.
-        std: normalisation std.
-
-    Returns:
-        A callable from a PIL image or uint8 ``(3, H, W)`` tensor to float ``(3, size, size)``.
-    """
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RGB(),
-            v2.RandomResizedCrop(
-                size, scale=scale, interpolation=v2.InterpolationMode.BICUBIC, antialias=True
-            ),
-            v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.RandomApply([v2.GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0))], p=blur_p),
-            v2.RandomSolarize(threshold=128, p=solarize_p),  # on uint8, before the float conversion
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ]
-    )
-
-
-class MultiCropAugment:
-    """DINO's multi-crop: 2 global views and ``n_local`` small local views of one image.
-
-    Global crops cover 40-100 % of the image (``global_scale``), local crops 5-40 % (``local_scale``).
-    First global view: blur always; second: blur 10 %, solarize 20 %; local views: blur 50 %.
-
-    Args:
-        global_size: side of the global crops (224 in the paper).
-        local_size: side of the local crops (96 in the paper).
-        n_local: number of local crops.
-        global_scale: area range of the global crops.
-        local_scale: area range of the local crops.
-        mean: normalisation mean.
-        std: normalisation std.
-    """
-
-    def __init__(
-        self,
-        global_size: int = 224,
-        local_size: int = 96,
-        n_local: int = 8,
-        global_scale: tuple[float, float] = (0.4, 1.0),
-        local_scale: tuple[float, float] = (0.05, 0.4),
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-    ) -> None:
-        self.n_local = n_local
-        self.global1 = ssl_view(global_size, global_scale, blur_p=1.0, solarize_p=0.0, mean=mean, std=std)
-        self.global2 = ssl_view(global_size, global_scale, blur_p=0.1, solarize_p=0.2, mean=mean, std=std)
-        self.local = ssl_view(local_size, local_scale, blur_p=0.5, solarize_p=0.0, mean=mean, std=std)
-
-    def __call__(self, image) -> list[torch.Tensor]:
-        """``image`` (PIL or uint8 ``(3, H, W)``) -> ``[global1, global2, local_1, ..., local_n]``."""
-        return [self.global1(image), self.global2(image), *(self.local(image) for _ in range(self.n_local))]
-
-
-class BarlowTwinsAugment:
-    """Barlow Twins' two asymmetric views (Zbontar et al., 2021, Appendix): blur 100 % / 10 %,
-    solarize 0 % / 20 %, crops covering 8-100 % of the image.
-
-    Args:
-        size: side of both views.
-        scale: area range of the crops.
-        mean: normalisation mean.
-        std: normalisation std.
-    """
-
-    def __init__(
-        self,
-        size: int = 224,
-        scale: tuple[float, float] = (0.08, 1.0),
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-    ) -> None:
-        self.view1 = ssl_view(size, scale, blur_p=1.0, solarize_p=0.0, mean=mean, std=std)
-        self.view2 = ssl_view(size, scale, blur_p=0.1, solarize_p=0.2, mean=mean, std=std)
-
-    def __call__(self, image) -> list[torch.Tensor]:
-        """``image`` (PIL or uint8 ``(3, H, W)``) -> ``[view1, view2]``."""
-        return [self.view1(image), self.view2(image)]

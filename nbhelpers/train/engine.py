@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.state import AcceleratorState
+from accelerate.state import AcceleratorState, is_initialized
 from accelerate.utils import DistributedType, gather_object, send_to_device, set_seed
 from torch import nn
 from tqdm.auto import tqdm
@@ -319,10 +319,11 @@ def _make_accelerator(mixed_precision: str, grad_accum_steps: int) -> Accelerato
     # AcceleratorState is a process-wide singleton that refuses a second mixed_precision. In a notebook
     # one kernel trains several models, so in a single process (nothing to keep in sync) the state is
     # reset; under `accelerate launch` the launcher's state is left alone and the error stands.
-    shared = AcceleratorState._shared_state
+    # Accelerate has no public API to re-initialise that state with another precision (as of 1.15 its
+    # only reset, `AcceleratorState._reset_state`, is documented as internal), hence the private call.
     if (
-        shared
-        and shared.get("_mixed_precision", mixed_precision) != mixed_precision
+        is_initialized()
+        and AcceleratorState().mixed_precision != mixed_precision
         and PartialState().distributed_type == DistributedType.NO
     ):
         AcceleratorState._reset_state()
@@ -600,9 +601,12 @@ def fit(
     finally:
         bar.close()
         # Undo accelerate's autocast patch of model.forward and drop its references (GPU memory).
+        # unwrap_model(keep_fp32_wrapper=False) is the public undo, but it leaves the original forward
+        # behind as a bound method in the instance's __dict__; accelerate (as of 1.15) has no public API
+        # that gives the model back its class's forward, so that leftover attribute is deleted here.
         unwrapped = accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)
         if getattr(unwrapped.__dict__.get("forward"), "__func__", None) is type(unwrapped).forward:
-            del unwrapped.forward  # the bound method accelerate leaves behind: back to the class's
+            del unwrapped.forward
         accelerator.free_memory()
     return history
 

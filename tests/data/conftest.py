@@ -1,7 +1,6 @@
 import pytest
 
-from nbhelpers.config import PrepareConfig
-from nbhelpers.data.prepare import prepare
+from nbhelpers.data.prepare import PrepareConfig, prepare
 
 SMALL = {"synthetic_train": 40, "synthetic_val": 12, "synthetic_test": 12, "synthetic_unseen": 12}
 

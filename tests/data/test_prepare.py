@@ -7,9 +7,8 @@ import tarfile
 import pytest
 from PIL import Image
 
-from nbhelpers.config import PrepareConfig
 from nbhelpers.data.loader import make_pipeline
-from nbhelpers.data.prepare import prepare
+from nbhelpers.data.prepare import PrepareConfig, prepare
 from nbhelpers.data.taxonomy import class_name
 
 from .fixtures import write_coco, write_fakeddit, write_hateful_memes, write_mmhs150k

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from nbhelpers.config import PrepareConfig
 from nbhelpers.data.image import letterbox
-from nbhelpers.data.prepare import prepare
+from nbhelpers.data.prepare import PrepareConfig, prepare
 from nbhelpers.data.records import Record, SkipCounter
 from nbhelpers.data.shards import _fingerprint, read_manifest, write_split
 from nbhelpers.data.taxonomy import CLASSES

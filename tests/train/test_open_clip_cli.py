@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nbhelpers.config import PrepareConfig
-from nbhelpers.data.prepare import prepare
+from nbhelpers.data.prepare import PrepareConfig, prepare
 from nbhelpers.models.clip import TINY_VIT, create_clip
 from nbhelpers.train.open_clip_cli import brace_urls, open_clip_command
 

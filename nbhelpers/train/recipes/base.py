@@ -30,8 +30,8 @@ from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES, get_source
 from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
-from nbhelpers.evaluation.metrics import classification_report
 from nbhelpers.fileio import sha256_file
+from nbhelpers.metrics.classification import classification_report
 from nbhelpers.train.engine import TrainSpec
 from nbhelpers.train.identity import (
     RunIdentity,
@@ -435,7 +435,7 @@ def evaluate_7class(
         splits: the splits to score.
 
     Returns:
-        ``(reports, summary)``: the full :func:`~nbhelpers.evaluation.metrics.classification_report` per
+        ``(reports, summary)``: the full :func:`~nbhelpers.metrics.classification.classification_report` per
         split, and its :data:`CLASS_METRICS` plus ``num_samples`` per split (for ``metrics.json``).
     """
     reports = {}

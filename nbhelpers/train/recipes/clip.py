@@ -33,8 +33,8 @@ from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES
 from nbhelpers.data.taxonomy import CLASSES, TRUE_NEUTRAL
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
-from nbhelpers.evaluation.retrieval import recall_at_k, zero_shot_accuracy
 from nbhelpers.losses import masked_clip_loss
+from nbhelpers.metrics.retrieval import recall_at_k, zero_shot_accuracy
 from nbhelpers.models.clip import clip_image_size, create_clip, vision_patch_size
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import check_run_name, local_inputs

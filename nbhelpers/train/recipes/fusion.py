@@ -43,8 +43,8 @@ from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED
-from nbhelpers.evaluation.metrics import binary_report
 from nbhelpers.fileio import sha256_file
+from nbhelpers.metrics.classification import binary_report
 from nbhelpers.models.backbones import FeatureBackbone, build_backbone
 from nbhelpers.models.fusion import FUSIONS, FusionHead, HatefulMemesClassifier, binary_logit_loss
 from nbhelpers.train.checkpoint import load_model_weights

@@ -32,7 +32,7 @@ CIFAR-10) the default jitter is what stops the views being matched by colour his
 is a Hugging Face image dataset read with ``datasets.load_dataset(dataset, split=...)`` (``cifar10`` on
 Colab), with ``image_column`` / ``label_column`` (detected from the features when empty).
 
-**Evaluation.** A linear probe and DINO's weighted kNN (:mod:`nbhelpers.evaluation.probes`) on the frozen
+**Evaluation.** A linear probe and DINO's weighted kNN (:mod:`nbhelpers.metrics.probes`) on the frozen
 backbone features of the train split, scored on each eval split, next to the same probes on the same
 architecture at its initial weights (the run's seed). On the synthetic benchmark the 7-class label is an
 interaction of picture and caption, so an image-only probe of it is at chance by construction; the probes
@@ -63,7 +63,6 @@ from nbhelpers.config import ConfigError, param
 from nbhelpers.data.loader import make_loader, make_pipeline
 from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES, UNSEEN_SHAPES
-from nbhelpers.evaluation.probes import extract_features, probe_scores
 from nbhelpers.losses import (
     BarlowTwinsLoss,
     CASSLoss,
@@ -72,6 +71,7 @@ from nbhelpers.losses import (
     cosine_momentum,
     ema_update_,
 )
+from nbhelpers.metrics.probes import extract_features, probe_scores
 from nbhelpers.models.ssl import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -43,7 +43,7 @@ from torch import nn
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.taxonomy import NUM_CLASSES
-from nbhelpers.evaluation.metrics import classification_report
+from nbhelpers.metrics.classification import classification_report
 from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD
 from nbhelpers.models.unimodal import (
     MINILM_ID,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from nbhelpers.evaluation.probes import extract_features, knn_probe, linear_probe, probe_scores
+from nbhelpers.metrics.probes import extract_features, knn_probe, linear_probe, probe_scores
 
 
 def knn_reference(train_x, train_y, eval_x, k, temperature):

@@ -20,9 +20,9 @@ One ``nn.Module`` per method holds every network and the loss (DINO's centre is 
 checkpoint captures the whole training state.
 
 **Views.** The augmentations are DINO's / Barlow Twins' (crop, flip, colour jitter, grayscale, blur,
-solarize: :mod:`nbhelpers.models.ssl`), applied here to whole uint8 batches on the training device with
-per-sample random parameters: torchvision's per-image pipeline (``MultiCropAugment``) costs about 8 ms an
-image for 6 crops on one CPU core, as much as the demo's whole model. Colour jitter and grayscale are
+solarize), applied here to whole uint8 batches on the training device with per-sample random
+parameters: a torchvision per-image pipeline costs about 8 ms an image for 6 crops on one CPU core, as
+much as the demo's whole model. Colour jitter and grayscale are
 parameters (``colour_jitter``, ``grayscale_p``): on the synthetic benchmark the picture's only
 class-relevant content is its figure's *colour*, and DINO's default jitter (hue +-0.1, saturation,
 grayscale 20 %) teaches the encoder to ignore exactly that; on natural images (the ``t4`` preset,

@@ -21,7 +21,6 @@ _EXPORTS = {
     "epoch_batches": "memory",
     "load_split": "memory",
     "PrepareConfig": "prepare",
-    "ensure_shards": "prepare",
     "read_manifest": "shards",
 }
 __all__ = sorted(_EXPORTS)

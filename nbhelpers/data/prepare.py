@@ -95,20 +95,6 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     return read_manifest(config.source_dir)
 
 
-def ensure_shards(
-    source: str = "synthetic", out_dir: str | Path = "data/shards", preset: str = "demo", **params: Any
-) -> dict[str, Any]:
-    """Returns the manifest of ``source`` under ``out_dir``, building the shards first if there are none.
-
-    Training notebooks call this so that each runs alone on a fresh clone.
-    """
-    try:
-        return read_manifest(Path(out_dir) / source)
-    except FileNotFoundError:
-        config = PrepareConfig.from_params(preset, source=source, out_dir=str(out_dir), **params)
-        return prepare(config)
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m nbhelpers.data.prepare --source synthetic --preset demo [--field value ...]``."""
     parser = argparse.ArgumentParser(description=__doc__)

@@ -3,6 +3,9 @@
 python tools/run_notebooks.py --preset demo --in-place      # refresh the committed notebooks
 python tools/run_notebooks.py --preset demo --out runs/executed
 python tools/run_notebooks.py --only 05 -p epochs 20        # one notebook, extra parameters
+
+Notebooks written in place lose papermill's ``injected-parameters`` cell: a committed notebook keeps its
+own parameters cell only, so a value set there in Jupyter or Colab is the value the notebook runs with.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from pathlib import Path
 
 import papermill as pm
+from notebook_cells import strip_injected_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,9 +52,13 @@ def main() -> int:
         target = nb if args.in_place else out_dir / nb.name
         start = time.time()
         print(f"== {nb.name}", flush=True)
-        pm.execute_notebook(
-            str(nb), str(target), parameters=params, cwd=str(ROOT / "notebooks"), kernel_name="python3"
-        )
+        try:
+            pm.execute_notebook(
+                str(nb), str(target), parameters=params, cwd=str(ROOT / "notebooks"), kernel_name="python3"
+            )
+        finally:
+            if args.in_place and target.exists():  # a failed run is written too
+                strip_injected_file(target)
         shown = target.relative_to(ROOT) if target.is_relative_to(ROOT) else target  # --out may be elsewhere
         print(f"   done in {time.time() - start:.0f} s -> {shown}", flush=True)
     return 0

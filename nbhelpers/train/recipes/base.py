@@ -67,7 +67,7 @@ class RecipeConfig(BaseConfig):
     weight_decay: float = param(0.05, min=0.0)
     warmup_steps: int | None = param(None, min=0, help="None: 5% of all steps")
     grad_accum_steps: int = param(1, min=1)
-    max_grad_norm: float | None = param(1.0, above=0.0, help="gradient clipping norm; None: no clipping")
+    max_grad_norm: float | None = param(1.0, above=0.0, help="gradient clipping norm (> 0)")
     mixed_precision: str = param("auto", choices=("auto", "no", "fp16", "bf16"))
     gradient_checkpointing: bool = param(False)
     checkpoint_every: int = param(1, min=1)

@@ -20,7 +20,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 
 #: Top to bottom; names on one line are independent of each other.
 LAYERS = [
-    "widgets",
+    "widgets | parameters",
     "plots",
     "evaluation",
     "train",

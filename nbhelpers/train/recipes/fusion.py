@@ -43,9 +43,8 @@ from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED
 from nbhelpers.evaluation.metrics import binary_report
-from nbhelpers.models.backbones import FeatureBackbone, build_backbone
+from nbhelpers.models.backbones import FeatureBackbone, OpenClipBackbone, build_backbone
 from nbhelpers.models.fusion import FUSIONS, FusionHead, HatefulMemesClassifier, binary_logit_loss
-from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit, resolve_mixed_precision
 from nbhelpers.train.recipes.base import (
     RecipeConfig,
@@ -53,13 +52,16 @@ from nbhelpers.train.recipes.base import (
     Timer,
     epoch_steps,
     history_seconds,
+    load_run_weights,
     manifests,
     train_data,
     train_spec,
     write_metrics,
 )
+from nbhelpers.train.recipes.clip import RECIPE as CLIP_RECIPE
 from nbhelpers.train.recipes.clip import resolve_pretrained, run_weights_path
-from nbhelpers.train.run_dir import atomic_open, read_json
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.run_dir import RunNotFoundError, atomic_open
 
 NOTEBOOK = "07_hateful_memes_fusion"
 FEATURE_CACHE_DIR = ".features"
@@ -123,6 +125,10 @@ class FusionConfig(RecipeConfig):
 
     def default_run_name(self) -> str:
         return f"fusion_{self.fusion}"
+
+    def checkpointed_weight_sources(self) -> tuple[str, ...]:
+        # A frozen backbone is not in the checkpoints (only the head is): its weights must stay named.
+        return ("pretrained",) if self.trainable_backbone else ()
 
     def check(self) -> None:
         super().check()  # also maps the sources to their eval splits (eval_plan), or raises
@@ -479,6 +485,7 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     metrics = write_metrics(
         config.run_dir,
+        recipe="fusion",
         notebook=NOTEBOOK,
         method=f"hateclipper_{config.fusion}",
         modality="multimodal",
@@ -500,16 +507,51 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     return RunResult(config.run_dir, metrics, history, extra={"reports": reports, "model": model})
 
 
-def load_trained(run_dir: str | os.PathLike, config: FusionConfig | None = None) -> HatefulMemesClassifier:
-    """Rebuilds a trained classifier from its run directory (config.json + the last checkpoint).
+def backbone_weights(config: FusionConfig) -> str | None:
+    """``pretrained`` as ``build_backbone`` takes it, for loading a run: ``run:<name>`` becomes that CLIP
+    run's exported weights file, which must exist (loading never trains it); tags and paths pass through;
+    empty becomes None.
+
+    Raises:
+        RunNotFoundError: if the CLIP run that ``run:<name>`` names has no exported weights.
+    """
+    weights = run_weights_path(config.pretrained, config.runs_dir)
+    if weights is None:
+        return config.pretrained or None
+    if not weights.is_file():
+        raise RunNotFoundError(weights, CLIP_RECIPE.how, what="backbone weights")
+    return str(weights)
+
+
+def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
+    """Rebuilds a trained classifier from its run directory (config.json + the last checkpoint); never
+    trains.
 
     A frozen-backbone run checkpoints only the head; the backbone is rebuilt from ``backbone`` and
-    ``pretrained`` (for ``run:<name>``, from that CLIP run's exported weights).
+    ``pretrained`` (for ``run:<name>``, from that CLIP run's exported weights, :func:`backbone_weights`).
+
+    Returns:
+        A :class:`TrainedRun` whose ``model`` is the :class:`HatefulMemesClassifier` (it takes raw
+        captions: ``tokenizer`` is None), with parts ``"backbone"`` and ``"head"``, and for an open_clip
+        backbone ``"clip"`` (its CLIP) and ``"image_tower"`` (``clip.visual``).
+
+    Raises:
+        RunNotFoundError: if the run, its config.json, the last checkpoint or the backbone weights of
+            ``run:<name>`` are missing.
     """
-    config = config or FusionConfig.coerce(read_json(Path(run_dir) / "config.json"))
-    model = build_model(config, resolve_weights(config))
-    load_model_weights(model if config.trainable_backbone else model.head, run_dir)
-    return model.eval()
+    config = FusionConfig.load(run_dir, RECIPE.how)
+    model = build_model(config, backbone_weights(config))
+    load_run_weights(model if config.trainable_backbone else model.head, run_dir, RECIPE.how)
+    model.eval()
+    backbone = model.backbone
+    parts: dict[str, nn.Module] = {"backbone": backbone, "head": model.head}
+    if isinstance(backbone, OpenClipBackbone):
+        parts.update(clip=backbone.model, image_tower=backbone.model.visual)
+    mean, std = image_normalisation(backbone)
+    return TrainedRun(
+        recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=None,
+        image_size=backbone.image_size, mean=mean, std=std, parts=parts,
+    )  # fmt: skip
 
 
 def split_table(metrics: Mapping[str, Any], name: str | None = None) -> pd.DataFrame:
@@ -572,14 +614,26 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     scores come from the run's weights alone.
 
     Raises:
-        FileNotFoundError: if config.json, the head's checkpoint, or the backbone's weights file
-            (``run:<name>``) is missing; evaluation never trains a missing CLIP.
+        RunNotFoundError: if the run, its config.json, the head's checkpoint, or the backbone's weights
+            file (``run:<name>``) is missing; evaluation never trains a missing CLIP.
     """
-    config = FusionConfig.coerce(read_json(Path(run_dir) / "config.json"))
-    weights = run_weights_path(config.pretrained, config.runs_dir)
-    if weights is not None and not weights.is_file():
-        raise FileNotFoundError(f"the backbone weights {weights} ({config.pretrained}) are missing")
-    model = load_trained(run_dir, config)
-    found = manifests(config)
-    data = load_split(found, split, model.backbone.image_size, None, limit=config.limit)
+    trained = load_trained(run_dir)
+    config, model = trained.config, trained.model
+    data = load_split(manifests(config), split, model.backbone.image_size, None, limit=config.limit)
     return predict(model.head, extract_features(model.backbone, data, config.feature_batch_size))
+
+
+def display_name(metrics: dict[str, Any]) -> str:
+    """``Hate-CLIPper <fusion>`` (``Hate-CLIPper cross``, ...)."""
+    return f"Hate-CLIPper {str(metrics.get('method', '')).removeprefix('hateclipper_')}"
+
+
+RECIPE = Recipe(
+    name="fusion",
+    config_class=FusionConfig,
+    notebook=NOTEBOOK,
+    run=run,
+    load_trained=load_trained,
+    predict_run=predict_run,
+    display_name=display_name,
+)

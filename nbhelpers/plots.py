@@ -307,7 +307,7 @@ def _masked(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The picture with the patches outside ``keep`` (patch grid) dimmed to a fifth."""
     import torch
 
-    from nbhelpers.evaluation.attention import upsample_maps  # plots stay importable without torch use
+    from nbhelpers.evaluation.saliency import upsample_maps  # plots stay importable without torch use
 
     keep = upsample_maps(torch.from_numpy(np.ascontiguousarray(keep)), image.shape[:2]).numpy()[..., None]
     return (image * np.where(keep > 0, 1.0, 0.2)).astype(np.uint8)
@@ -325,7 +325,7 @@ def _prediction_title(explanation: Any) -> str:
 def _mass_mask(heat: np.ndarray, mass: float) -> np.ndarray:
     import torch
 
-    from nbhelpers.evaluation.attention import mass_threshold_mask  # plots stay importable without torch use
+    from nbhelpers.evaluation.saliency import mass_threshold_mask  # plots stay importable without torch use
 
     return mass_threshold_mask(torch.from_numpy(np.ascontiguousarray(heat)), mass).numpy()
 
@@ -353,7 +353,7 @@ def explanation_figure(
     """One sample under one model: the picture, its maps side by side, and the caption's token scores.
 
     Args:
-        explanation: a :class:`nbhelpers.evaluation.attention.Explanation`.
+        explanation: a :class:`nbhelpers.evaluation.explainers.Explanation`.
         layer: the attention layer (negative counts from the last).
         head: one head, or None for every head and their mean.
         mass: the share of attention mass the thresholded mask keeps (DINO's ``--threshold``).

@@ -1,13 +1,15 @@
 """Every finished run under ``runs/``, rebuilt from its checkpoint and scored again with one code path.
 
 A run directory (``runs/<name>/``, see :mod:`nbhelpers.train.run_dir`) holds ``config.json``, its
-checkpoints and the ``metrics.json`` its recipe wrote; ``metrics.json`` names the notebook that made it,
-hence the recipe (:data:`RECIPES`). :func:`evaluate_runs` finds every run, and for each classifier
+checkpoints and the ``metrics.json`` its recipe wrote; ``metrics.json`` names the recipe that made it
+(:data:`nbhelpers.train.recipes.RECIPES`). :func:`evaluate_runs` finds every run, and for each classifier
 
 1. rebuilds its model from ``config.json`` + the last checkpoint and predicts the split again, through
    its recipe's ``predict_run(run_dir, split)`` (a late-fusion run fuses its text and image runs' fresh
    probabilities; with ``repredict=False``, or for a recipe without ``predict_run``, it reads the run's
-   saved ``predictions_<split>.npz`` instead, and says so);
+   saved ``predictions_<split>.npz`` instead, and says so); loading never trains: a run it needs that is
+   missing (a fused run, the CLIP run a fusion head was trained on) is a
+   :class:`~nbhelpers.train.run_dir.RunNotFoundError` naming the notebook that makes it;
 2. scores the predictions with :mod:`nbhelpers.metrics.classification` (scikit-learn): top-1 to top-k
    accuracy, per-class precision / recall / F1, the row-normalised confusion matrix, and for a binary
    run (Hateful Memes' hateful / not hateful) AUROC and its ROC curve;
@@ -22,7 +24,6 @@ checkpoint is missing or cannot be loaded, is listed with the reason (:func:`ski
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -37,17 +38,9 @@ import pandas as pd
 from nbhelpers.config import BaseConfig, ConfigError, param
 from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.metrics.classification import binary_report, classification_report
-from nbhelpers.train.run_dir import latest_checkpoint, read_json
+from nbhelpers.train.recipes import RECIPES, get_recipe
+from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint, read_json
 
-#: The notebook named in a run's ``metrics.json`` -> the recipe module that made the run.
-RECIPES: dict[str, str] = {
-    "02_unimodal_baselines": "unimodal",
-    "03_train_clip": "clip",
-    "04_train_ssl_vision": "ssl",
-    "05_train_cass_mm": "cass_mm",
-    "06_train_clip_lora_classifier": "clip_classifier",
-    "07_hateful_memes_fusion": "fusion",
-}
 #: Tasks with a classifier to re-score, in the order the comparison table lists them.
 CLASSIFIER_TASKS = ("7class", "binary")
 #: The two classes of a binary (Hateful Memes) run, negative first.
@@ -84,7 +77,7 @@ class RunRecord:
         run_dir: the folder.
         metrics: its ``metrics.json`` (None if missing or unreadable).
         checkpoint: its last checkpoint file, if any.
-        recipe: the recipe module that made it (from ``metrics["notebook"]``).
+        recipe: the name of the recipe that made it (``metrics["recipe"]``).
         problem: why it cannot be evaluated (None: it can).
     """
 
@@ -110,35 +103,19 @@ class RunRecord:
 
 
 def model_name(metrics: Mapping[str, Any], fallback: str = "?") -> str:
-    """A readable model name from a run's ``metrics.json`` (``CLIP lora``, ``Hate-CLIPper cross``, ...)."""
-    method = metrics.get("method")
-    if not method:
+    """A readable model name from a run's ``metrics.json`` (``CLIP lora``, ``Hate-CLIPper cross``, ...):
+    its recipe's ``display_name``; ``fallback`` when it names no known recipe."""
+    recipe = metrics.get("recipe")
+    if recipe not in RECIPES:
         return fallback
-    model = Path(str(metrics.get("model", ""))).name  # a local weights folder reads as its name
-    if method == "bert_classifier":
-        return f"BERT text ({model})" if model else "BERT text"
-    if method == "resnet18_classifier":
-        return "ResNet-18 image"
-    if method == "late_fusion":
-        return "Late fusion (text + image)"
-    if method == "cass_mm":
-        return "CASS-MM + head"
-    if method == "clip":
-        return f"CLIP contrastive ({model})" if model else "CLIP contrastive"
-    if method.startswith("clip_"):  # 06: clip_lora / clip_baseline, the seed's "CLIP <mode>" rows
-        return f"CLIP {method.removeprefix('clip_')}"
-    if method.startswith("hateclipper_"):
-        return f"Hate-CLIPper {method.removeprefix('hateclipper_')}"
-    if metrics.get("task") == "ssl" and metrics.get("backbone"):
-        return f"{method} ({metrics['backbone']})"
-    return str(method)
+    return RECIPES[recipe].display_name(metrics)
 
 
 def inspect_run(run_dir: str | os.PathLike) -> RunRecord:
     """Reads a run folder's ``metrics.json`` and finds its recipe and checkpoint; never raises.
 
-    ``problem`` is set when the run cannot be evaluated: no or an unreadable ``metrics.json``, a
-    notebook no recipe matches, or (for a classifier with weights of its own) no ``config.json`` or no
+    ``problem`` is set when the run cannot be evaluated: no or an unreadable ``metrics.json``, one that
+    names no registered recipe, or (for a classifier with weights of its own) no ``config.json`` or no
     checkpoint. A checkpoint that exists but cannot be loaded is found only when the model is rebuilt
     (:func:`evaluate_run`).
     """
@@ -153,17 +130,15 @@ def inspect_run(run_dir: str | os.PathLike) -> RunRecord:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         record.problem = f"metrics.json is unreadable ({type(err).__name__}: {err})"
         return record
-    missing = [k for k in ("notebook", "task", "split") if not isinstance(metrics, dict) or k not in metrics]
+    missing = [k for k in ("recipe", "task", "split") if not isinstance(metrics, dict) or k not in metrics]
     if missing:
         record.problem = f"metrics.json lacks {', '.join(missing)}"
         return record
     record.metrics = metrics
-    record.recipe = RECIPES.get(metrics["notebook"])
-    if record.recipe is None:
-        record.problem = (
-            f"no recipe made notebook {metrics['notebook']!r}'s runs (known: {', '.join(RECIPES)})"
-        )
+    if metrics["recipe"] not in RECIPES:
+        record.problem = f"metrics.json names recipe {metrics['recipe']!r}; known: {', '.join(RECIPES)}"
         return record
+    record.recipe = metrics["recipe"]
     record.checkpoint = latest_checkpoint(run_dir)
     if record.task in CLASSIFIER_TASKS and not record.is_fusion_of_runs:
         if not (run_dir / "config.json").is_file():
@@ -264,9 +239,12 @@ def saved_figures(metrics: Mapping[str, Any], split: str) -> dict[str, Any] | No
 
 
 def recipe_predictor(recipe: str) -> Callable[[Path, str], tuple[np.ndarray, np.ndarray]] | None:
-    """The recipe's ``predict_run(run_dir, split) -> (scores, labels)``, or None if it has none."""
-    module = importlib.import_module(f"nbhelpers.train.recipes.{recipe}")
-    return getattr(module, "predict_run", None)
+    """The recipe's ``predict_run(run_dir, split) -> (scores, labels)``, or None if it has none.
+
+    Raises:
+        ValueError: for an unknown recipe.
+    """
+    return get_recipe(recipe).predict_run
 
 
 def load_saved_predictions(run_dir: Path, split: str, task: str) -> tuple[np.ndarray, np.ndarray]:
@@ -333,7 +311,8 @@ def evaluate_run(record: RunRecord, split: str = "test", k: int = 3, repredict: 
 
     Raises:
         ValueError: if the record has a problem or is not a classifier run.
-        FileNotFoundError: for a missing checkpoint, config.json, backbone weights or predictions file.
+        RunNotFoundError: for a missing run, checkpoint, config.json or backbone weights (never trained).
+        FileNotFoundError: for a missing predictions file.
         RuntimeError, pickle.UnpicklingError: from ``torch.load`` / ``load_state_dict`` on a corrupt or
             mismatched checkpoint (anything else rebuilding the model raises passes through too).
     """
@@ -366,6 +345,8 @@ class Evaluation:
 def _first_line(err: BaseException, limit: int = 160) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    if isinstance(err, RunNotFoundError):  # whole: its end names the notebook that makes the run
+        return text
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -411,18 +392,69 @@ def evaluate_runs(
     return Evaluation(runs, representations, skipped, k, split)
 
 
-def display_names(evaluation: Evaluation) -> dict[str, str]:
-    """Each scored run's label in the tables and figures: its model name (:attr:`RunRecord.model_name`),
-    followed by ``[<run folder>]`` when two or more scored runs share that model name.
+#: config.json fields that say where a run lives or how it was run, not what it trained.
+BOOKKEEPING_FIELDS = frozenset(
+    {"run_name", "runs_dir", "data_dir", "progress", "resume", "num_workers", "checkpoint_every", "keep_last",
+     "preset"}
+)  # fmt: skip
+
+
+def _config_or_none(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        config = read_json(run_dir / "config.json")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _differing_fields(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The non-bookkeeping keys whose values are not the same in all ``configs``, in first-seen order."""
+    keys = list(dict.fromkeys(k for config in configs for k in config if k not in BOOKKEEPING_FIELDS))
+    missing = object()
+    return [k for k in keys if len({json.dumps(c.get(k, missing), default=str) for c in configs}) > 1]
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def display_names(records: Sequence[RunRecord]) -> dict[str, str]:
+    """Each run's label in the tables and figures: its model name (:attr:`RunRecord.model_name`), told
+    apart from the other runs of the same model name by the config fields that differ between them.
+
+    The fields are read from each run's ``config.json``, ignoring :data:`BOOKKEEPING_FIELDS`:
+    ``CASS-MM + head (epochs=2)`` and ``CASS-MM + head (epochs=3)``. Runs that still share a label (a
+    run without ``config.json``, or the same config twice) are followed by ``[<run folder>]``.
+
+    Args:
+        records: the runs, e.g. ``[found.record for found in evaluation.runs]``.
 
     Returns:
-        ``{run name: label}``, in the order of ``evaluation.runs``.
+        ``{run name: label}``, in the order of ``records``.
     """
-    models = [found.record.model_name for found in evaluation.runs]
-    return {
-        found.record.name: f"{model} [{found.record.name}]" if models.count(model) > 1 else model
-        for found, model in zip(evaluation.runs, models)
-    }
+    labels = {record.name: record.model_name for record in records}
+    groups: dict[str, list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault(labels[record.name], []).append(record)
+    for model, group in groups.items():
+        if len(group) < 2:
+            continue
+        configs = [_config_or_none(record.run_dir) for record in group]
+        if all(config is not None for config in configs):
+            fields = _differing_fields(configs)
+            for record, config in zip(group, configs):
+                if fields:
+                    described = ", ".join(f"{k}={_value(config.get(k))}" for k in fields)
+                    labels[record.name] = f"{model} ({described})"
+        taken = [labels[record.name] for record in group]
+        for record in group:
+            if taken.count(labels[record.name]) > 1:
+                labels[record.name] = f"{labels[record.name]} [{record.name}]"
+    return labels
+
+
+def _names(evaluation: Evaluation) -> dict[str, str]:
+    return display_names([found.record for found in evaluation.runs])
 
 
 def comparison_table(evaluation: Evaluation) -> pd.DataFrame:
@@ -431,11 +463,11 @@ def comparison_table(evaluation: Evaluation) -> pd.DataFrame:
 
     Sorted 7-class runs first, by Top-1 then Top-2 ... (best first), then binary runs by AUROC. A binary
     run's Top-1 is its accuracy at probability 0.5 and its Top-2 ... are empty (trivially 1); AUROC is
-    empty for 7-class runs. Runs sharing a model name are told apart by folder (:func:`display_names`).
+    empty for 7-class runs. Runs sharing a model name are told apart by their configs (:func:`display_names`).
     """
     k = evaluation.k
     tops = [f"Top-{j}" for j in range(1, k + 1)]
-    names = display_names(evaluation)
+    names = _names(evaluation)
     rows = []
     for found in evaluation.runs:
         figures, metrics = found.figures, found.record.metrics
@@ -462,7 +494,7 @@ def comparison_table(evaluation: Evaluation) -> pd.DataFrame:
 def per_class_table(evaluation: Evaluation) -> pd.DataFrame:
     """Precision, recall, F1 and support per (model, class) of every scored run (models named as in
     :func:`comparison_table`)."""
-    names = display_names(evaluation)
+    names = _names(evaluation)
     rows = [
         {"Model": names[found.record.name], "Class": name, "Precision": v["precision"], "Recall": v["recall"],
          "F1": v["f1"], "Support": v["support"]}
@@ -477,7 +509,7 @@ def per_class_table(evaluation: Evaluation) -> pd.DataFrame:
 def roc_curves(evaluation: Evaluation) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
     """``{model (as in :func:`display_names`): (fpr, tpr, auroc)}`` of every binary run, what
     :func:`nbhelpers.plots.roc_plot` takes."""
-    names = display_names(evaluation)
+    names = _names(evaluation)
     return {names[found.record.name]: found.roc for found in evaluation.runs if found.roc is not None}
 
 

@@ -1,23 +1,20 @@
 """Command line: ``python -m nbhelpers.train RECIPE key=value ...``.
 
-Runs ``nbhelpers.train.recipes.<RECIPE>.run(config)`` with ``config = {key: value, ...}``. Values are
-read as JSON literals when they parse (``epochs=3`` is an int, ``lr=1e-4`` a float, ``amp=true`` a
-bool, ``sizes=[1,2]`` a list, ``x=null`` None) and kept as strings otherwise (``preset=demo``,
-``data_dir=/content/shards``); quote a number to keep it a string (``name='"007"'``). Works under
-``accelerate launch -m nbhelpers.train RECIPE ...``.
+Runs the registered recipe's ``run(config)`` (:data:`nbhelpers.train.recipes.RECIPES`) with
+``config = {key: value, ...}``. Values are read as JSON literals when they parse (``epochs=3`` is an
+int, ``lr=1e-4`` a float, ``amp=true`` a bool, ``sizes=[1,2]`` a list, ``x=null`` None) and kept as
+strings otherwise (``preset=demo``, ``data_dir=/content/shards``); quote a number to keep it a string
+(``name='"007"'``). Works under ``accelerate launch -m nbhelpers.train RECIPE ...``.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
 import sys
-from collections.abc import Sequence
-from types import ModuleType
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-RECIPES_PACKAGE = "nbhelpers.train.recipes"
+from nbhelpers.train.recipes.registry import RECIPES, Recipe, get_recipe
 
 USAGE = "usage: python -m nbhelpers.train RECIPE [key=value ...]"
 
@@ -60,54 +57,27 @@ def parse_args(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
     return recipe, config
 
 
-#: Modules of the recipes package that hold shared code, not a recipe.
-SHARED_MODULES = frozenset({"base"})
-
-
-def available_recipes(package: str = RECIPES_PACKAGE) -> list[str]:
-    """The recipe modules of ``package`` (public ``.py`` files and subpackages but the shared ``base``), sorted."""
-    try:
-        paths = importlib.import_module(package).__path__
-    except ModuleNotFoundError:
-        return []
-    return sorted(
-        m.name
-        for m in pkgutil.iter_modules(paths)
-        if not m.name.startswith("_") and m.name not in SHARED_MODULES
-    )
-
-
-def load_recipe(name: str, package: str = RECIPES_PACKAGE) -> ModuleType:
-    """Import recipe ``name`` from ``package``.
-
-    Raises:
-        ValueError: the recipe does not exist (the message lists those that do) or has no ``run``.
-        ModuleNotFoundError: the recipe exists but imports something missing (not masked).
-    """
-    available = available_recipes(package)
-    if not name.isidentifier() or name not in available:
-        listed = ", ".join(available) if available else f"none (no modules in {package})"
-        raise ValueError(f"unknown recipe {name!r}; available recipes: {listed}")
-    module = importlib.import_module(f"{package}.{name}")
-    if not callable(getattr(module, "run", None)):
-        raise ValueError(f"recipe module {module.__name__} has no run(config) function")
-    return module
-
-
-def main(argv: Sequence[str] | None = None, package: str = RECIPES_PACKAGE) -> Any:
+def main(argv: Sequence[str] | None = None, registry: Mapping[str, Recipe] = RECIPES) -> Any:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the recipe and return what its ``run`` returns.
 
+    Args:
+        argv: the arguments after the program name.
+        registry: the recipes by name (:data:`~nbhelpers.train.recipes.RECIPES`).
+
     Raises:
-        SystemExit: with status 2 and the reason on stderr for a bad command line or unknown recipe.
+        SystemExit: with status 2 and the reason on stderr for a bad command line or unknown recipe (the
+            message lists the recipes).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        recipe, config = parse_args(argv)
-        module = load_recipe(recipe, package)
+        name, config = parse_args(argv)
+        recipe = get_recipe(name, registry)
     except ValueError as err:
         print(f"nbhelpers.train: {err}", file=sys.stderr)
+        if "available recipes" not in str(err):
+            print(f"available recipes: {', '.join(registry)}", file=sys.stderr)
         raise SystemExit(2) from None
-    return module.run(config)
+    return recipe.run(config)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Re-scoring every run under runs/: real tiny runs of the unimodal and fusion recipes, then broken copies."""
+"""Re-scoring every run under runs/: real tiny runs of every recipe, then broken copies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from nbhelpers.config import ConfigError
 from nbhelpers.evaluation.runs import (
@@ -21,6 +20,7 @@ from nbhelpers.evaluation.runs import (
     comparison_table,
     discover_runs,
     display_names,
+    evaluate_run,
     evaluate_runs,
     markdown_table,
     per_class_table,
@@ -31,37 +31,18 @@ from nbhelpers.evaluation.runs import (
     skipped_table,
     topk_long,
 )
-from nbhelpers.models.clip import TINY_VIT, create_clip
-from nbhelpers.train.recipes import cass_mm, clip_classifier, fusion, unimodal
 from nbhelpers.train.recipes.base import write_metrics
-from nbhelpers.train.run_dir import latest_checkpoint
-from tests.helpers import make_shards, save_tiny_bert
+from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
 
 TINY_RUNS = ["cass_mm", "clip_classifier_lora", "fusion_cross", "unimodal_image", "unimodal_late_fusion"]
 TINY_RUNS += ["unimodal_text"]
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """Four real runs made by the recipes' ``run()`` on tiny shards: text, image, late fusion (7-class)
-    and a Hate-CLIPper head (binary) on a tiny CLIP's exported weights."""
-    root = tmp_path_factory.mktemp("eval_runs")
-    make_shards(root / "shards", train=64, val=32, test=48, unseen=16, train_shard=64, eval_shard=48)
-    save_tiny_bert(root)
-    runs, shards = str(root / "runs"), str(root / "shards")
-    unimodal.run(
-        dict(runs_dir=runs, data_dir=shards, text_model=str(root / "tinybert"), text_max_length=16,
-             image_size=32, epochs=2, batch_size=16, eval_splits="test,val", progress=False)
-    )  # fmt: skip
-    torch.manual_seed(0)
-    clip, _, _, _ = create_clip(TINY_VIT)
-    (root / "runs" / "tinyclip").mkdir(parents=True)
-    torch.save(clip.state_dict(), root / "runs" / "tinyclip" / "clip_weights.pt")
-    tiny = dict(runs_dir=runs, data_dir=shards, batch_size=16, progress=False, eval_splits="test,val")
-    fusion.run(dict(tiny, pretrained="run:tinyclip", epochs=3, eval_splits=""))
-    clip_classifier.run(dict(tiny, pretrained="run:tinyclip", epochs=1))
-    cass_mm.run(dict(tiny, epochs=1, head_epochs=2))
-    return root
+def workspace(tiny_runs):
+    """The runs of every recipe (``tiny_runs``): text, image, late fusion, CLIP + LoRA and CASS-MM
+    (7-class), a Hate-CLIPper head (binary), and two self-supervised runs (CLIP, DINO)."""
+    return tiny_runs
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +56,9 @@ def saved_metrics(workspace, run: str) -> dict:
 
 def test_every_run_is_found_and_the_folder_without_metrics_is_listed(workspace, evaluated):
     assert sorted(found.record.name for found in evaluated.runs) == TINY_RUNS
+    assert [(r.name, r.recipe, r.model_name) for r in evaluated.representations] == [
+        ("clip", "clip", "CLIP contrastive (memelab-tiny-vit)"), ("ssl_dino_vit_test", "ssl", "dino (vit_test)")
+    ]  # fmt: skip
     # tinyclip holds only weights (no metrics.json): listed with its reason; .features is a cache, not a run.
     assert skipped_table(evaluated).to_dict("records") == [
         {"Run": "tinyclip", "Reason": "no metrics.json (the run did not finish, or is not a run)"}
@@ -190,7 +174,7 @@ def test_broken_runs_are_listed_with_reasons_and_the_others_still_evaluated(work
 
 def test_self_supervised_runs_go_to_their_own_table(tmp_path):
     write_metrics(
-        tmp_path / "ssl_dino", notebook="04_train_ssl_vision", method="dino", modality="image", task="ssl",
+        tmp_path / "ssl_dino", recipe="ssl", notebook="04_train_ssl_vision", method="dino", modality="image", task="ssl",
         split="test", metrics={"top1": 0.9, "linear_probe": 0.9, "knn": 0.8, "random_linear_probe": 0.3},
         num_samples=10, epochs=1, train_seconds=1.0, backbone="vit_tiny_demo", probe_label="colour",
     )  # fmt: skip
@@ -227,7 +211,7 @@ def test_binary_runs_rank_by_auroc_not_accuracy(tmp_path):
         "thresholds": np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.9]),
     }
     metrics = {
-        "notebook": "07_hateful_memes_fusion",
+        "recipe": "fusion",
         "task": "binary",
         "split": "test",
         "modality": "multimodal",
@@ -251,7 +235,7 @@ def test_binary_runs_rank_by_auroc_not_accuracy(tmp_path):
 
 def test_runs_sharing_a_model_name_keep_distinct_rows(tmp_path):
     labels = np.array([0, 1, 2, 3, 4, 5, 6, 0])
-    metrics = {"notebook": "06_train_clip_lora_classifier", "task": "7class", "split": "test"}
+    metrics = {"recipe": "clip_classifier", "task": "7class", "split": "test"}
     metrics |= {"modality": "multimodal", "method": "clip_lora"}
     found = [
         score(
@@ -259,7 +243,7 @@ def test_runs_sharing_a_model_name_keep_distinct_rows(tmp_path):
         )
         for name, shift in [("lora_seed0", 0), ("lora_seed1", 1)]
     ]
-    binary = {"notebook": "07_hateful_memes_fusion", "task": "binary", "split": "test"}
+    binary = {"recipe": "fusion", "task": "binary", "split": "test"}
     binary |= {"modality": "multimodal", "method": "hateclipper_cross"}
     found.append(
         score(
@@ -271,7 +255,7 @@ def test_runs_sharing_a_model_name_keep_distinct_rows(tmp_path):
         )
     )
     evaluation = Evaluation(found, [], [], k=2, split="test")
-    names = display_names(evaluation)
+    names = display_names([found.record for found in evaluation.runs])
     assert names == {
         "lora_seed0": "CLIP lora [lora_seed0]", "lora_seed1": "CLIP lora [lora_seed1]",
         "fusion_cross": "Hate-CLIPper cross",
@@ -285,3 +269,87 @@ def test_runs_sharing_a_model_name_keep_distinct_rows(tmp_path):
     assert list(roc_curves(evaluation)) == ["Hate-CLIPper cross"]
     fpr, tpr, auroc = roc_curves(evaluation)["Hate-CLIPper cross"]
     assert auroc == 1.0 and fpr[0] == 0 and tpr[-1] == 1
+
+
+def _record(tmp_path, name: str, config: dict | None, recipe: str = "cass_mm", method: str = "cass_mm"):
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    if config is not None:
+        (run_dir / "config.json").write_text(json.dumps(config))
+    metrics = {
+        "recipe": recipe,
+        "method": method,
+        "task": "7class",
+        "split": "test",
+        "modality": "multimodal",
+    }
+    return RunRecord(name, run_dir, metrics)
+
+
+def test_runs_sharing_a_model_name_are_told_apart_by_the_config_fields_that_differ(tmp_path):
+    base = {"epochs": 2, "lr": 0.001, "seed": 0, "sources": "synthetic", "head_epochs": 20}
+    records = [
+        _record(tmp_path, "a", {**base, "run_name": "a", "runs_dir": "runs", "progress": True}),
+        _record(
+            tmp_path, "b", {**base, "epochs": 3, "run_name": "b", "runs_dir": "elsewhere", "resume": False}
+        ),
+        _record(tmp_path, "c", {**base, "epochs": 3, "seed": 1, "run_name": "c", "keep_last": 5}),
+        _record(tmp_path, "lora", {**base, "mode": "lora"}, "clip_classifier", "clip_lora"),
+    ]
+    assert display_names(records) == {
+        "a": "CASS-MM + head (epochs=2, seed=0)", "b": "CASS-MM + head (epochs=3, seed=0)",
+        "c": "CASS-MM + head (epochs=3, seed=1)", "lora": "CLIP lora",
+    }  # fmt: skip
+    # Two epochs values only: the seed is the same, so only epochs is named.
+    assert display_names(records[:2]) == {"a": "CASS-MM + head (epochs=2)", "b": "CASS-MM + head (epochs=3)"}
+
+
+def test_runs_with_the_same_config_or_without_one_are_told_apart_by_folder(tmp_path):
+    same = {"epochs": 2, "run_name": "x"}
+    records = [
+        _record(tmp_path, "one", same),
+        _record(tmp_path, "two", {**same, "run_name": "two"}),  # differs in bookkeeping only
+        _record(tmp_path, "three", {**same, "epochs": 5}),
+    ]
+    assert display_names(records) == {
+        "one": "CASS-MM + head (epochs=2) [one]", "two": "CASS-MM + head (epochs=2) [two]",
+        "three": "CASS-MM + head (epochs=5)",
+    }  # fmt: skip
+    unconfigured = [_record(tmp_path, "p", None), _record(tmp_path, "q", {"epochs": 1})]
+    assert display_names(unconfigured) == {"p": "CASS-MM + head [p]", "q": "CASS-MM + head [q]"}
+
+
+def _files(folder) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+def test_a_missing_run_a_run_needs_is_named_and_never_trained(workspace, tmp_path):
+    runs = tmp_path / "runs"
+    for name in ("fusion_cross", "unimodal_late_fusion"):
+        shutil.copytree(workspace / "runs" / name, runs / name)
+    # The fusion head's backbone is the CLIP run "tinyclip" of its runs_dir: here one without it.
+    config = json.loads((runs / "fusion_cross" / "config.json").read_text())
+    (runs / "fusion_cross" / "config.json").write_text(json.dumps({**config, "runs_dir": str(runs)}))
+    # The late fusion's text and image runs: here, next to it, where there are none.
+    metrics = json.loads((runs / "unimodal_late_fusion" / "metrics.json").read_text())
+    fused_from = {kind: str(runs / f"unimodal_{kind}") for kind in ("text", "image")}
+    (runs / "unimodal_late_fusion" / "metrics.json").write_text(
+        json.dumps({**metrics, "fused_from": fused_from})
+    )
+    before = _files(tmp_path)
+    found = evaluate_runs(runs, progress=None)
+    assert found.runs == []
+    reasons = dict(skipped_table(found).itertuples(index=False))
+    assert reasons["fusion_cross"] == (
+        f"RunNotFoundError: backbone weights {runs / 'tinyclip' / 'clip_weights.pt'} does not exist; loading "
+        "never trains it. Make it with notebook 03_train_clip, or: python -m nbhelpers.train clip ..."
+    )
+    assert reasons["unimodal_late_fusion"].startswith("RunNotFoundError: run ")
+    assert reasons["unimodal_late_fusion"].endswith(
+        "Make it with notebook 02_unimodal_baselines, or: python -m nbhelpers.train unimodal ..."
+    )
+    late = next(record for record, _ in found.skipped if record.name == "unimodal_late_fusion")
+    with pytest.raises(RunNotFoundError) as missing:
+        evaluate_run(late)
+    assert missing.value.path == runs / "unimodal_text"
+    assert _files(tmp_path) == before  # nothing trained, nothing written

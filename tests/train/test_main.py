@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from nbhelpers.train.__main__ import available_recipes, load_recipe, main, parse_args, parse_value
+from nbhelpers.train.__main__ import main, parse_args, parse_value
+from nbhelpers.train.recipes.registry import RecipeRegistry, get_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,39 +62,53 @@ def test_bad_command_lines(argv, match):
         parse_args(argv)
 
 
+TOY = """
+from nbhelpers.train.recipes.registry import Recipe
+
+def run(config):
+    return {"ran": config}
+
+RECIPE = Recipe(
+    name="toy", config_class=dict, notebook="00_toy", run=run, load_trained=None, predict_run=None,
+    display_name=lambda metrics: "Toy",
+)
+"""
+
+
 @pytest.fixture
-def fake_recipes(tmp_path, monkeypatch):
+def fake_registry(tmp_path, monkeypatch):
     pkg = tmp_path / "fake_recipes_pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "toy.py").write_text("def run(config):\n    return {'ran': config}\n")
-    (pkg / "no_run.py").write_text("X = 1\n")
-    (pkg / "_private.py").write_text("def run(config):\n    pass\n")
-    (pkg / "broken.py").write_text("import a_module_that_is_not_installed\n\ndef run(config):\n    pass\n")
+    (pkg / "toy.py").write_text(TOY)
+    (pkg / "no_recipe.py").write_text("def run(config):\n    pass\n")
+    (pkg / "broken.py").write_text("import a_module_that_is_not_installed\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    return "fake_recipes_pkg"
+    return RecipeRegistry({name: f"fake_recipes_pkg.{name}" for name in ("toy", "no_recipe", "broken")})
 
 
-def test_dispatches_to_the_recipe_run(fake_recipes):
-    assert available_recipes(fake_recipes) == ["broken", "no_run", "toy"]
-    assert main(["toy", "epochs=2", "preset=demo"], package=fake_recipes) == {
+def test_dispatches_to_the_recipe_run(fake_registry):
+    assert list(fake_registry) == ["toy", "no_recipe", "broken"]
+    assert main(["toy", "epochs=2", "preset=demo"], registry=fake_registry) == {
         "ran": {"epochs": 2, "preset": "demo"}
     }
 
 
-def test_unknown_recipe_lists_the_available_ones(fake_recipes, capsys):
-    with pytest.raises(ValueError, match=r"unknown recipe 'nope'; available recipes: broken, no_run, toy"):
-        load_recipe("nope", fake_recipes)
-    with pytest.raises(ValueError, match="unknown recipe"):
-        load_recipe("_private", fake_recipes)
-    with pytest.raises(ValueError, match="no run"):
-        load_recipe("no_run", fake_recipes)
+def test_unknown_recipe_lists_the_available_ones(fake_registry, capsys):
+    with pytest.raises(ValueError, match=r"unknown recipe 'nope'; available recipes: toy, no_recipe, broken"):
+        get_recipe("nope", fake_registry)
+    with pytest.raises(ValueError, match="defines no RECIPE"):
+        get_recipe("no_recipe", fake_registry)
     with pytest.raises(ModuleNotFoundError, match="a_module_that_is_not_installed"):
-        load_recipe("broken", fake_recipes)  # a recipe's own missing import is not "unknown recipe"
+        get_recipe("broken", fake_registry)  # a recipe's own missing import is not "unknown recipe"
     with pytest.raises(SystemExit) as exit_info:
-        main(["nope"], package=fake_recipes)
+        main(["nope"], registry=fake_registry)
     assert exit_info.value.code == 2
-    assert "available recipes: broken, no_run, toy" in capsys.readouterr().err
+    assert "available recipes: toy, no_recipe, broken" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["epochs=3"], registry=fake_registry)
+    err = capsys.readouterr().err
+    assert "recipe name first" in err and "available recipes: toy, no_recipe, broken" in err
 
 
 def test_python_dash_m_reports_unknown_recipe():
@@ -106,11 +121,5 @@ def test_python_dash_m_reports_unknown_recipe():
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.returncode == 2
-    listed = ", ".join(available_recipes()) or "none (no modules in nbhelpers.train.recipes)"
+    listed = "unimodal, clip, ssl, cass_mm, clip_classifier, fusion"
     assert f"unknown recipe 'no_such_recipe'; available recipes: {listed}" in proc.stderr
-
-
-def test_the_real_recipes_are_listed_and_the_shared_base_is_not():
-    from nbhelpers.train.__main__ import available_recipes
-
-    assert available_recipes() == ["cass_mm", "clip", "clip_classifier", "fusion", "ssl", "unimodal"]

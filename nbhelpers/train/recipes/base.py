@@ -12,6 +12,8 @@ load or resume the same run; another config never continues, overwrites or reuse
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch
 from accelerate import PartialState
+from torch import nn
 
 from nbhelpers.config import BaseConfig, ConfigError, param
 from nbhelpers.data.loader import make_pipeline
@@ -32,6 +35,7 @@ from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
 from nbhelpers.fileio import sha256_file
 from nbhelpers.metrics.classification import classification_report
+from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import TrainSpec
 from nbhelpers.train.identity import (
     RunIdentity,
@@ -40,7 +44,8 @@ from nbhelpers.train.identity import (
     manifest_digest,
     read_run_record,
 )
-from nbhelpers.train.run_dir import latest_checkpoint, read_json, write_json_atomic
+from nbhelpers.train.recipes.registry import RECIPE_MODULES
+from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint, read_json, write_json_atomic
 
 C = TypeVar("C", bound="RecipeConfig")
 
@@ -54,6 +59,9 @@ class RecipeConfig(BaseConfig):
     """Fields every training recipe has; recipes add their own."""
 
     RECIPE: ClassVar[str] = ""
+    #: Fields that only say where the initial weights come from, when the run's checkpoints hold those
+    #: weights: :meth:`load` sets them to their defaults, so rebuilding a run downloads nothing.
+    WEIGHT_SOURCES: ClassVar[tuple[str, ...]] = ()
 
     run_name: str = param("", help="runs/<run_name>/ (empty: <recipe>-<fingerprint of the config>)")
     runs_dir: str = param("runs", help="folder holding every run")
@@ -190,6 +198,56 @@ class RecipeConfig(BaseConfig):
             return config
         params = dict(config)
         return cls.from_params(params.pop("preset", "demo"), **params)
+
+    def checkpointed_weight_sources(self) -> tuple[str, ...]:
+        """The fields :meth:`load` resets: :attr:`WEIGHT_SOURCES` (a recipe whose checkpoints hold only
+        some weights, depending on its config, overrides this)."""
+        return self.WEIGHT_SOURCES
+
+    @classmethod
+    def load(cls: type[C], run_dir: str | os.PathLike, how: str = "") -> C:
+        """The config a run was trained with, from its ``config.json``, for rebuilding its architecture.
+
+        The fields of :meth:`checkpointed_weight_sources` are set to their defaults: the run's
+        checkpoints hold those weights, so nothing is downloaded (or trained) to rebuild it.
+
+        Args:
+            run_dir: the run directory.
+            how: what makes the run (for the error); empty: the recipe's command.
+
+        Raises:
+            RunNotFoundError: if the run directory or its ``config.json`` is missing.
+            ConfigError: if ``config.json`` holds a value this config does not accept.
+        """
+        run_dir = Path(run_dir)
+        how = how or f"python -m nbhelpers.train {cls.RECIPE} ..."
+        if not run_dir.is_dir():
+            raise RunNotFoundError(run_dir, how)
+        if not (run_dir / "config.json").is_file():
+            raise RunNotFoundError(run_dir / "config.json", how, what="file")
+        config = cls.coerce(read_json(run_dir / "config.json"))
+        defaults = {f.name: f for f in dataclasses.fields(cls)}
+        resets = {}
+        for name in config.checkpointed_weight_sources():
+            default = defaults[name]
+            has_factory = default.default_factory is not dataclasses.MISSING
+            resets[name] = default.default_factory() if has_factory else default.default
+        loaded = cls.coerce(dataclasses.replace(config, **resets))
+        loaded.__dict__["_bound_dir"] = run_dir  # its run_dir is the folder it was loaded from
+        return loaded
+
+
+def load_run_weights(model: nn.Module, run_dir: str | os.PathLike, how: str) -> nn.Module:
+    """Fills ``model`` with the weights of the run's last checkpoint; returns it in eval mode.
+
+    Raises:
+        RunNotFoundError: if the run has no checkpoint (``how``: what makes it).
+        RuntimeError: from ``load_state_dict`` when the checkpoint does not match ``model``.
+    """
+    if latest_checkpoint(run_dir) is None:
+        raise RunNotFoundError(run_dir, how, what="checkpoint of run")
+    load_model_weights(model, run_dir)
+    return model.eval()
 
 
 def manifests(config: RecipeConfig) -> list[dict[str, Any]]:
@@ -373,6 +431,7 @@ class RunResult:
 def write_metrics(
     run_dir: Path,
     *,
+    recipe: str,
     notebook: str,
     method: str,
     modality: str,
@@ -387,18 +446,22 @@ def write_metrics(
 ) -> dict[str, Any]:
     """Writes ``run_dir/metrics.json`` in the suite's common form; returns it.
 
-    The record names the weights the figures were computed from: the run's fingerprint (from
-    ``run.json``) and the path and SHA-256 of its last checkpoint, and of each stage's (``stages``:
-    ``{name: stage folder}``, e.g. CASS-MM's classifier head).
+    ``recipe`` names the recipe that made the run: how evaluation finds its ``load_trained``. The record
+    also names the weights the figures were computed from: the run's fingerprint (from ``run.json``) and
+    the path and SHA-256 of its last checkpoint, and of each stage's (``stages``: ``{name: stage folder}``,
+    e.g. CASS-MM's classifier head).
 
     Raises:
-        ValueError: for a modality or task outside :data:`MODALITIES` / :data:`TASKS`.
+        ValueError: for an unknown recipe, or a modality or task outside :data:`MODALITIES` / :data:`TASKS`.
     """
+    if recipe not in RECIPE_MODULES:
+        raise ValueError(f"recipe must be one of {tuple(RECIPE_MODULES)}, got {recipe!r}")
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     record = {
+        "recipe": recipe,
         "notebook": notebook,
         "method": method,
         "modality": modality,

@@ -34,7 +34,6 @@ from nbhelpers.losses import cass_mm_loss
 from nbhelpers.models.cass_mm import CASSMM
 from nbhelpers.models.clip import clip_image_size, create_clip
 from nbhelpers.models.heads import TransformerClassifierHead
-from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import bind_stage, file_input, local_inputs
 from nbhelpers.train.recipes.base import (
@@ -44,12 +43,14 @@ from nbhelpers.train.recipes.base import (
     eval_batches,
     evaluate_7class,
     history_seconds,
+    load_run_weights,
     manifests,
     train_data,
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.run_dir import latest_checkpoint, read_json
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.run_dir import latest_checkpoint
 
 CLASSIFIER_DIR = "classifier"
 
@@ -60,6 +61,7 @@ class CassMMConfig(RecipeConfig):
 
     SECTION: ClassVar[str] = "cass_mm"
     RECIPE: ClassVar[str] = "cass_mm"
+    WEIGHT_SOURCES: ClassVar[tuple[str, ...]] = ("pretrained",)
 
     model: str = param("memelab-tiny-vit", help="open_clip model giving the ViT and text towers")
     pretrained: str = param(
@@ -215,6 +217,7 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     primary = config.eval_split_list[0]
     metrics = write_metrics(
         config.run_dir,
+        recipe="cass_mm",
         notebook="05_train_cass_mm",
         method="cass_mm",
         modality="multimodal",
@@ -236,22 +239,33 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     )
 
 
-def load_trained(
-    run_dir: str | os.PathLike, config: CassMMConfig | None = None
-) -> tuple[CASSMM, FeatureClassifier, Any, int]:
-    """The trained towers, the classifier head, the tokenizer and the input size of a run.
+def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
+    """The trained towers and classifier head of a run, from their last checkpoints; never trains.
 
-    Args:
-        run_dir: the run directory.
-        config: the run's config; None reads config.json, without ``pretrained`` (the checkpoints hold
-            every weight).
+    Returns:
+        A :class:`TrainedRun` whose ``model`` is the three towers (:class:`CASSMM`), with parts
+        ``"towers"`` (the same), ``"head"`` (the :class:`FeatureClassifier`), ``"clip"`` (the ViT and text
+        towers), ``"image_tower"`` (the ViT) and ``"cnn"`` (the ResNet).
+
+    Raises:
+        RunNotFoundError: if the run, its config.json or a checkpoint (towers or head) is missing.
     """
-    config = config or CassMMConfig.coerce({**read_json(Path(run_dir) / "config.json"), "pretrained": ""})
+    config = CassMMConfig.load(run_dir, RECIPE.how)
     model, tokenizer, size = build_model(config)
-    load_model_weights(model, run_dir)
+    load_run_weights(model, run_dir, RECIPE.how)
     head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads)
-    load_model_weights(head, Path(run_dir) / CLASSIFIER_DIR)
-    return model.eval(), head.eval(), tokenizer, size
+    load_run_weights(head, Path(run_dir) / CLASSIFIER_DIR, RECIPE.how)
+    parts = {
+        "towers": model,
+        "head": head,
+        "clip": model.clip,
+        "image_tower": model.clip.visual,
+        "cnn": model.cnn,
+    }
+    return TrainedRun(
+        recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=tokenizer,
+        image_size=size, mean=CLIP_MEAN, std=CLIP_STD, parts=parts,
+    )  # fmt: skip
 
 
 def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -259,10 +273,26 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     ``(N, 7)`` probabilities and ``(N,)`` labels.
 
     Raises:
-        FileNotFoundError: if config.json or a checkpoint (towers or head) is missing.
+        RunNotFoundError: if the run, its config.json or a checkpoint (towers or head) is missing.
     """
-    config = CassMMConfig.coerce({**read_json(Path(run_dir) / "config.json"), "pretrained": ""})
-    model, head, tokenizer, size = load_trained(run_dir, config)
-    data = load_split(manifests(config), split, size, tokenizer, limit=config.limit)
-    features = extract_features(model, data)
-    return predict_features(head, features), features["label"].numpy()
+    trained = load_trained(run_dir)
+    config = trained.config
+    data = load_split(manifests(config), split, trained.image_size, trained.tokenizer, limit=config.limit)
+    features = extract_features(trained.model, data)
+    return predict_features(trained.parts["head"], features), features["label"].numpy()
+
+
+def display_name(metrics: dict[str, Any]) -> str:
+    """``CASS-MM + head``."""
+    return "CASS-MM + head"
+
+
+RECIPE = Recipe(
+    name="cass_mm",
+    config_class=CassMMConfig,
+    notebook="05_train_cass_mm",
+    run=run,
+    load_trained=load_trained,
+    predict_run=predict_run,
+    display_name=display_name,
+)

@@ -48,7 +48,8 @@ from nbhelpers.train.recipes.base import (
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.run_dir import RunNotFoundError, atomic_open, read_json
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.run_dir import RunNotFoundError, atomic_open
 
 RECIPE_NAME = "clip"
 WEIGHTS_FILE = "clip_weights.pt"
@@ -72,6 +73,7 @@ class ClipConfig(RecipeConfig):
 
     SECTION: ClassVar[str] = "clip"
     RECIPE: ClassVar[str] = RECIPE_NAME
+    WEIGHT_SOURCES: ClassVar[tuple[str, ...]] = ("pretrained",)
 
     model: str = param("memelab-tiny-vit", help="open_clip architecture (ViT-B-32 on a T4)")
     pretrained: str = param("", help="open_clip tag or local weights to fine-tune from; empty: from scratch")
@@ -206,6 +208,7 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
     ]
     metrics = write_metrics(
         config.run_dir,
+        recipe="clip",
         notebook="03_train_clip",
         method="clip",
         modality="multimodal",
@@ -284,11 +287,33 @@ def run_weights_path(
     return folder / WEIGHTS_FILE
 
 
-def load_trained(run_dir: str | os.PathLike) -> tuple[nn.Module, Any]:
-    """The trained CLIP of a run (from its exported weights) and its tokenizer."""
-    config = read_json(Path(run_dir) / "config.json")
-    model, _, _, tokenizer = create_clip(config["model"], pretrained=str(Path(run_dir) / WEIGHTS_FILE))
-    return model.eval(), tokenizer
+def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
+    """The trained CLIP of a run, from its exported weights (``clip_weights.pt``); never trains.
+
+    Returns:
+        A :class:`TrainedRun` whose ``model`` is the open_clip CLIP, with parts ``"clip"`` (the same
+        model) and ``"image_tower"`` (``clip.visual``).
+
+    Raises:
+        RunNotFoundError: if the run, its config.json or its exported weights are missing.
+    """
+    config = ClipConfig.load(run_dir, RECIPE.how)
+    weights = Path(run_dir) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise RunNotFoundError(weights, RECIPE.how, what="weights file")
+    model, _, _, tokenizer = create_clip(config.model, pretrained=str(weights))
+    model.eval()
+    return TrainedRun(
+        recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=tokenizer,
+        image_size=config.image_size or clip_image_size(model), mean=CLIP_MEAN, std=CLIP_STD,
+        parts={"clip": model, "image_tower": model.visual},
+    )  # fmt: skip
+
+
+def display_name(metrics: dict[str, Any]) -> str:
+    """``CLIP contrastive (<model>)``: a local weights folder reads as its name."""
+    model = Path(str(metrics.get("model", ""))).name
+    return f"CLIP contrastive ({model})" if model else "CLIP contrastive"
 
 
 def similarity_examples(result: RunResult, split: str = "test", n: int = 8) -> dict[str, Any]:
@@ -301,3 +326,14 @@ def similarity_examples(result: RunResult, split: str = "test", n: int = 8) -> d
     pairs = pairs.select(torch.arange(len(pairs)) < n)
     image_emb, text_emb = embed(model, pairs)
     return {"images": pairs.images, "texts": pairs.texts, "similarity": (image_emb @ text_emb.T).numpy()}
+
+
+RECIPE = Recipe(
+    name="clip",
+    config_class=ClipConfig,
+    notebook="03_train_clip",
+    run=run,
+    load_trained=load_trained,
+    predict_run=None,
+    display_name=display_name,
+)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,7 +31,6 @@ from nbhelpers.losses import masked_clip_loss
 from nbhelpers.models.clip import clip_image_size, create_clip, load_clip_state_dict
 from nbhelpers.models.counts import parameter_counts
 from nbhelpers.models.heads import CLIPClassifier
-from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import local_inputs, read_run_record
 from nbhelpers.train.recipes.base import (
@@ -40,13 +40,14 @@ from nbhelpers.train.recipes.base import (
     eval_batches,
     evaluate_7class,
     history_seconds,
+    load_run_weights,
     manifests,
     train_data,
     train_spec,
     write_metrics,
 )
 from nbhelpers.train.recipes.clip import check_patch_divides, resolve_pretrained
-from nbhelpers.train.run_dir import read_json
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 
 MODES = ("lora", "baseline")
 
@@ -57,6 +58,8 @@ class ClipClassifierConfig(RecipeConfig):
 
     SECTION: ClassVar[str] = "clip_classifier"
     RECIPE: ClassVar[str] = "clip_classifier"
+    # The checkpoint holds every weight, LoRA's frozen base too.
+    WEIGHT_SOURCES: ClassVar[tuple[str, ...]] = ("pretrained",)
 
     mode: str = param("lora", choices=MODES, help="lora: adapters + head train; baseline: everything trains")
     model: str = param("memelab-tiny-vit", help="open_clip architecture (ViT-B-32 on a T4)")
@@ -152,6 +155,7 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     metrics = write_metrics(
         config.run_dir,
+        recipe="clip_classifier",
         notebook="06_train_clip_lora_classifier",
         method=f"clip_{config.mode}",
         modality="multimodal",
@@ -173,21 +177,24 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     )
 
 
-def load_trained(run_dir, config: ClipClassifierConfig | None = None) -> tuple[CLIPClassifier, Any, int]:
-    """Rebuilds a trained classifier from its run directory (config.json + last checkpoint).
-
-    Args:
-        run_dir: the run directory.
-        config: the run's config; None reads config.json, without ``pretrained`` (the checkpoint holds
-            every weight, LoRA's frozen base too).
+def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
+    """Rebuilds a trained classifier from its run directory (config.json + last checkpoint); never trains.
 
     Returns:
-        ``(model, tokenizer, image_size)``, as :func:`build_model`; the model in eval mode.
+        A :class:`TrainedRun` whose ``model`` is the :class:`CLIPClassifier` (with LoRA in ``lora``
+        mode), with parts ``"clip"`` (its CLIP), ``"image_tower"`` (``clip.visual``) and ``"head"``.
+
+    Raises:
+        RunNotFoundError: if the run, its config.json or every checkpoint is missing.
     """
-    config = config or ClipClassifierConfig.coerce({**read_json(f"{run_dir}/config.json"), "pretrained": ""})
+    config = ClipClassifierConfig.load(run_dir, RECIPE.how)
     model, tokenizer, size = build_model(config)
-    load_model_weights(model, run_dir)
-    return model.eval(), tokenizer, size
+    load_run_weights(model, run_dir, RECIPE.how)
+    return TrainedRun(
+        recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=tokenizer,
+        image_size=size, mean=CLIP_MEAN, std=CLIP_STD,
+        parts={"clip": model.clip, "image_tower": model.clip.visual, "head": model.head},
+    )  # fmt: skip
 
 
 def parameter_table(model_name: str = "ViT-B-32", lora_rank: int = 4, num_classes: int = 7) -> dict[str, int]:
@@ -241,14 +248,30 @@ def comparison_table(results: dict[str, RunResult]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("Model").round(3)
 
 
-def predict_run(run_dir, split: str) -> tuple[np.ndarray, np.ndarray]:
+def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Re-scores a finished run on ``split`` from config.json + its last checkpoint: ``(N, 7)`` probabilities
     and ``(N,)`` labels, the split loaded as the run loaded it (image size, tokenizer, ``limit``).
 
     Raises:
-        FileNotFoundError: if config.json or every checkpoint is missing.
+        RunNotFoundError: if the run, its config.json or every checkpoint is missing.
     """
-    # The checkpoint holds every weight (LoRA's frozen base too): no pretrained weights are needed.
-    config = ClipClassifierConfig.coerce({**read_json(f"{run_dir}/config.json"), "pretrained": ""})
-    model, tokenizer, size = load_trained(run_dir, config)
-    return predict(model, load_split(manifests(config), split, size, tokenizer, limit=config.limit))
+    trained = load_trained(run_dir)
+    config = trained.config
+    data = load_split(manifests(config), split, trained.image_size, trained.tokenizer, limit=config.limit)
+    return predict(trained.model, data)
+
+
+def display_name(metrics: dict[str, Any]) -> str:
+    """``CLIP <mode>`` (``CLIP lora``, ``CLIP baseline``), the seed's names of the two models."""
+    return f"CLIP {str(metrics.get('method', '')).removeprefix('clip_')}"
+
+
+RECIPE = Recipe(
+    name="clip_classifier",
+    config_class=ClipClassifierConfig,
+    notebook="06_train_clip_lora_classifier",
+    run=run,
+    load_trained=load_trained,
+    predict_run=predict_run,
+    display_name=display_name,
+)

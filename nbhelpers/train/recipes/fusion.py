@@ -45,9 +45,8 @@ from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED
 from nbhelpers.fileio import sha256_file
 from nbhelpers.metrics.classification import binary_report
-from nbhelpers.models.backbones import FeatureBackbone, build_backbone
+from nbhelpers.models.backbones import FeatureBackbone, OpenClipBackbone, build_backbone
 from nbhelpers.models.fusion import FUSIONS, FusionHead, HatefulMemesClassifier, binary_logit_loss
-from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit, resolve_mixed_precision
 from nbhelpers.train.identity import local_inputs, recorded_input
 from nbhelpers.train.recipes.base import (
@@ -56,13 +55,16 @@ from nbhelpers.train.recipes.base import (
     Timer,
     epoch_steps,
     history_seconds,
+    load_run_weights,
     manifests,
     train_data,
     train_spec,
     write_metrics,
 )
+from nbhelpers.train.recipes.clip import RECIPE as CLIP_RECIPE
 from nbhelpers.train.recipes.clip import resolve_pretrained
-from nbhelpers.train.run_dir import atomic_open, read_json
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.run_dir import RunNotFoundError, atomic_open
 
 NOTEBOOK = "07_hateful_memes_fusion"
 FEATURE_CACHE_DIR = ".features"
@@ -136,6 +138,10 @@ class FusionConfig(RecipeConfig):
     def weight_inputs(self) -> dict[str, Any]:
         local_backbone = self.backbone.removeprefix("hf:") if self.backbone.startswith("hf:") else None
         return local_inputs(pretrained=self.pretrained_weights(), backbone=local_backbone)
+
+    def checkpointed_weight_sources(self) -> tuple[str, ...]:
+        # A frozen backbone is not in the checkpoints (only the head is): its weights must stay named.
+        return ("pretrained",) if self.trainable_backbone else ()
 
     def check(self) -> None:
         super().check()  # also maps the sources to their eval splits (eval_plan), or raises
@@ -491,6 +497,7 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     metrics = write_metrics(
         config.run_dir,
+        recipe="fusion",
         notebook=NOTEBOOK,
         method=f"hateclipper_{config.fusion}",
         modality="multimodal",
@@ -512,18 +519,55 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     return RunResult(config.run_dir, metrics, history, extra={"reports": reports, "model": model})
 
 
-def load_trained(run_dir: str | os.PathLike, config: FusionConfig | None = None) -> HatefulMemesClassifier:
-    """Rebuilds a trained classifier from its run directory (config.json + the last checkpoint).
+def backbone_weights(run_dir: str | os.PathLike, config: FusionConfig) -> str | None:
+    """The backbone weights a run was trained on, for loading it; never trains.
+
+    A bound run reloads the exact file it recorded in ``run.json`` (checked by SHA-256); otherwise
+    ``run:<name>`` becomes that CLIP run's exported weights (which must exist), tags and paths pass
+    through, and empty becomes None.
+
+    Raises:
+        RunNotFoundError: the CLIP run that ``run:<name>`` names has no exported weights.
+        ValueError: the recorded file changed since the run was trained.
+    """
+    recorded = recorded_input(run_dir, "pretrained")
+    if recorded is not None:
+        return recorded
+    try:
+        return config.pretrained_weights()
+    except RunNotFoundError as err:
+        raise RunNotFoundError(err.path, CLIP_RECIPE.how, what="backbone weights") from None
+
+
+def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
+    """Rebuilds a trained classifier from its run directory (config.json + the last checkpoint); never
+    trains.
 
     A frozen-backbone run checkpoints only the head; the backbone is rebuilt from ``backbone`` and
-    ``pretrained`` (for ``run:<name>``, from that CLIP run's exported weights).
+    ``pretrained`` (for ``run:<name>``, from that CLIP run's exported weights, :func:`backbone_weights`).
+
+    Returns:
+        A :class:`TrainedRun` whose ``model`` is the :class:`HatefulMemesClassifier` (it takes raw
+        captions: ``tokenizer`` is None), with parts ``"backbone"`` and ``"head"``, and for an open_clip
+        backbone ``"clip"`` (its CLIP) and ``"image_tower"`` (``clip.visual``).
+
+    Raises:
+        RunNotFoundError: if the run, its config.json, the last checkpoint or the backbone weights of
+            ``run:<name>`` are missing.
     """
-    config = config or FusionConfig.coerce(read_json(Path(run_dir) / "config.json"))
-    # The backbone is the exact file the run trained on (checked by content), or the config's tag.
-    weights = recorded_input(run_dir, "pretrained") or (config.pretrained or None)
-    model = build_model(config, weights)
-    load_model_weights(model if config.trainable_backbone else model.head, run_dir)
-    return model.eval()
+    config = FusionConfig.load(run_dir, RECIPE.how)
+    model = build_model(config, backbone_weights(run_dir, config))
+    load_run_weights(model if config.trainable_backbone else model.head, run_dir, RECIPE.how)
+    model.eval()
+    backbone = model.backbone
+    parts: dict[str, nn.Module] = {"backbone": backbone, "head": model.head}
+    if isinstance(backbone, OpenClipBackbone):
+        parts.update(clip=backbone.model, image_tower=backbone.model.visual)
+    mean, std = image_normalisation(backbone)
+    return TrainedRun(
+        recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=None,
+        image_size=backbone.image_size, mean=mean, std=std, parts=parts,
+    )  # fmt: skip
 
 
 def split_table(metrics: Mapping[str, Any], name: str | None = None) -> pd.DataFrame:
@@ -586,11 +630,26 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     scores come from the run's weights alone.
 
     Raises:
-        FileNotFoundError: if config.json, the head's checkpoint, or the backbone's weights file
-            (``run:<name>``) is missing; evaluation never trains a missing CLIP.
+        RunNotFoundError: if the run, its config.json, the head's checkpoint, or the backbone's weights
+            file (``run:<name>``) is missing; evaluation never trains a missing CLIP.
     """
-    config = FusionConfig.coerce(read_json(Path(run_dir) / "config.json"))
-    model = load_trained(run_dir, config)
-    found = manifests(config)
-    data = load_split(found, split, model.backbone.image_size, None, limit=config.limit)
+    trained = load_trained(run_dir)
+    config, model = trained.config, trained.model
+    data = load_split(manifests(config), split, model.backbone.image_size, None, limit=config.limit)
     return predict(model.head, extract_features(model.backbone, data, config.feature_batch_size))
+
+
+def display_name(metrics: dict[str, Any]) -> str:
+    """``Hate-CLIPper <fusion>`` (``Hate-CLIPper cross``, ...)."""
+    return f"Hate-CLIPper {str(metrics.get('method', '')).removeprefix('hateclipper_')}"
+
+
+RECIPE = Recipe(
+    name="fusion",
+    config_class=FusionConfig,
+    notebook=NOTEBOOK,
+    run=run,
+    load_trained=load_trained,
+    predict_run=predict_run,
+    display_name=display_name,
+)

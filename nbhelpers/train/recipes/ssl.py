@@ -47,9 +47,11 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -81,18 +83,18 @@ from nbhelpers.models.ssl import (
     MultiCropWrapper,
     build_ssl_backbone,
 )
-from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
 from nbhelpers.train.recipes.base import (
     RecipeConfig,
     RunResult,
     epoch_steps,
     history_seconds,
+    load_run_weights,
     manifests,
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.run_dir import read_json
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 
 METHODS = ("dino", "barlow_twins", "dino_twins", "cass")
 CNN_BACKBONES = ("resnet18", "resnet50")
@@ -732,6 +734,7 @@ def run(config: SSLConfig | dict[str, Any]) -> RunResult:
     )
     metrics = write_metrics(
         config.run_dir,
+        recipe="ssl",
         notebook=NOTEBOOK,
         method=config.method,
         modality="image",
@@ -759,12 +762,29 @@ def run(config: SSLConfig | dict[str, Any]) -> RunResult:
     )
 
 
-def load_trained(run_dir, config: SSLConfig | None = None) -> nn.Module:
-    """Rebuilds a trained model (student, teacher, loss state) from its run directory."""
-    config = config or SSLConfig.coerce(read_json(f"{run_dir}/config.json"))
-    model = build_model(config)
-    load_model_weights(model, run_dir)
-    return model.eval()
+def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
+    """Rebuilds a trained model (student, teacher, loss state) from its run directory; never trains.
+
+    Returns:
+        A :class:`TrainedRun` whose ``model`` is the method's training module, with parts its encoders
+        (``model.encoders()``: ``"teacher"`` for DINO, ``"backbone"`` for Barlow Twins, ``"cnn"`` and
+        ``"vit"`` for CASS); pictures at ``image_size``, ImageNet normalisation.
+
+    Raises:
+        RunNotFoundError: if the run, its config.json or every checkpoint is missing.
+    """
+    config = SSLConfig.load(run_dir, RECIPE.how)
+    model = load_run_weights(build_model(config), run_dir, RECIPE.how)
+    return TrainedRun(
+        recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, image_size=config.image_size,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, parts=dict(model.encoders()),
+    )  # fmt: skip
+
+
+def display_name(metrics: dict[str, Any]) -> str:
+    """``<method> (<backbone>)``, e.g. ``dino (vit_tiny_demo)``."""
+    method = str(metrics.get("method", "ssl"))
+    return f"{method} ({metrics['backbone']})" if metrics.get("backbone") else method
 
 
 def example_views(
@@ -794,3 +814,14 @@ def sample_image(config: SSLConfig, index: int = 0) -> torch.Tensor:
     dataset = datasets.load_dataset(config.dataset, split=config.train_split)
     column, _ = hf_columns(dataset, config.image_column, config.label_column)
     return _to_uint8(config.image_size)(dataset[index][column])
+
+
+RECIPE = Recipe(
+    name="ssl",
+    config_class=SSLConfig,
+    notebook=NOTEBOOK,
+    run=run,
+    load_trained=load_trained,
+    predict_run=None,
+    display_name=display_name,
+)

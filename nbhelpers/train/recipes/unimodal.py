@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,6 @@ from nbhelpers.models.unimodal import (
     late_fusion,
     local_minilm_path,
 )
-from nbhelpers.train.checkpoint import load_model_weights
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import bind_run, file_input, local_inputs
 from nbhelpers.train.recipes.base import (
@@ -63,6 +63,7 @@ from nbhelpers.train.recipes.base import (
     TrainData,
     eval_batches,
     history_seconds,
+    load_run_weights,
     manifests,
     read_metrics,
     split_summary,
@@ -70,7 +71,8 @@ from nbhelpers.train.recipes.base import (
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint, read_json
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
 
 #: What ``model`` may ask for: ``both`` trains text and image, then fuses them.
 MODELS = ("both", "text", "image")
@@ -96,6 +98,9 @@ class UnimodalConfig(RecipeConfig):
 
     SECTION: ClassVar[str] = "unimodal"
     RECIPE: ClassVar[str] = "unimodal"
+    # The text model's own weights are skipped by build_model(pretrained=False): text_model also names
+    # its architecture and tokenizer.
+    WEIGHT_SOURCES: ClassVar[tuple[str, ...]] = ("image_weights",)
 
     model: str = param("both", choices=MODELS, help="text, image, or both (trains both, then late fusion)")
     text_model: str = param(
@@ -309,6 +314,7 @@ def train_one(
     primary = config.eval_split_list[0]
     metrics = write_metrics(
         run_dir,
+        recipe="unimodal",
         notebook=NOTEBOOK,
         method="bert_classifier" if kind == "text" else "resnet18_classifier",
         modality=kind,
@@ -373,6 +379,7 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
     primary = config.eval_split_list[0]
     metrics = write_metrics(
         out,
+        recipe="unimodal",
         notebook=NOTEBOOK,
         method="late_fusion",
         modality="late_fusion",
@@ -420,25 +427,42 @@ def run(config: UnimodalConfig | dict[str, Any]) -> RunResult:
     return RunResult(last.run_dir, last.metrics, last.history, extra={"runs": runs})
 
 
-def load_trained(run_dir: str | Path, config: UnimodalConfig | None = None) -> nn.Module:
-    """Rebuilds a trained text or image model from its run directory (config.json + last checkpoint).
+def _fused_from(run_dir: Path) -> dict[str, str] | None:
+    """The ``fused_from`` of a late-fusion run's metrics.json (it has no config.json), else None."""
+    if (run_dir / "config.json").is_file() or not (run_dir / "metrics.json").is_file():
+        return None
+    return read_metrics(run_dir).get("fused_from") or None
 
-    Args:
-        run_dir: the run directory.
-        config: the run's config (its ``model`` is ``text`` or ``image``); None reads config.json.
+
+def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
+    """Rebuilds a trained text or image model from its run directory (config.json + last checkpoint);
+    never trains.
+
+    Returns:
+        A :class:`TrainedRun` whose ``model`` is the :class:`ImageClassifier` (parts: ``"cnn"``, its
+        ResNet; pictures at ``image_size``, ImageNet normalisation) or the :class:`TextClassifier`
+        (parts: ``"encoder"``, its Hugging Face model; it tokenises raw captions itself, so
+        ``tokenizer`` and ``image_size`` are None).
 
     Raises:
+        RunNotFoundError: if the run, its config.json or every checkpoint is missing.
         ValueError: for a late-fusion run (it has no weights: load its text and image runs).
     """
-    if config is None:
-        saved = read_json(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").exists() else {}
-        if saved.get("model") in ("text", "image"):
-            config = UnimodalConfig.coerce(saved)
-    if config is None or config.model not in ("text", "image"):
-        raise ValueError(f"{run_dir} is not a text or image run of this recipe (late fusion has no weights)")
-    model = build_model(config, config.model, pretrained=False)
-    load_model_weights(model, run_dir)
-    return model.eval()
+    run_dir = Path(run_dir)
+    if _fused_from(run_dir):
+        raise ValueError(f"{run_dir} is a late-fusion run: it has no weights (load its text and image runs)")
+    config = UnimodalConfig.load(run_dir, RECIPE.how)
+    if config.model not in ("text", "image"):
+        raise ValueError(f"{run_dir} is not a text or image run of this recipe (model={config.model!r})")
+    model = load_run_weights(build_model(config, config.model, pretrained=False), run_dir, RECIPE.how)
+    if config.model == "image":
+        return TrainedRun(
+            recipe=RECIPE.name, run_dir=run_dir, config=config, model=model, image_size=config.image_size,
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, parts={"cnn": model.net},
+        )  # fmt: skip
+    return TrainedRun(
+        recipe=RECIPE.name, run_dir=run_dir, config=config, model=model, parts={"encoder": model.model}
+    )
 
 
 def results_table(result: RunResult | Mapping[str, Path | str]) -> pd.DataFrame:
@@ -474,7 +498,7 @@ def confusions(result: RunResult, split: str | None = None) -> dict[str, np.ndar
     return out
 
 
-def predict_run(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Re-scores a finished run on ``split`` from its checkpoint: probabilities ``(N, 7)`` and labels ``(N,)``.
 
     A text or image run is rebuilt by :func:`load_trained` and predicts the split again (loaded as its
@@ -483,25 +507,44 @@ def predict_run(run_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
     probabilities fused as :func:`fuse_runs` does (the sum halved: a probability vector, same argmax).
 
     Raises:
-        FileNotFoundError: if config.json, a checkpoint, or a fused run is missing.
+        RunNotFoundError: if the run, its config.json, a checkpoint, or a fused run is missing.
         ValueError: if the two fused runs scored different labels.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file() and (run_dir / "metrics.json").is_file():
-        fused_from = read_metrics(run_dir).get("fused_from")
-        if fused_from:
-            parts = {}
-            for kind in ("text", "image"):
-                part = Path(fused_from[kind])
-                part = part if part.is_dir() else run_dir.parent / part.name
-                parts[kind] = predict_run(part, split)
-            if not np.array_equal(parts["text"][1], parts["image"][1]):
-                raise ValueError(f"{run_dir}: its text and image runs scored different samples on {split!r}")
-            _, scores = late_fusion(torch.from_numpy(parts["text"][0]), torch.from_numpy(parts["image"][0]))
-            return (scores / 2).numpy(), parts["text"][1]
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"no config.json in {run_dir}")
-    config = UnimodalConfig.coerce(read_json(run_dir / "config.json"))
-    model = load_trained(run_dir, config)
+    fused_from = _fused_from(run_dir)
+    if fused_from:
+        parts = {}
+        for kind in ("text", "image"):
+            part = Path(fused_from[kind])
+            part = part if part.is_dir() else run_dir.parent / part.name
+            parts[kind] = predict_run(part, split)
+        if not np.array_equal(parts["text"][1], parts["image"][1]):
+            raise ValueError(f"{run_dir}: its text and image runs scored different samples on {split!r}")
+        _, scores = late_fusion(torch.from_numpy(parts["text"][0]), torch.from_numpy(parts["image"][0]))
+        return (scores / 2).numpy(), parts["text"][1]
+    trained = load_trained(run_dir)
+    config = trained.config
     data = load_split(manifests(config), split, config.image_size, limit=config.limit)
-    return predict(model, data, config.model)
+    return predict(trained.model, data, config.model)
+
+
+def display_name(metrics: dict[str, Any]) -> str:
+    """``BERT text (<text model>)``, ``ResNet-18 image`` or ``Late fusion (text + image)``, by modality."""
+    modality = metrics.get("modality")
+    if modality == "text":
+        model = Path(str(metrics.get("model", ""))).name  # a local weights folder reads as its name
+        return f"BERT text ({model})" if model else "BERT text"
+    if modality == "image":
+        return "ResNet-18 image"
+    return "Late fusion (text + image)"
+
+
+RECIPE = Recipe(
+    name="unimodal",
+    config_class=UnimodalConfig,
+    notebook=NOTEBOOK,
+    run=run,
+    load_trained=load_trained,
+    predict_run=predict_run,
+    display_name=display_name,
+)

@@ -29,14 +29,16 @@ def test_pretraining_logs_each_loss_term_and_the_total_is_their_sum(result):
 def test_classifier_stage_leaves_the_towers_frozen_and_writes_metrics(result):
     saved = json.loads((result.run_dir / "metrics.json").read_text())
     assert (
-        saved["notebook"] == "05_train_cass_mm"
+        saved["recipe"] == "cass_mm"
+        and saved["notebook"] == "05_train_cass_mm"
         and saved["method"] == "cass_mm"
         and saved["modality"] == "multimodal"
     )
     assert set(saved["splits"]) == {"test", "unseen"} and 0 <= saved["top1"] <= saved["top2"] <= 1
     predictions = np.load(result.run_dir / "predictions_test.npz")
     assert predictions["probs"].shape == (42, 7)
-    model, head, _, _ = load_trained(result.run_dir)
+    trained = load_trained(result.run_dir)
+    model, head = trained.model, trained.parts["head"]
     for name, tensor in result.extra["model"].state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
     for name, tensor in result.extra["head"].state_dict().items():

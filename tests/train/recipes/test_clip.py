@@ -31,7 +31,10 @@ def test_metrics_json_has_retrieval_and_zero_shot_in_range(trained):
     result, _ = trained
     saved = json.loads((result.run_dir / "metrics.json").read_text())
     assert (
-        saved["notebook"] == "03_train_clip" and saved["modality"] == "multimodal" and saved["task"] == "ssl"
+        saved["recipe"] == "clip"
+        and saved["notebook"] == "03_train_clip"
+        and saved["modality"] == "multimodal"
+        and saved["task"] == "ssl"
     )
     for split in ("test", "unseen"):
         report = saved["splits"][split]

@@ -68,13 +68,18 @@ def test_baseline_trains_every_weight(runs, pretrained):
 def test_metrics_predictions_and_checkpoint_agree(runs):
     for mode, result in runs.items():
         saved = json.loads((result.run_dir / "metrics.json").read_text())
-        assert saved["method"] == f"clip_{mode}" and saved["task"] == "7class" and saved["split"] == "test"
+        assert (
+            saved["recipe"] == "clip_classifier"
+            and saved["method"] == f"clip_{mode}"
+            and saved["task"] == "7class"
+            and saved["split"] == "test"
+        )
         assert 0 <= saved["top1"] <= saved["top2"] <= saved["top3"] <= 1
         predictions = np.load(result.run_dir / "predictions_test.npz")
         assert np.isclose((predictions["probs"].argmax(1) == predictions["labels"]).mean(), saved["top1"])
         state = load_checkpoint(latest_checkpoint(result.run_dir))
         assert state["epoch"] == 2
-        reloaded, _, _ = load_trained(result.run_dir)
+        reloaded = load_trained(result.run_dir).model
         for name, tensor in result.extra["model"].state_dict().items():
             assert torch.equal(reloaded.state_dict()[name], tensor), name
     table = comparison_table(runs)

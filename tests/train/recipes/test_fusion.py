@@ -68,7 +68,9 @@ def cross_run(workspace):
 
 def test_metrics_json_has_every_split_in_range(cross_run):
     metrics = json.loads((cross_run.run_dir / "metrics.json").read_text())
-    assert metrics["task"] == "binary" and metrics["modality"] == "multimodal"
+    assert (
+        metrics["recipe"] == "fusion" and metrics["task"] == "binary" and metrics["modality"] == "multimodal"
+    )
     assert metrics["method"] == "hateclipper_cross" and metrics["split"] == "test"
     assert set(metrics["splits"]) == {"val", "test", "unseen"}
     assert [metrics["splits"][s]["kind"] for s in ("val", "test", "unseen")] == ["seen", "seen", "unseen"]
@@ -102,7 +104,7 @@ def test_frozen_run_checkpoints_only_the_head_and_reloads(workspace, cross_run):
     # The backbone is exactly the exported CLIP, untouched by training.
     for key, value in model.backbone.model.state_dict().items():
         torch.testing.assert_close(value.cpu(), clip_state[key], rtol=0, atol=0)
-    reloaded = load_trained(cross_run.run_dir)
+    reloaded = load_trained(cross_run.run_dir).model
     features = split_features(
         FusionConfig.coerce(params(root, run_name="cross")),
         reloaded.backbone, manifests(FusionConfig.coerce(params(root))), "test",

@@ -61,7 +61,8 @@ def params(root, **overrides):
 def test_run_writes_metrics_and_checkpoint(shards, method, extra):
     result = run(params(shards, method=method, run_name=method, steps_per_epoch=2, **extra))
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
-    assert metrics["task"] == "ssl" and metrics["modality"] == "image" and metrics["method"] == method
+    assert metrics["recipe"] == "ssl" and metrics["task"] == "ssl" and metrics["method"] == method
+    assert metrics["modality"] == "image"
     assert metrics["probe_label"] == "colour" and metrics["split"] == "test" and metrics["num_samples"] == 64
     for key in ("linear_probe", "knn", "random_linear_probe", "random_knn"):
         assert 0.0 <= metrics[key] <= 1.0
@@ -77,7 +78,7 @@ def test_run_writes_metrics_and_checkpoint(shards, method, extra):
         assert any(k.startswith("teacher.") for k in state)
         center = "loss.center" if method == "dino" else "loss.dino.center"
         assert state[center].abs().sum() > 0  # the centre moved from its zero start
-    reloaded = load_trained(result.run_dir)
+    reloaded = load_trained(result.run_dir).model
     for name, tensor in reloaded.state_dict().items():
         torch.testing.assert_close(tensor, result.extra["model"].state_dict()[name])
 

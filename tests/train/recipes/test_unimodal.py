@@ -31,7 +31,7 @@ from nbhelpers.train.recipes.unimodal import (
 from nbhelpers.train.run_dir import RunNotFoundError, list_checkpoints
 from tests.helpers import make_shards, save_tiny_bert
 
-COMMON = ("notebook", "method", "modality", "task", "split", "top1", "top2", "top3", "macro_f1")
+COMMON = ("recipe", "notebook", "method", "modality", "task", "split", "top1", "top2", "top3", "macro_f1")
 COMMON += ("num_samples", "epochs", "train_seconds")
 
 
@@ -124,7 +124,7 @@ def test_fusion_refuses_runs_that_scored_different_samples(both, workspace, tmp_
 @pytest.mark.parametrize("kind", ["text", "image"])
 def test_checkpoint_reloads_to_the_saved_predictions(both, workspace, kind):
     run_dir = both.extra["runs"][kind].run_dir
-    model = load_trained(run_dir)
+    model = load_trained(run_dir).model
     config = UnimodalConfig.coerce(params(workspace))
     probs, labels = predict(model, load_split(manifests(config), "test", 32), kind)
     saved = np.load(run_dir / "predictions_test.npz")
@@ -133,7 +133,7 @@ def test_checkpoint_reloads_to_the_saved_predictions(both, workspace, kind):
 
 
 def test_load_trained_refuses_the_late_fusion_run(both, workspace):
-    with pytest.raises(ValueError, match="late fusion has no weights"):
+    with pytest.raises(ValueError, match="late-fusion run: it has no weights"):
         load_trained(both.extra["runs"]["late_fusion"].run_dir)
 
 

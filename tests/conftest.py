@@ -1,0 +1,45 @@
+"""Fixtures shared across test packages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nbhelpers.models.clip import TINY_VIT, create_clip
+from nbhelpers.train.recipes import get_recipe
+from tests.helpers import make_shards, save_tiny_bert
+
+#: The ssl recipe's smallest DINO: a 2-layer ViT on 16-px pictures.
+TINY_DINO = dict(
+    method="dino", backbone="vit_test", vit_backbone="vit_test", image_size=16, small_image=True,
+    n_local_crops=2, out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """Real runs of every recipe, made by its ``run()`` on tiny shards (48 test samples): the text, image
+    and late-fusion runs of ``unimodal``; ``clip``; a DINO ViT (``ssl_dino_vit_test``); ``cass_mm``;
+    ``clip_classifier_lora`` and ``fusion_cross`` on a tiny CLIP's exported weights (``run:tinyclip``, a
+    folder holding only ``clip_weights.pt``).
+
+    Shared by several test modules: copy a run before changing it.
+    """
+    root = tmp_path_factory.mktemp("tiny_runs")
+    make_shards(root / "shards", train=64, val=32, test=48, unseen=16, train_shard=64, eval_shard=48)
+    save_tiny_bert(root)
+    runs, shards = str(root / "runs"), str(root / "shards")
+    tiny = dict(runs_dir=runs, data_dir=shards, batch_size=16, progress=False, eval_splits="test,val")
+    get_recipe("unimodal").run(
+        dict(tiny, text_model=str(root / "tinybert"), text_max_length=16, image_size=32, epochs=2)
+    )
+    torch.manual_seed(0)
+    clip, _, _, _ = create_clip(TINY_VIT)
+    (root / "runs" / "tinyclip").mkdir(parents=True)
+    torch.save(clip.state_dict(), root / "runs" / "tinyclip" / "clip_weights.pt")
+    get_recipe("fusion").run(dict(tiny, pretrained="run:tinyclip", epochs=3, eval_splits=""))
+    get_recipe("clip_classifier").run(dict(tiny, pretrained="run:tinyclip", epochs=1))
+    get_recipe("cass_mm").run(dict(tiny, epochs=1, head_epochs=2))
+    get_recipe("clip").run(dict(tiny, batch_size=8, epochs=1, steps_per_epoch=2))
+    get_recipe("ssl").run(dict(tiny, **TINY_DINO, epochs=1, steps_per_epoch=2))
+    return root

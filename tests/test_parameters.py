@@ -1,6 +1,7 @@
 import pytest
 
-from nbhelpers.config import ConfigError, PrepareConfig, preset_values
+from nbhelpers.config import ConfigError, preset_values
+from nbhelpers.data.prepare import PrepareConfig
 from nbhelpers.parameters import (
     assigned_names,
     check_parameter_names,

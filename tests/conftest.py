@@ -30,16 +30,28 @@ def tiny_runs(tmp_path_factory):
     save_tiny_bert(root)
     runs, shards = str(root / "runs"), str(root / "shards")
     tiny = dict(runs_dir=runs, data_dir=shards, batch_size=16, progress=False, eval_splits="test,val")
+    # Explicit run names (the folders the tests open); a run with none is named by its fingerprint.
     get_recipe("unimodal").run(
-        dict(tiny, text_model=str(root / "tinybert"), text_max_length=16, image_size=32, epochs=2)
+        dict(
+            tiny,
+            run_name="unimodal",
+            text_model=str(root / "tinybert"),
+            text_max_length=16,
+            image_size=32,
+            epochs=2,
+        )
     )
     torch.manual_seed(0)
     clip, _, _, _ = create_clip(TINY_VIT)
     (root / "runs" / "tinyclip").mkdir(parents=True)
     torch.save(clip.state_dict(), root / "runs" / "tinyclip" / "clip_weights.pt")
-    get_recipe("fusion").run(dict(tiny, pretrained="run:tinyclip", epochs=3, eval_splits=""))
-    get_recipe("clip_classifier").run(dict(tiny, pretrained="run:tinyclip", epochs=1))
-    get_recipe("cass_mm").run(dict(tiny, epochs=1, head_epochs=2))
-    get_recipe("clip").run(dict(tiny, batch_size=8, epochs=1, steps_per_epoch=2))
-    get_recipe("ssl").run(dict(tiny, **TINY_DINO, epochs=1, steps_per_epoch=2))
+    get_recipe("fusion").run(
+        dict(tiny, run_name="fusion_cross", pretrained="run:tinyclip", epochs=3, eval_splits="")
+    )
+    get_recipe("clip_classifier").run(
+        dict(tiny, run_name="clip_classifier_lora", pretrained="run:tinyclip", epochs=1)
+    )
+    get_recipe("cass_mm").run(dict(tiny, run_name="cass_mm", epochs=1, head_epochs=2))
+    get_recipe("clip").run(dict(tiny, run_name="clip", batch_size=8, epochs=1, steps_per_epoch=2))
+    get_recipe("ssl").run(dict(tiny, run_name="ssl_dino_vit_test", **TINY_DINO, epochs=1, steps_per_epoch=2))
     return root

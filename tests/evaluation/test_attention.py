@@ -15,7 +15,7 @@ from nbhelpers.train.run_dir import RunNotFoundError
 
 def test_attention_config_validates():
     config = AttentionConfig.from_params("demo")
-    assert (config.run_name, config.recipe, config.mass) == ("clip_classifier_lora", "clip_classifier", 0.6)
+    assert (config.run_name, config.recipe, config.mass) == ("", "clip_classifier", 0.6)
     assert (config.cnn_recipe, config.ssl_recipe) == ("cass_mm", "ssl")
     with pytest.raises(ConfigError, match="mass"):
         AttentionConfig.from_params("demo", mass=1.5)
@@ -25,6 +25,27 @@ def test_attention_config_validates():
         AttentionConfig.from_params("demo", recipe="clip_lora")
     with pytest.raises(ConfigError, match="train_missing: unknown parameter"):
         AttentionConfig.from_params("demo", train_missing=True)
+    with pytest.raises(ConfigError, match="cnn_run_name: '../cass_mm' is not a plain run name"):
+        AttentionConfig.from_params("demo", cnn_run_name="../cass_mm")
+
+
+def test_an_empty_run_name_is_the_presets_run_and_is_never_trained(tmp_path):
+    from tests.helpers import make_shards
+
+    make_shards(tmp_path / "shards", train=14, val=7, test=7, unseen=7, train_shard=14, eval_shard=7)
+    config = AttentionConfig.from_params(
+        "demo", runs_dir=str(tmp_path / "runs"), data_dir=str(tmp_path / "shards")
+    )
+    # 05's run of the demo preset: named by its fingerprint, and missing here
+    folder = config.run_dir("", "cass_mm")
+    assert folder.parent == tmp_path / "runs" and folder.name.startswith("cass_mm-")
+    assert config.run_dir("mine", "cass_mm") == tmp_path / "runs" / "mine"
+    with pytest.raises(RunNotFoundError, match="05_train_cass_mm"):
+        load_explainer(folder, recipe="cass_mm")
+    # 06's demo run starts from 03's CLIP: without it, the error names notebook 03
+    with pytest.raises(RunNotFoundError, match="03_train_clip"):
+        config.run_dir("", "clip_classifier")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_missing_run_names_the_notebook_that_makes_it_and_nothing_is_written(tmp_path):

@@ -17,6 +17,7 @@ same run.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -284,7 +285,9 @@ def recorded_input(run_dir: str | os.PathLike, name: str) -> str | None:
         return None
     path = Path(entry["path"])
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: the {name} it was trained from, {path}, is missing")
+        raise FileNotFoundError(
+            errno.ENOENT, f"{run_dir}: the {name} it was trained from is missing", str(path)
+        )
     if sha256_file(path) != entry["sha256"]:
         raise ValueError(
             f"{run_dir}: the {name} it was trained from, {path}, changed since (sha256 "

@@ -327,9 +327,10 @@ def test_a_missing_run_a_run_needs_is_named_and_never_trained(workspace, tmp_pat
     runs = tmp_path / "runs"
     for name in ("fusion_cross", "unimodal_late_fusion"):
         shutil.copytree(workspace / "runs" / name, runs / name)
-    # The fusion head's backbone is the CLIP run "tinyclip" of its runs_dir: here one without it.
-    config = json.loads((runs / "fusion_cross" / "config.json").read_text())
-    (runs / "fusion_cross" / "config.json").write_text(json.dumps({**config, "runs_dir": str(runs)}))
+    # The fusion head's backbone is the CLIP weights file its run.json records: here one that is gone.
+    record = json.loads((runs / "fusion_cross" / "run.json").read_text())
+    record["inputs"]["pretrained"]["path"] = str(runs / "tinyclip" / "clip_weights.pt")
+    (runs / "fusion_cross" / "run.json").write_text(json.dumps(record))
     # The late fusion's text and image runs: here, next to it, where there are none.
     metrics = json.loads((runs / "unimodal_late_fusion" / "metrics.json").read_text())
     fused_from = {kind: str(runs / f"unimodal_{kind}") for kind in ("text", "image")}

@@ -530,7 +530,10 @@ def backbone_weights(run_dir: str | os.PathLike, config: FusionConfig) -> str | 
         RunNotFoundError: the CLIP run that ``run:<name>`` names has no exported weights.
         ValueError: the recorded file changed since the run was trained.
     """
-    recorded = recorded_input(run_dir, "pretrained")
+    try:
+        recorded = recorded_input(run_dir, "pretrained")
+    except FileNotFoundError as err:
+        raise RunNotFoundError(err.filename, CLIP_RECIPE.how, what="backbone weights") from None
     if recorded is not None:
         return recorded
     try:

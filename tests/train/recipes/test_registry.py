@@ -167,8 +167,10 @@ def test_a_run_without_checkpoints_raises_run_not_found(tiny_runs, tmp_path, run
 def test_a_fusion_run_whose_clip_run_is_missing_does_not_train_it(tiny_runs, tmp_path):
     run_dir = tmp_path / "runs" / "fusion_cross"
     shutil.copytree(tiny_runs / "runs" / "fusion_cross", run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    (run_dir / "config.json").write_text(json.dumps({**config, "runs_dir": str(tmp_path / "runs")}))
+    # The run reloads the exact CLIP weights file its run.json records: here one that is gone.
+    record = json.loads((run_dir / "run.json").read_text())
+    record["inputs"]["pretrained"]["path"] = str(tmp_path / "runs" / "tinyclip" / "clip_weights.pt")
+    (run_dir / "run.json").write_text(json.dumps(record))
     before = _files(tmp_path)
     for load in (get_recipe("fusion").load_trained, lambda d: get_recipe("fusion").predict_run(d, "test")):
         with pytest.raises(

@@ -17,13 +17,20 @@ each process's ``batches`` yields that process's share (split shards by
 With this contract, a run killed at any point and resumed from its last checkpoint ends with the same
 weights as the uninterrupted run on CPU (tested bit-exactly); on GPU, cuDNN/cuBLAS nondeterminism
 makes it close, not equal.
+
+**Bad checkpoints.** Resuming checks each checkpoint against the digest recorded when it was written
+(``nbhelpers.train.checkpoint``), newest first, and continues from the newest good one, with a warning
+naming every file skipped and why; a skipped file is overwritten when its epoch finishes again. If none
+is good, training restarts from epoch 0 (with a warning saying so) when every skipped file is certainly
+bad (empty, truncated, replaced, changed bytes: nothing good is lost), and refuses when one may be good
+but cannot be verified (no digest file), so that no trusted hours of training are overwritten.
+Temporary files of writes cut off by a kill are removed first.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 import warnings
 from collections import defaultdict
@@ -40,16 +47,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nbhelpers.train.checkpoint import (
+    BadCheckpointError,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    verify_checkpoint,
 )
 from nbhelpers.train.identity import RunMismatchError
 from nbhelpers.train.run_dir import (
+    CHECKPOINT_DIR,
     checkpoint_path,
-    latest_checkpoint,
     list_checkpoints,
+    prune_checkpoints,
+    remove_stale_temporaries,
     to_jsonable,
     write_json_atomic,
     write_latest_pointer,
@@ -96,7 +107,8 @@ class NonFiniteLossError(RuntimeError):
     Attributes:
         epoch: the epoch (from 1) in which it happened.
         step: the optimiser step (from 1) in progress.
-        last_checkpoint: the last good checkpoint, or None if none was written yet.
+        last_checkpoint: the newest checkpoint that matches its digest when the error is raised, or
+            None if there is none.
         value: the offending loss value (NaN or +-inf), or None for non-finite weights.
     """
 
@@ -113,7 +125,7 @@ class NonFiniteLossError(RuntimeError):
         where = (
             f"last good checkpoint: {last_checkpoint} (kept; resume=True restarts from it)"
             if last_checkpoint is not None
-            else "no checkpoint was written yet"
+            else "no good checkpoint to restart from"
         )
         super().__init__(
             f"non-finite training state at epoch {epoch}, optimiser step {step}: {what}; {where}"
@@ -353,6 +365,72 @@ def _check_spec_unchanged(saved: Mapping[str, Any] | None, spec: TrainSpec, run_
         raise RunMismatchError(run_dir, changed)
 
 
+def _resume_point(run_dir: Path, warn: bool) -> tuple[int, Path, dict[str, Any]] | None:
+    """The newest good checkpoint of ``run_dir`` as ``(epoch, path, state)``, or None to start at epoch 0.
+
+    Args:
+        run_dir: the run directory.
+        warn: warn about skipped files (the main process only).
+
+    Raises:
+        BadCheckpointError: no checkpoint is good and one that may be good cannot be verified.
+    """
+    skipped: list[BadCheckpointError] = []
+    for epoch, path in reversed(list_checkpoints(run_dir)):
+        try:
+            state = load_checkpoint(path)
+        except BadCheckpointError as err:
+            skipped.append(err)
+            continue
+        if skipped and warn:
+            warnings.warn(
+                f"resuming from {path.name} (epoch {epoch}), the newest good checkpoint of "
+                f"{run_dir / CHECKPOINT_DIR}; skipped {_skipped_list(skipped)}; each is overwritten when its "
+                "epoch finishes again",
+                stacklevel=3,
+            )
+        return epoch, path, state
+    if not skipped:
+        return None
+    unverified = [err for err in skipped if err.unverified]
+    if unverified:
+        raise BadCheckpointError(
+            unverified[0].path,
+            f"{unverified[0].problem}. No checkpoint of {run_dir / CHECKPOINT_DIR} is good, and training "
+            "does not restart from epoch 0 over one that may be; to restart, delete "
+            f"{run_dir / CHECKPOINT_DIR}. Skipped: {_skipped_list(skipped)}",
+            unverified=True,
+        )
+    if warn:
+        warnings.warn(
+            f"no good checkpoint in {run_dir / CHECKPOINT_DIR}: skipped {_skipped_list(skipped)}; none "
+            "holds training that could be lost, so training restarts from epoch 0 and overwrites them as "
+            "epochs finish",
+            stacklevel=3,
+        )
+    return None
+
+
+def _skipped_list(skipped: Sequence[BadCheckpointError]) -> str:
+    """``epoch_0003.pt (is truncated: ...); epoch_0002.pt (...)``."""
+    return "; ".join(f"{err.path.name} ({err.problem})" for err in skipped)
+
+
+def _last_verified(run_dir: Path, upto: int | None) -> Path | None:
+    """The newest checkpoint of epoch ``<= upto`` that matches its digest now, or None."""
+    if upto is None:
+        return None
+    for epoch, path in reversed(list_checkpoints(run_dir)):
+        if epoch > upto:
+            continue
+        try:
+            verify_checkpoint(path)
+        except (BadCheckpointError, OSError):
+            continue
+        return path
+    return None
+
+
 def fit(
     model: nn.Module,
     step_fn: StepFn,
@@ -404,6 +482,8 @@ def fit(
     Raises:
         NonFiniteLossError: the loss, or the weights about to be checkpointed, are NaN or infinite.
         FileExistsError: ``resume=False`` and the run directory already has checkpoints.
+        BadCheckpointError: no checkpoint is good and one that may be good has no digest to verify it
+            (see the module docstring; bad checkpoints are otherwise skipped with a warning).
         RunMismatchError: the last checkpoint was trained under another trajectory (epochs, lr, seed,
             ...); a run is never continued under another config (nothing is written).
         RuntimeError: ``batches(epoch)`` ran out before the epoch's micro-batches.
@@ -415,16 +495,17 @@ def fit(
     main = accelerator.is_main_process
     config_json = to_jsonable(config if config is not None else spec)  # fail fast on a bad config
 
-    ckpt_file = latest_checkpoint(run_dir) if spec.resume else None
     if not spec.resume and list_checkpoints(run_dir):
         raise FileExistsError(
             f"{run_dir} already has checkpoints and resume=False: choose another run directory, "
             "delete this one, or set resume=True"
         )
-    ckpt = load_checkpoint(ckpt_file) if ckpt_file is not None else None
+    found = _resume_point(run_dir, warn=main) if spec.resume else None
+    ckpt_epoch, ckpt_file, ckpt = found if found is not None else (None, None, None)
     if ckpt is not None:  # checked before anything is written
         _check_spec_unchanged(ckpt.get("spec"), spec, run_dir)
     if main:
+        remove_stale_temporaries(run_dir)
         write_json_atomic(run_dir / "config.json", config_json)
 
     set_seed(spec.seed)
@@ -463,7 +544,9 @@ def fit(
             write_json_atomic(run_dir / "history.json", history)
         logger.info("resumed %s at epoch %d, step %d", ckpt_file, start_epoch, global_step)
         del ckpt
-    last_good = ckpt_file
+    # The epoch of the newest checkpoint this run verified or wrote; an error names the newest file up to
+    # it that still matches its digest (_last_verified), never a file that does not.
+    last_good = ckpt_epoch
 
     micro_per_epoch = spec.steps_per_epoch * spec.grad_accum_steps
     bar = tqdm(
@@ -504,7 +587,9 @@ def fit(
                         bad = torch.tensor(float(not finite), device=accelerator.device)
                         finite = float(accelerator.reduce(bad, "sum")) == 0
                     if not finite:
-                        raise NonFiniteLossError(epoch, global_step + 1, last_good, loss_value)
+                        raise NonFiniteLossError(
+                            epoch, global_step + 1, _last_verified(run_dir, last_good), loss_value
+                        )
                     accelerator.backward(loss)
                     values = {"loss": loss_value}
                     values.update((k, float(v)) for k, v in logs.items() if k != "loss")
@@ -571,7 +656,10 @@ def fit(
                 state = raw.state_dict()
                 if not _all_finite(state):
                     raise NonFiniteLossError(
-                        epoch, global_step, last_good, what="a weight or buffer is NaN or infinite"
+                        epoch,
+                        global_step,
+                        _last_verified(run_dir, last_good),
+                        what="a weight or buffer is NaN or infinite",
                     )
                 accelerator.wait_for_everyone()
                 # Captured after evaluate, the last thing to draw random numbers before the next epoch.
@@ -592,10 +680,9 @@ def fit(
                     )
                     write_latest_pointer(run_dir, epoch, global_step)
                     if spec.keep_last is not None:
-                        for _, old in list_checkpoints(run_dir)[: -spec.keep_last]:
-                            os.remove(old)
+                        prune_checkpoints(run_dir, spec.keep_last, epoch)
                 accelerator.wait_for_everyone()
-                last_good = path
+                last_good = epoch
             if main:
                 write_json_atomic(run_dir / "history.json", history)
     finally:

@@ -166,7 +166,8 @@ def test_broken_runs_are_listed_with_reasons_and_the_others_still_evaluated(work
     assert comparison_table(found).loc[0, "Max diff vs metrics.json"] == 0.0
     reasons = dict(skipped_table(found).itertuples(index=False))
     assert sorted(reasons) == ["corrupt_checkpoint", "corrupt_metrics", "no_checkpoint", "no_metrics"]
-    assert reasons["corrupt_checkpoint"].startswith("UnpicklingError")
+    corrupt = latest_checkpoint(runs / "corrupt_checkpoint")
+    assert reasons["corrupt_checkpoint"].startswith(f"BadCheckpointError: checkpoint {corrupt} is not")
     assert reasons["corrupt_metrics"].startswith("metrics.json is unreadable (JSONDecodeError")
     assert reasons["no_checkpoint"] == "no checkpoint in checkpoints/"
     assert reasons["no_metrics"].startswith("no metrics.json")

@@ -1,3 +1,5 @@
+import hashlib
+import json
 import random
 
 import numpy as np
@@ -73,7 +75,15 @@ def test_checkpoint_is_weights_only_loadable_and_complete(tmp_path):
     assert torch.equal(raw["model"]["center"], torch.full((2,), 0.5))
     assert torch.equal(raw["optimizer"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
     assert raw["scheduler"]["last_epoch"] == 1
-    assert [p.name for p in path.parent.iterdir()] == ["epoch_0003.pt"]  # no temporary file left
+    # no temporary file left; the digest of the file's bytes next to it
+    assert sorted(p.name for p in path.parent.iterdir()) == ["epoch_0003.pt", "epoch_0003.pt.sha256.json"]
+    digest = json.loads((path.parent / "epoch_0003.pt.sha256.json").read_text())
+    assert digest == {
+        "file": "epoch_0003.pt",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "bytes": path.stat().st_size,
+        "head": path.read_bytes()[:64].hex(),
+    }
 
 
 def test_load_model_weights_with_prefix_and_run_dir(tmp_path):

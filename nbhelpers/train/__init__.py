@@ -8,11 +8,14 @@ Recipes live in ``nbhelpers.train.recipes`` and run from the command line as
 """
 
 from nbhelpers.train.checkpoint import (
+    BadCheckpointError,
     capture_rng_state,
     load_checkpoint,
     load_model_weights,
+    record_checkpoint_digest,
     restore_rng_state,
     save_checkpoint,
+    verify_checkpoint,
 )
 from nbhelpers.train.engine import (
     NonFiniteLossError,
@@ -34,6 +37,7 @@ from nbhelpers.train.run_dir import (
 from nbhelpers.train.schedule import warmup_cosine, warmup_cosine_schedule
 
 __all__ = [
+    "BadCheckpointError",
     "NonFiniteLossError",
     "TrainSpec",
     "atomic_open",
@@ -47,10 +51,12 @@ __all__ = [
     "load_model_weights",
     "param_groups",
     "read_json",
+    "record_checkpoint_digest",
     "resolve_mixed_precision",
     "restore_rng_state",
     "save_checkpoint",
     "to_jsonable",
+    "verify_checkpoint",
     "warmup_cosine",
     "warmup_cosine_schedule",
     "write_json_atomic",

@@ -33,9 +33,8 @@ from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES, get_source
 from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
-from nbhelpers.fileio import sha256_file
 from nbhelpers.metrics.classification import classification_report
-from nbhelpers.train.checkpoint import load_model_weights
+from nbhelpers.train.checkpoint import load_model_weights, verify_checkpoint
 from nbhelpers.train.engine import TrainSpec
 from nbhelpers.train.identity import (
     RunIdentity,
@@ -520,7 +519,8 @@ def checkpoint_record(folder: Path, relative_to: Path | None = None) -> dict[str
     path = latest_checkpoint(folder)
     if path is None:
         return None
-    return {"file": path.relative_to(relative_to or folder).as_posix(), "sha256": sha256_file(path)}
+    # verified against the digest recorded when the checkpoint was written
+    return {"file": path.relative_to(relative_to or folder).as_posix(), "sha256": verify_checkpoint(path)}
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:

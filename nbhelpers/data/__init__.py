@@ -1,8 +1,8 @@
 """Data: the seven-class taxonomy, one reader per raw format, shards, and the WebDataset loader.
 
-Submodules: ``taxonomy``, ``records``, ``sources`` (``synthetic``, ``hateful_memes``, ``mmhs150k``,
-``fakeddit``, ``coco``), ``image``, ``shards``, ``prepare``, ``loader``, ``sampler``, ``memory``,
-``transforms``, ``inspect``. The names most notebooks need are re-exported here, imported on first use so
+Submodules: ``taxonomy``, ``records``, ``validity``, ``sources`` (``synthetic``, ``hateful_memes``,
+``mmhs150k``, ``fakeddit``, ``coco``), ``image``, ``shards``, ``tar_samples``, ``prepare``, ``loader``,
+``sampler``, ``memory``, ``transforms``, ``inspect``, ``verify``. The names most notebooks need are re-exported here, imported on first use so
 that importing one light submodule (``taxonomy``, ``sources``) does not pull in torch and webdataset.
 """
 

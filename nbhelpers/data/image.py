@@ -1,4 +1,16 @@
-"""Decoding and squaring images for the shards.
+"""What a readable image is, and decoding and squaring images for the shards.
+
+One rule, applied to raw files when shards are written and to shard members when they are read:
+
+- at most :data:`MAX_PIXELS` pixels (read from the header, before anything is decoded); a larger image,
+  or one PIL itself calls a decompression bomb, is rejected as ``image_too_large``;
+- it decodes completely (a truncated or corrupt file is ``undecodable_image``);
+- every mode becomes 8-bit RGB without clipping: 16-bit grey (``I;16*``, and ``I``, which is how 16-bit
+  PNGs decode) is scaled from 0..65535 to 0..255; ``F`` is taken as 0..255, PIL's convention; palette,
+  grey or RGB images with transparency and ``LA``/``PA``/``RGBA`` are composited over white (the page
+  a transparent meme is drawn on), not stripped of their alpha, which would show whatever colour the
+  transparent pixels happen to hold; ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``, ``1``, ``L`` and ``P``
+  through PIL's conversions. EXIF orientation is applied.
 
 Memes carry their text along the top and bottom edges, and tweets and news pictures put the subject
 anywhere, so a centre crop would cut exactly what matters. Images are therefore *letterboxed*: scaled so
@@ -11,38 +23,97 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
 from nbhelpers.data.records import ImageRef
+from nbhelpers.data.validity import Rejected
 
 PAD_COLOUR = (124, 116, 104)  # ImageNet mean in 0..255, a neutral grey for the padding
 JPEG_QUALITY = 92
+#: PIL's own default warning threshold (about 0.25 GiB as 8-bit RGB); applied here whatever
+#: ``Image.MAX_IMAGE_PIXELS`` is set to, so a 20000x20000 header is refused before it is decoded.
+MAX_PIXELS = 89_478_485
+BACKGROUND = (255, 255, 255)  # what transparent pixels become
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_ALPHA = frozenset({"RGBA", "LA", "PA", "RGBa"})
 
 
-class ImageDecodeError(ValueError):
-    """An image file that is missing, truncated or cannot be decoded."""
+class ImageDecodeError(Rejected):
+    """An image that is missing, truncated, too large or cannot be decoded; ``reason`` says which."""
+
+    def __init__(self, message: str, reason: str = "undecodable_image"):
+        super().__init__(reason, message)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Converts a decoded image of any mode to 8-bit RGB, by the rules in the module docstring."""
+    if img.mode == "RGB" and "transparency" not in img.info:
+        return img
+    if img.mode in _SIXTEEN_BIT:
+        values = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)  # 65535 -> 255, rounded
+        return Image.fromarray(grey).convert("RGB")
+    if img.mode == "F":
+        grey = np.clip(np.rint(np.asarray(img)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if img.mode in _ALPHA or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (*BACKGROUND, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _decode(fp, name: str) -> Image.Image:
+    """Opens, checks the size of, fully decodes and converts the image in ``fp`` (a path or file object)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp) as img:
+                pixels = img.width * img.height
+                if pixels > MAX_PIXELS:
+                    raise ImageDecodeError(
+                        f"{name}: {img.width}x{img.height} = {pixels:,} pixels, more than the limit of "
+                        f"{MAX_PIXELS:,} pixels",
+                        "image_too_large",
+                    )
+                img.load()  # forces a full decode: truncated files fail here, not later
+                return to_rgb(ImageOps.exif_transpose(img))
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDecodeError(
+            f"{name}: more than the limit of {MAX_PIXELS:,} pixels ({err})", "image_too_large"
+        ) from err
+    except Exception as err:  # PIL raises many types on hostile files; each is one undecodable image
+        raise ImageDecodeError(f"cannot decode {name}: {type(err).__name__}: {err}") from err
 
 
 def load_rgb(ref: ImageRef) -> Image.Image:
     """Loads ``ref`` (a path, or a callable drawing an image) fully into an RGB image.
 
     Raises:
-        ImageDecodeError: if the file is missing, truncated or not an image.
+        ImageDecodeError: if the file is missing, too large, truncated or not an image (``reason`` says
+            which).
     """
     if callable(ref) and not isinstance(ref, Path):
-        return ref().convert("RGB")
+        return to_rgb(ref())
     path = Path(ref)
     if not path.is_file():
         raise ImageDecodeError(f"missing image file {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()  # forces a full decode: truncated files fail here, not later
-                img = ImageOps.exif_transpose(img)
-                return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as err:
-        raise ImageDecodeError(f"cannot decode {path}: {err}") from err
+    return _decode(path, str(path))
+
+
+def decode_rgb(data: bytes, name: str) -> Image.Image:
+    """Decodes image bytes (a shard's ``jpg`` member) into an RGB image, by the same rule as raw files.
+
+    Args:
+        data: the encoded image.
+        name: what to call it in an error (e.g. the shard and key).
+
+    Raises:
+        ImageDecodeError: if it is too large or cannot be decoded.
+    """
+    return _decode(io.BytesIO(data), name)
 
 
 def letterbox(img: Image.Image, size: int, fill: tuple[int, int, int] = PAD_COLOUR) -> Image.Image:

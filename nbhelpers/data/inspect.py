@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from itertools import islice
@@ -11,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 import webdataset as wds
-from PIL import Image
 
+from nbhelpers.data.image import decode_rgb
 from nbhelpers.data.taxonomy import CLASSES
 
 
@@ -61,7 +60,7 @@ def iter_raw_samples(manifest: dict[str, Any], split: str) -> Iterator[dict[str,
     for raw in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()):
         yield {
             "key": raw["__key__"],
-            "image": Image.open(io.BytesIO(raw["jpg"])).convert("RGB"),
+            "image": decode_rgb(raw["jpg"], f"{raw['__key__']}.jpg"),
             "text": raw["txt"].decode("utf-8"),
             "json": json.loads(raw["json"]),
         }

@@ -6,9 +6,22 @@ replacement, each source weighted by its sample count times its upsampling facto
 (factor < 1). Evaluation streams read every shard of the split once, in order. Both split the shards by
 node and by DataLoader worker, so ``accelerate launch`` on several GPUs sees disjoint data.
 
-Members are decoded with explicit handlers only (``jpg`` through PIL, ``txt`` as UTF-8, ``json`` with
-the json module); a shard member is never unpickled. A sample that fails to decode is skipped and
-counted in :attr:`Pipeline.skipped`, with a warning the first time.
+Shards are read by :func:`nbhelpers.data.tar_samples.iter_groups` and members decoded explicitly
+(``jpg`` by :func:`nbhelpers.data.image.decode_rgb`, ``txt`` as UTF-8, ``json`` with the json module);
+a shard member is never unpickled. Every sample that does not reach a batch is counted by reason in
+:attr:`Pipeline.skipped` (the loader's skip report), with a warning naming the shard the first time:
+
+- ``truncated_shard`` / ``missing_shard``: the samples a shard lacks against the count ``sizes.json``
+  records for it (a shard cut short, or gone);
+- ``duplicate_key``: a key seen twice in one shard;
+- ``missing_member``, ``bad_metadata`` (a ``json`` that is not a JSON object with a ``label``),
+  ``invalid_label`` (not an int in 0..6 or -1: ``9``, ``-5``, ``"7"``, ``3.7`` and ``true`` included);
+- ``unlabelled``: label -1, dropped on purpose (it can be neither trained nor scored);
+- ``undecodable_image``, ``image_too_large``, ``undecodable_text``, ``invalid_text``.
+
+So, for a split read once in evaluation order with no ``limit``, the samples returned plus the skip
+counts equal the manifest's ``num_samples``. (Counts are kept in the process that reads: with
+DataLoader workers they stay in the workers.)
 
 Determinism: a training stream is a function of ``(seed, epoch, node rank, worker id)``, so a resumed
 run sees the same batches as an uninterrupted one.
@@ -16,7 +29,6 @@ run sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import warnings
@@ -29,11 +41,13 @@ from typing import Any
 
 import torch
 import webdataset as wds
-from PIL import Image
 from torch.utils.data import IterableDataset
 
+from nbhelpers.data.image import decode_rgb
 from nbhelpers.data.shards import SIZES, read_manifest
+from nbhelpers.data.tar_samples import MEMBERS, ShardReadError, iter_groups
 from nbhelpers.data.taxonomy import NUM_CLASSES, UNLABELLED
+from nbhelpers.data.validity import Rejected, valid_label, valid_text
 from nbhelpers.fileio import read_json
 
 
@@ -46,6 +60,7 @@ class ShardSet:
     num_samples: int
     sources: list[str]
     class_counts: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 def shard_set(
@@ -60,6 +75,7 @@ def shard_set(
         KeyError: if a manifest has no such split (the message lists the splits it has).
     """
     urls, weights, sources = [], [], []
+    expected: dict[str, int] = {}
     total = 0
     classes: Counter[str] = Counter()
     for m in manifests:
@@ -77,13 +93,19 @@ def shard_set(
                 continue
             urls.append(str(root / shard))
             weights.append(sizes[shard] * factor)
+            expected[str(root / shard)] = sizes[shard]
         total += info["num_samples"]
         classes.update(info["class_counts"])
         sources.append(manifest["source"])
     if not urls:
         raise ValueError(f"split {split!r} has no samples in {[str(m) for m in sources]}")
     return ShardSet(
-        urls=urls, weights=weights, num_samples=total, sources=sources, class_counts=dict(classes)
+        urls=urls,
+        weights=weights,
+        num_samples=total,
+        sources=sources,
+        class_counts=dict(classes),
+        sizes=expected,
     )
 
 
@@ -110,33 +132,84 @@ class WeightedResampledShards(IterableDataset):
             yield {"url": rng.choices(self.urls, weights=self.weights)[0]}
 
 
-class SampleDecoder:
-    """Decodes raw tar members explicitly; counts and skips samples that fail."""
+_SHARD_REASONS = frozenset({"truncated_shard", "missing_shard"})
 
-    def __init__(self):
+
+class SampleDecoder:
+    """Reads shards into samples and decodes their members explicitly; counts and skips what fails.
+
+    Args:
+        sizes: the number of samples each shard (by path) should hold, from ``sizes.json``.
+    """
+
+    def __init__(self, sizes: dict[str, int] | None = None):
+        self.sizes = dict(sizes or {})
         self.skipped: Counter[str] = Counter()
+        self._warned: set[tuple[str, str]] = set()
+
+    def read(self, src: Iterable[dict]) -> Iterator[dict]:
+        """``{"url": path}`` items -> raw samples (``__key__``, ``__url__`` and one entry per member)."""
+        for item in src:
+            url = item["url"]
+            read, keys = 0, set()
+            try:
+                for group in iter_groups(url):
+                    if not group.members:  # a folder or link: not a sample (verify reports it)
+                        continue
+                    read += 1
+                    if group.key in keys:
+                        self._skip("duplicate_key", url, f"key {group.key} appears twice")
+                        continue
+                    keys.add(group.key)
+                    yield {"__key__": group.key, "__url__": url, **group.members}
+            except ShardReadError as err:
+                lost = max(self.sizes.get(url, read) - read, 0)
+                reason = "missing_shard" if err.missing else "truncated_shard"
+                self._skip(reason, url, f"{lost} of {self.sizes.get(url, '?')} samples lost: {err}", lost)
+                continue
+            if read < self.sizes.get(url, read):
+                lost = self.sizes[url] - read
+                self._skip("truncated_shard", url, f"{read} of {self.sizes[url]} samples ({lost} lost)", lost)
 
     def parse_json(self, src: Iterable[dict]) -> Iterator[dict]:
+        """Parses each sample's ``json`` and checks its label; drops unlabelled samples (counted)."""
         for raw in src:
-            try:
-                if not {"jpg", "txt", "json"} <= raw.keys():
-                    missing = sorted({"jpg", "txt", "json"} - raw.keys())
-                    raise ValueError(f"missing member(s) {missing}")
-                raw["meta"] = json.loads(raw["json"].decode("utf-8"))
-                raw["label"] = int(raw["meta"]["label"])
-            except (ValueError, KeyError, UnicodeDecodeError) as err:
-                self._skip("bad_metadata", raw.get("__key__"), err)
+            where = f"{raw.get('__url__')} key {raw.get('__key__')}"
+            missing = [m for m in MEMBERS if m not in raw]
+            if missing:
+                self._skip("missing_member", where, f"no {', '.join(missing)} member")
                 continue
+            try:
+                meta = json.loads(raw["json"].decode("utf-8"))
+            except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+                self._skip("bad_metadata", where, err)
+                continue
+            if not isinstance(meta, dict) or "label" not in meta:
+                self._skip("bad_metadata", where, "json is not an object with a label")
+                continue
+            try:
+                label = valid_label(meta["label"])
+            except Rejected as err:
+                self._skip(err.reason, where, err)
+                continue
+            if label == UNLABELLED:
+                self.skipped["unlabelled"] += 1  # by design, not a fault: no warning
+                continue
+            raw["meta"], raw["label"] = meta, label
             yield raw
 
     def decode(self, src: Iterable[dict]) -> Iterator[dict]:
+        """Decodes ``jpg`` and ``txt`` of parsed samples into the sample dicts batches are made of."""
         for raw in src:
+            where = f"{raw.get('__url__')} key {raw['__key__']}"
             try:
-                with Image.open(io.BytesIO(raw["jpg"])) as img:
-                    image = img.convert("RGB")
-                text = raw["txt"].decode("utf-8")
-            except (OSError, SyntaxError, ValueError, UnicodeDecodeError) as err:
-                self._skip("undecodable_sample", raw.get("__key__"), err)
+                image = decode_rgb(raw["jpg"], f"{raw['__key__']}.jpg")
+                text, _ = valid_text(raw["txt"].decode("utf-8"))
+            except UnicodeDecodeError as err:
+                self._skip("undecodable_text", where, err)
+                continue
+            except Rejected as err:
+                self._skip(err.reason, where, err)
                 continue
             meta = raw["meta"]
             yield {
@@ -150,10 +223,15 @@ class SampleDecoder:
                 "meta": meta,
             }
 
-    def _skip(self, reason: str, key: str | None, err: Exception) -> None:
-        if not self.skipped[reason]:
-            warnings.warn(f"skipping sample {key}: {reason}: {err}", stacklevel=3)
-        self.skipped[reason] += 1
+    def _skip(self, reason: str, where: str, err: Exception | str, count: int = 1) -> None:
+        # A warning the first time per reason, and per shard for a shard's losses: a truncated shard
+        # drawn again and again by a resampled training stream must not flood the output.
+        once = (reason, where if reason in _SHARD_REASONS else "")
+        if once not in self._warned:
+            self._warned.add(once)
+            warnings.warn(f"skipping {count} sample(s) of {where}: {reason}: {err}", stacklevel=3)
+        if count:
+            self.skipped[reason] += count
 
 
 def upsample_classes(src: Iterable[dict], factors: dict[int, float], seed: int = 0) -> Iterator[dict]:
@@ -166,13 +244,6 @@ def upsample_classes(src: Iterable[dict], factors: dict[int, float], seed: int =
         factor = factors.get(sample["label"], 1.0)
         whole, frac = int(factor), factor - int(factor)
         for _ in range(whole + (rng.random() < frac)):
-            yield sample
-
-
-def drop_unlabelled(src: Iterable[dict]) -> Iterator[dict]:
-    """Skips samples with label -1 (e.g. Hateful Memes' test files), which can't be trained or scored."""
-    for sample in src:
-        if sample["label"] != UNLABELLED:
             yield sample
 
 
@@ -191,7 +262,7 @@ def collate(samples: list[dict]) -> dict[str, Any]:
 
 
 class Pipeline(wds.DataPipeline):
-    """A ``wds.DataPipeline`` that also exposes its decoder's skip counts."""
+    """A ``wds.DataPipeline`` that also exposes its decoder's skip counts (the skip report)."""
 
     decoder: SampleDecoder
 
@@ -239,13 +310,13 @@ def make_pipeline(
         partial: keep a last, smaller batch (default: not in training, yes in evaluation).
     """
     shards = shard_set(manifests, split, source_factors)
-    decoder = SampleDecoder()
+    decoder = SampleDecoder(shards.sizes)
     stages: list[Any]
     if train:
         stages = [WeightedResampledShards(shards.urls, shards.weights, seed, epoch)]
     else:
         stages = [wds.SimpleShardList(shards.urls), wds.split_by_node, wds.split_by_worker]
-    stages += [wds.tarfile_to_samples(handler=wds.warn_and_continue), decoder.parse_json, drop_unlabelled]
+    stages += [decoder.read, decoder.parse_json]
     if train:
         if class_factors:
             unknown = set(class_factors) - set(range(NUM_CLASSES))

@@ -80,7 +80,15 @@ def load_split(
     limit: int | None = None,
     num_workers: int = 0,
 ) -> TensorSplit:
-    """Reads a whole split through the WebDataset pipeline into memory at ``image_size`` pixels."""
+    """Reads a whole split through the WebDataset pipeline into memory at ``image_size`` pixels.
+
+    Samples that cannot be used are skipped and counted by reason in the result's ``skipped`` (the
+    loader's skip report, see :mod:`nbhelpers.data.loader`): with no ``limit`` and ``num_workers=0``, the
+    samples returned plus those counts equal the manifests' ``num_samples``.
+
+    Raises:
+        ValueError: if the split has no labelled sample left.
+    """
     to_uint8 = v2.Compose([v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
     pipeline = make_pipeline(
         manifests, split, batch_size=256, image_transform=to_uint8, tokenizer=tokenizer, limit=limit

@@ -45,6 +45,9 @@ class Record:
 class SkipCounter(Counter):
     """Counts skipped inputs by reason and keeps a few examples of each.
 
+    Inputs that were kept but had to be repaired (a text that was not valid UTF-8, say) are counted
+    apart, in :attr:`repaired`, since they did become samples.
+
     >>> skips = SkipCounter()
     >>> skips.skip("missing_image", "img/42.png")
     >>> dict(skips)
@@ -56,25 +59,46 @@ class SkipCounter(Counter):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.examples: dict[str, list[str]] = {}
+        self.repaired: Counter[str] = Counter()
+        self.repair_examples: dict[str, list[str]] = {}
 
-    def skip(self, reason: str, example: str | None = None) -> None:
-        """Counts one skipped input under ``reason`` (a short snake_case key)."""
-        self[reason] += 1
-        if example is not None:
-            kept = self.examples.setdefault(reason, [])
-            if len(kept) < self.max_examples:
-                kept.append(str(example))
+    def skip(self, reason: str, example: str | None = None, count: int = 1) -> None:
+        """Counts ``count`` skipped inputs under ``reason`` (a short snake_case key)."""
+        self[reason] += count
+        _keep(self.examples, reason, example, self.max_examples)
+
+    def repair(self, reason: str, example: str | None = None) -> None:
+        """Counts one input kept after a repair, under ``reason``."""
+        self.repaired[reason] += 1
+        _keep(self.repair_examples, reason, example, self.max_examples)
 
     @classmethod
-    def from_parts(cls, counts: dict[str, int], examples: dict[str, list[str]]) -> SkipCounter:
+    def from_parts(
+        cls,
+        counts: dict[str, int],
+        examples: dict[str, list[str]],
+        repaired: dict[str, int] | None = None,
+        repair_examples: dict[str, list[str]] | None = None,
+    ) -> SkipCounter:
         """A counter from saved ``counts`` and ``examples`` (as in a shard's stats file)."""
         counter = cls(counts)
         counter.examples = {reason: list(kept) for reason, kept in examples.items()}
+        counter.repaired.update(repaired or {})
+        counter.repair_examples = {reason: list(kept) for reason, kept in (repair_examples or {}).items()}
         return counter
 
     def merge(self, other: SkipCounter) -> None:
         """Adds ``other``'s counts and examples to this counter."""
         self.update(other)
-        for reason, examples in other.examples.items():
-            kept = self.examples.setdefault(reason, [])
-            kept.extend(examples[: max(0, self.max_examples - len(kept))])
+        self.repaired.update(other.repaired)
+        for mine, theirs in ((self.examples, other.examples), (self.repair_examples, other.repair_examples)):
+            for reason, examples in theirs.items():
+                kept = mine.setdefault(reason, [])
+                kept.extend(examples[: max(0, self.max_examples - len(kept))])
+
+
+def _keep(examples: dict[str, list[str]], reason: str, example: str | None, limit: int) -> None:
+    if example is not None:
+        kept = examples.setdefault(reason, [])
+        if len(kept) < limit:
+            kept.append(str(example))

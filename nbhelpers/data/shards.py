@@ -9,14 +9,23 @@ Layout written for a source, readable by ``python -m open_clip_train.main --data
 A split's records are cut into shards of ``shard_size`` *candidate* records in the reader's order, so
 shard ``k`` always holds the same inputs whatever happened to the others. Each shard is written under a
 temporary name and renamed when complete, together with a small ``.{shard}.stats.json`` sidecar holding
-its counts and a fingerprint of its inputs. A re-run skips every shard whose tar and sidecar exist and
-whose fingerprint matches, without decoding its images.
+its counts and a fingerprint of its inputs: every record's text, label and metadata, and the name, size
+and modification time (in nanoseconds) of its image file. A re-run skips every shard whose tar and
+sidecar exist and whose fingerprint matches, without decoding its images; a repaired or replaced image
+changes the fingerprint and its shard is written again. (Image contents are not hashed: that would read
+the whole dataset on every re-run.)
+
+Every record passes the shards' acceptance rules before it is written (:mod:`nbhelpers.data.validity`
+for labels and texts, :mod:`nbhelpers.data.image` for images); a rejected one is skipped and counted
+by reason in the manifest's ``skipped``, a repaired one in its ``repaired``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import string
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -28,20 +37,62 @@ from typing import Any
 import webdataset as wds
 from tqdm.auto import tqdm
 
-from nbhelpers.data.image import ImageDecodeError, encode_jpeg, letterbox, load_rgb
-from nbhelpers.data.records import Record, SkipCounter
+from nbhelpers.data.image import encode_jpeg, letterbox, load_rgb
+from nbhelpers.data.records import ImageRef, Record, SkipCounter
 from nbhelpers.data.taxonomy import CLASSES, class_name, is_valid_pair
+from nbhelpers.data.validity import Rejected, valid_label, valid_text
 from nbhelpers.fileio import atomic_open, read_json, write_json_atomic
 
 MANIFEST = "manifest.json"
 SIZES = "sizes.json"
 MANIFEST_VERSION = 1
+#: Characters of a source id kept as they are in a sample key; every other one is escaped.
+_KEY_SAFE = frozenset(string.ascii_letters + string.digits + "-")
+_KEY_ESCAPE = "_"
+
+
+def encode_id(source_id: str) -> str:
+    """``source_id`` spelled with letters, digits, ``-`` and ``_`` only, reversibly.
+
+    WebDataset cuts a member name at its first dot (``{key}.{extension}``) and treats ``/`` as a folder,
+    so ids like ``7.1`` cannot be used as they are; mapping every other character to one placeholder
+    would make ``7.1`` and ``7_1`` the same key. Instead every character outside ``[A-Za-z0-9-]``,
+    the escape ``_`` itself included, becomes ``_`` followed by the two hex digits of each of its UTF-8
+    bytes (``7.1`` -> ``7_2e1``, ``7_1`` -> ``7_5f1``): distinct ids always give distinct keys.
+    """
+    out = []
+    for char in source_id:
+        if char in _KEY_SAFE:
+            out.append(char)
+        else:
+            out.extend(f"{_KEY_ESCAPE}{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
+    return "".join(out)
+
+
+def decode_id(encoded: str) -> str:
+    """The source id that :func:`encode_id` spelled as ``encoded``.
+
+    Raises:
+        ValueError: if ``encoded`` is not something :func:`encode_id` writes.
+    """
+    data = bytearray()
+    i = 0
+    while i < len(encoded):
+        digits = encoded[i + 1 : i + 3]
+        if encoded[i] == _KEY_ESCAPE and len(digits) == 2 and set(digits) <= set("0123456789abcdef"):
+            data.append(int(digits, 16))
+            i += 3
+        elif encoded[i] in _KEY_SAFE:
+            data.extend(encoded[i].encode())
+            i += 1
+        else:
+            raise ValueError(f"not an encoded id: {encoded!r}")
+    return data.decode("utf-8", "surrogatepass")
 
 
 def sample_key(record: Record) -> str:
-    """A WebDataset key for ``record``: no dots (they separate the extension) and no slashes."""
-    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in record.source_id)
-    return f"{record.source}_{record.split}_{safe}"
+    """The WebDataset key of ``record``: ``{source}_{split}_{encode_id(source_id)}``, no dot, no slash."""
+    return f"{record.source}_{record.split}_{encode_id(record.source_id)}"
 
 
 def sample_json(record: Record) -> dict[str, Any]:
@@ -67,14 +118,39 @@ class ShardStats:
     skipped: dict[str, int] = field(default_factory=dict)
     skip_examples: dict[str, list[str]] = field(default_factory=dict)
     fingerprint: str = ""
+    repaired: dict[str, int] = field(default_factory=dict)
+    repair_examples: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _fingerprint(records: list[Record], image_size: int) -> str:
-    """A digest of what a shard's ``txt`` and ``json`` members hold, and of the image size."""
+    """A digest of what a shard's ``txt`` and ``json`` members hold, of each image file's name, size and
+    modification time, and of the image size."""
     digest = hashlib.sha1(str(image_size).encode())
     for r in records:
-        digest.update(json.dumps({"text": r.text, **sample_json(r)}, sort_keys=True).encode() + b"\n")
+        try:
+            described = sample_json(r)
+        except (ValueError, TypeError):  # an invalid label: the record will be rejected, still fingerprinted
+            described = {"invalid_label": repr(r.label), "source_id": r.source_id, **r.meta}
+        digest.update(
+            json.dumps({"text": r.text, **described}, sort_keys=True, default=repr).encode() + b"\n"
+        )
+        stamp = _image_stamp(r.image)
+        if stamp:
+            digest.update(stamp.encode("utf-8", "surrogatepass") + b"\n")
     return digest.hexdigest()
+
+
+def _image_stamp(ref: ImageRef) -> str:
+    """``name size mtime_ns`` of an image file (``missing`` if there is none); empty for a drawn image,
+    which the record's own fields determine."""
+    if callable(ref) and not isinstance(ref, Path):
+        return ""
+    path = Path(ref)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"{path.name} missing"
+    return f"{path.name} {stat.st_size} {stat.st_mtime_ns}"
 
 
 def _stats_path(shard: Path) -> Path:
@@ -84,35 +160,50 @@ def _stats_path(shard: Path) -> Path:
 def write_shard(shard: Path, records: list[Record], image_size: int) -> ShardStats:
     """Writes ``records`` into the tar ``shard``, atomically; returns its stats.
 
-    Images are decoded, letterboxed to ``image_size`` square and re-encoded as JPEG. A record whose
-    image is missing, truncated or undecodable is skipped and counted as ``undecodable_image``.
+    Images are decoded, letterboxed to ``image_size`` square and re-encoded as JPEG. A record is skipped
+    and counted, by the reason of its :class:`~nbhelpers.data.validity.Rejected` error, when its label
+    is invalid (``invalid_label``), its text is not a non-blank string (``invalid_text``), its key was
+    already written in this shard (``duplicate_key``), or its image is missing, truncated or not an
+    image (``undecodable_image``) or too large (``image_too_large``). A text holding lone surrogates is
+    written with U+FFFD in their place and counted in ``repaired`` (``unencodable_text``).
     """
     stats = ShardStats(name=shard.name, fingerprint=_fingerprint(records, image_size))
     skips = SkipCounter()
     classes: Counter[str] = Counter()
+    keys: set[str] = set()
     with atomic_open(shard, "wb") as raw:
         sink = wds.TarWriter(raw, encoder=False, mode=0o644)
         for record in records:
+            where = f"{record.source} {record.split} id {record.source_id!r}"
             try:
+                label = valid_label(record.label)
+                text, repaired = valid_text(record.text)
+                key = sample_key(record)
+                if key in keys:
+                    raise Rejected("duplicate_key", f"key {key} is already in {shard.name}")
                 image = letterbox(load_rgb(record.image), image_size)
-            except ImageDecodeError as err:
-                skips.skip("undecodable_image", str(err))
+            except Rejected as err:
+                skips.skip(err.reason, f"{where}: {err}")
                 continue
-            key = sample_key(record)
+            if repaired:
+                skips.repair("unencodable_text", f"{where}: lone surrogate replaced by U+FFFD")
+            keys.add(key)
             sink.write(
                 {
                     "__key__": key,
                     "jpg": encode_jpeg(image),
-                    "txt": record.text.encode("utf-8"),
+                    "txt": text.encode("utf-8"),
                     "json": json.dumps(sample_json(record)).encode("utf-8"),
                 }
             )
-            classes[class_name(record.label)] += 1
+            classes[class_name(label)] += 1
         sink.close()
     stats.num_samples = sum(classes.values())
     stats.class_counts = dict(classes)
     stats.skipped = dict(skips)
     stats.skip_examples = skips.examples
+    stats.repaired = dict(skips.repaired)
+    stats.repair_examples = skips.repair_examples
     write_json_atomic(_stats_path(shard), stats)
     return stats
 
@@ -126,6 +217,19 @@ def _complete(shard: Path, fingerprint: str) -> ShardStats | None:
     except (ValueError, TypeError):
         return None
     return stats if stats.fingerprint == fingerprint else None
+
+
+def _unique_keys(records: Iterable[Record], skips: SkipCounter) -> Iterator[Record]:
+    """``records`` less any whose sample key an earlier record of the split already has (counted as
+    ``duplicate_key``), so no key is written twice in a split, whichever shards the two would go to."""
+    seen: set[str] = set()
+    for record in records:
+        key = sample_key(record)
+        if key in seen:
+            skips.skip("duplicate_key", f"{record.source} {record.split} id {record.source_id!r}: key {key}")
+            continue
+        seen.add(key)
+        yield record
 
 
 def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -145,6 +249,8 @@ class SplitResult:
     skip_examples: dict[str, list[str]]
     shard_sizes: dict[str, int]
     resumed_shards: int = 0
+    repaired: dict[str, int] = field(default_factory=dict)
+    repair_examples: dict[str, list[str]] = field(default_factory=dict)
 
 
 def write_split(
@@ -178,7 +284,7 @@ def write_split(
     pending = []
     bar = tqdm(desc=f"{split} shards", unit="shard", disable=not progress)
     with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
-        for k, chunk in enumerate(_chunks(records, shard_size)):
+        for k, chunk in enumerate(_chunks(_unique_keys(records, skips), shard_size)):
             shard = out_dir / f"{split}-{k:05d}.tar"
             done = _complete(shard, _fingerprint(chunk, image_size))
             if done is not None:
@@ -200,7 +306,9 @@ def write_split(
     for k in range(n_shards):
         stats = results[k]
         classes.update(stats.class_counts)
-        skips.merge(SkipCounter.from_parts(stats.skipped, stats.skip_examples))
+        skips.merge(
+            SkipCounter.from_parts(stats.skipped, stats.skip_examples, stats.repaired, stats.repair_examples)
+        )
         names.append(stats.name)
         sizes[stats.name] = stats.num_samples
     return SplitResult(
@@ -211,6 +319,8 @@ def write_split(
         skip_examples=skips.examples,
         shard_sizes=sizes,
         resumed_shards=resumed,
+        repaired=dict(sorted(skips.repaired.items())),
+        repair_examples=skips.repair_examples,
     )
 
 
@@ -262,6 +372,8 @@ def write_manifest(
             "class_counts": result.class_counts,
             "skipped": result.skipped,
             "skip_examples": result.skip_examples,
+            "repaired": result.repaired,
+            "repair_examples": result.repair_examples,
         }
     manifest = {
         "version": MANIFEST_VERSION,

@@ -159,7 +159,12 @@ def test_bad_samples_are_skipped_and_counted_and_pickles_never_loaded(small_synt
         "splits": {"val": {"shards": ["val-00000.tar"], "num_samples": 6, "class_counts": {}}},
     }
     pipeline = make_pipeline([m], "val", batch_size=10)
-    with pytest.warns(UserWarning, match="skipping sample"):
+    with pytest.warns(UserWarning, match="skipping 1 sample"):
         keys = _keys(pipeline)
     assert keys == ["ok1", "ok2"]
-    assert pipeline.skipped == {"undecodable_sample": 1, "bad_metadata": 2}
+    assert pipeline.skipped == {
+        "undecodable_image": 1,
+        "missing_member": 1,
+        "bad_metadata": 1,
+        "unlabelled": 1,
+    }

@@ -138,9 +138,9 @@ def test_undecodable_images_are_skipped_and_counted(tmp_path):
     assert result.skipped == {"empty_text": 1, "undecodable_image": 3}
     assert any("truncated.png" in e for e in result.skip_examples["undecodable_image"])
     assert sorted(_members(tmp_path / "out" / "train-00000.tar")) == [
-        "unit_train_id_0.jpg",
-        "unit_train_id_0.json",
-        "unit_train_id_0.txt",
+        "unit_train_id_2e0.jpg",
+        "unit_train_id_2e0.json",
+        "unit_train_id_2e0.txt",
     ]
 
 

@@ -1,8 +1,10 @@
-"""Parsing helpers shared by the raw-format readers: layout checks, JSON lines, lenient integers.
+"""Parsing helpers shared by the raw-format readers: layout checks, JSON lines, lenient integers, and
+the rule that keeps file paths named by a dataset inside the dataset's folder.
 
 Real annotation files are large and occasionally damaged (a blank line, a cut-off row, a label stored
-as ``"1.0"``). These helpers turn such inputs into counted skips instead of exceptions, so a reader
-never stops half-way through a split and never drops an input without saying why.
+as ``"1.0"``, a line nested thousands of levels deep) or hostile (an image path of ``../../x.png``).
+These helpers turn such inputs into counted skips instead of exceptions, so a reader never stops
+half-way through a split, never reads outside the dataset and never drops an input without saying why.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def iter_jsonl(path: Path, skips: SkipCounter) -> Iterator[tuple[int, dict[str, 
     """Yields ``(line_number, object)`` for every line of a JSON-lines file that holds a JSON object.
 
     Lines are read as bytes so that one badly encoded line is a counted ``malformed_row`` rather than a
-    ``UnicodeDecodeError`` that ends the file.
+    ``UnicodeDecodeError`` that ends the file; a line nested too deeply for the parser is counted as
+    ``nested_too_deep`` rather than a ``RecursionError``.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -80,6 +83,9 @@ def iter_jsonl(path: Path, skips: SkipCounter) -> Iterator[tuple[int, dict[str, 
             except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
                 skips.skip("malformed_row", where)
                 continue
+            except RecursionError:
+                skips.skip("nested_too_deep", where)
+                continue
             if not isinstance(obj, dict):
                 skips.skip("malformed_row", where)
                 continue
@@ -91,8 +97,9 @@ def load_json(path: Path) -> Any:
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: naming the file if it is not valid UTF-8 JSON; a damaged annotation file cannot be
-            read row by row, so this is the one failure a reader does not turn into a skip.
+        ValueError: naming the file if it is not valid UTF-8 JSON, or is nested too deeply to parse; a
+            damaged annotation file cannot be read row by row, so this is the one failure a reader does
+            not turn into a skip.
     """
     with open(path, "rb") as f:
         data = f.read()
@@ -100,6 +107,34 @@ def load_json(path: Path) -> Any:
         return json.loads(data)
     except ValueError as err:
         raise ValueError(f"{path} is not a valid JSON file: {err}") from err
+    except RecursionError as err:
+        raise ValueError(f"{path} is not a valid JSON file: nested too deeply to parse") from err
+
+
+def path_inside(root: Path, relative: str, skips: SkipCounter, where: str) -> Path | None:
+    """``root / relative`` with every symlink resolved, when it stays inside ``root``; else ``None``.
+
+    A dataset file names its images by paths (``img/42.png``) or ids (``<id>.jpg``); either may be
+    hostile (``../../x.png``, ``/etc/passwd``, a symlink pointing out of the dataset). Such a path is
+    never read: it is counted as ``path_outside_raw_dir``. ``root`` itself is the folder the user gave
+    (or the layout's image folder in it), resolved too, so a dataset whose image folder is a symlink to
+    another disk still reads.
+
+    Args:
+        root: the folder the path must stay in.
+        relative: the path as the dataset file spells it.
+        skips: receives ``path_outside_raw_dir`` when the path escapes.
+        where: the file and line, for the example.
+    """
+    try:
+        base = root.resolve()
+        resolved = (root / relative).resolve() if not Path(relative).is_absolute() else None
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte in the path
+        resolved = None
+    if resolved is None or not resolved.is_relative_to(base):
+        skips.skip("path_outside_raw_dir", f"{where}: {relative!r} is outside {root}")
+        return None
+    return resolved
 
 
 def as_int(value: Any) -> int | None:

@@ -26,6 +26,7 @@ from nbhelpers.data.sources._common import (
     check_split,
     clean_text,
     load_json,
+    path_inside,
     require_file,
 )
 from nbhelpers.data.taxonomy import TRUE_NEUTRAL
@@ -69,6 +70,7 @@ def read(raw_dir: Path, split: str, skips: SkipCounter, limit: int | None = None
     ``file_name``, an annotation without an integer ``image_id`` or a string ``caption``),
     ``duplicate_id`` (an image id listed twice), ``unknown_id`` (an annotation whose image is not in
     ``images``), ``empty_text`` (a blank caption), ``no_caption`` (an image left with no caption),
+    ``path_outside_raw_dir`` (a ``file_name`` that leaves the split's image folder: never read),
     ``missing_image``. Annotation problems are counted when the first record is drawn, since every
     annotation must be read to group captions by image.
 
@@ -131,7 +133,9 @@ def _records(raw_dir: Path, split: str, path: Path, skips: SkipCounter) -> Itera
         if not caps:
             skips.skip("no_caption", f"{path.name} image {image_id}")
             continue
-        image = folder / file_name
+        image = path_inside(folder, file_name, skips, f"{path.name} image {image_id}")
+        if image is None:
+            continue
         if not image.is_file():
             skips.skip("missing_image", str(image))
             continue

@@ -11,18 +11,28 @@ The TSV files are written by pandas: a leading unnamed index column, then ``auth
 created_utc, domain, hasImage, id, image_url, linked_submission_id, num_comments, score, subreddit,
 title, upvote_ratio, 2_way_label, 3_way_label, 6_way_label``, tab-separated, fields quoted with ``"``
 (doubled inside) only when they hold a tab, a quote or a newline. The text of a sample is
-``clean_title``.
+``clean_title``. The files are UTF-8; a line that is not is decoded by
+:func:`nbhelpers.data.validity.decode_text` (its stray bytes as Windows-1252) and counted as repaired
+(``non_utf8_text``), never turned into U+FFFD silently.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
 from nbhelpers.data.records import Record, SkipCounter
-from nbhelpers.data.sources._common import as_int, check_layout, check_limit, check_split, require_file
+from nbhelpers.data.sources._common import (
+    as_int,
+    check_layout,
+    check_limit,
+    check_split,
+    path_inside,
+    require_file,
+)
 from nbhelpers.data.taxonomy import (
     FALSE_CONNECTION,
     IMPOSTER,
@@ -31,6 +41,7 @@ from nbhelpers.data.taxonomy import (
     SATIRE,
     TRUE_NEUTRAL,
 )
+from nbhelpers.data.validity import decode_text
 
 NAME = "fakeddit"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -116,9 +127,11 @@ def read(
     """Yields the records of ``split`` in file order.
 
     Skips (counted in ``skips``): ``blank_line``, ``malformed_row`` (a wrong number of fields, a line
-    the csv module rejects, no ``id``, an unreadable ``hasImage``), ``no_image`` (``hasImage`` false),
-    ``unknown_label`` (a ``6_way_label`` outside 0..5), ``empty_text`` (empty ``clean_title``),
-    ``missing_image``.
+    the csv module rejects, no ``id``, an unreadable ``hasImage``), ``duplicate_id``, ``no_image``
+    (``hasImage`` false), ``unknown_label`` (a ``6_way_label`` outside 0..5), ``empty_text`` (empty
+    ``clean_title``), ``path_outside_raw_dir`` (an ``id`` whose image would lie outside the image
+    folder, e.g. ``../../x``: never read), ``missing_image``. Repairs (counted in ``skips.repaired``):
+    ``non_utf8_text``, one per line that was not UTF-8.
 
     Args:
         raw_dir: the dataset's root folder.
@@ -140,66 +153,85 @@ def read(
     return islice(_records(path, images, split, skips), limit)
 
 
+def _decoded_lines(path: Path, skips: SkipCounter) -> Iterator[str]:
+    """The file's lines as text, each with its line ending, split as ``open(..., newline="")`` splits."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            text, repaired = decode_text(raw)
+            if repaired:
+                skips.repair("non_utf8_text", f"{path.name}:{lineno}")
+            # newline="" also ends a line at a lone "\r"; the csv module relies on it.
+            yield from _LONE_CR.split(text)
+
+
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)(?=.)", re.DOTALL)
+
+
 def _records(path: Path, images: Path, split: str, skips: SkipCounter) -> Iterator[Record]:
-    # newline="" lets the csv module see quoted newlines inside titles; errors="replace" keeps one
-    # badly encoded title from ending the file.
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quotechar='"', doublequote=True)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path} is empty: expected a header row")
-        column = {name: i for i, name in enumerate(header)}
-        missing = [c for c in REQUIRED_COLUMNS if c not in column]
-        if missing:
-            raise ValueError(f"{path}: missing columns {', '.join(missing)}; header is {header}")
+    # The csv module sees quoted newlines inside titles because each line keeps its ending.
+    reader = csv.reader(_decoded_lines(path, skips), delimiter="\t", quotechar='"', doublequote=True)
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f"{path} is empty: expected a header row")
+    column = {name: i for i, name in enumerate(header)}
+    missing = [c for c in REQUIRED_COLUMNS if c not in column]
+    if missing:
+        raise ValueError(f"{path}: missing columns {', '.join(missing)}; header is {header}")
 
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error:  # e.g. a NUL byte: the reader resumes at the next line
-                skips.skip("malformed_row", f"{path.name}:{reader.line_num}")
-                continue
-            where = f"{path.name}:{reader.line_num}"
-            if not row or (len(row) == 1 and not row[0].strip()):
-                skips.skip("blank_line", where)
-                continue
-            if len(row) != len(header):
-                skips.skip("malformed_row", where)
-                continue
+    seen: set[str] = set()
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:  # e.g. a NUL byte: the reader resumes at the next line
+            skips.skip("malformed_row", f"{path.name}:{reader.line_num}")
+            continue
+        where = f"{path.name}:{reader.line_num}"
+        if not row or (len(row) == 1 and not row[0].strip()):
+            skips.skip("blank_line", where)
+            continue
+        if len(row) != len(header):
+            skips.skip("malformed_row", where)
+            continue
 
-            source_id = row[column["id"]].strip()
-            has_image = row[column["hasImage"]].strip().lower()
-            if not source_id or has_image not in _TRUE | _FALSE:
-                skips.skip("malformed_row", where)
-                continue
-            if has_image in _FALSE:
-                skips.skip("no_image", f"{where} id {source_id}")
-                continue
-            six_way = as_int(row[column["6_way_label"]])
-            if six_way not in SIX_WAY_TO_CLASS:
-                skips.skip("unknown_label", f"{where} 6_way_label {row[column['6_way_label']]!r}")
-                continue
-            text = row[column["clean_title"]].strip()
-            if not text:
-                skips.skip("empty_text", f"{where} id {source_id}")
-                continue
-            image = images / f"{source_id}.jpg"
-            if not image.is_file():
-                skips.skip("missing_image", str(image))
-                continue
-            yield Record(
-                source=NAME,
-                source_id=source_id,
-                split=split,
-                text=text,
-                label=SIX_WAY_TO_CLASS[six_way],
-                image=image,
-                meta={
-                    "2_way_label": as_int(row[column["2_way_label"]]),
-                    "3_way_label": as_int(row[column["3_way_label"]]),
-                    "6_way_label": six_way,
-                    "subreddit": row[column["subreddit"]].strip(),
-                },
-            )
+        source_id = row[column["id"]].strip()
+        has_image = row[column["hasImage"]].strip().lower()
+        if not source_id or has_image not in _TRUE | _FALSE:
+            skips.skip("malformed_row", where)
+            continue
+        if source_id in seen:
+            skips.skip("duplicate_id", f"{where} id {source_id}")
+            continue
+        seen.add(source_id)
+        if has_image in _FALSE:
+            skips.skip("no_image", f"{where} id {source_id}")
+            continue
+        six_way = as_int(row[column["6_way_label"]])
+        if six_way not in SIX_WAY_TO_CLASS:
+            skips.skip("unknown_label", f"{where} 6_way_label {row[column['6_way_label']]!r}")
+            continue
+        text = row[column["clean_title"]].strip()
+        if not text:
+            skips.skip("empty_text", f"{where} id {source_id}")
+            continue
+        image = path_inside(images, f"{source_id}.jpg", skips, where)
+        if image is None:
+            continue
+        if not image.is_file():
+            skips.skip("missing_image", str(image))
+            continue
+        yield Record(
+            source=NAME,
+            source_id=source_id,
+            split=split,
+            text=text,
+            label=SIX_WAY_TO_CLASS[six_way],
+            image=image,
+            meta={
+                "2_way_label": as_int(row[column["2_way_label"]]),
+                "3_way_label": as_int(row[column["3_way_label"]]),
+                "6_way_label": six_way,
+                "subreddit": row[column["subreddit"]].strip(),
+            },
+        )

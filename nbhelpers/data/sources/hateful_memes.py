@@ -29,6 +29,7 @@ from nbhelpers.data.sources._common import (
     check_split,
     clean_text,
     iter_jsonl,
+    path_inside,
     require_file,
 )
 from nbhelpers.data.taxonomy import HATE, TRUE_NEUTRAL, UNLABELLED
@@ -68,8 +69,10 @@ def read(raw_dir: Path, split: str, skips: SkipCounter, limit: int | None = None
     """Yields the records of ``split`` in file order.
 
     Skips (counted in ``skips``): ``blank_line``, ``malformed_row`` (not a JSON object, or no usable
-    ``id``/``img``), ``duplicate_id``, ``missing_label`` (no label outside the test files),
-    ``unknown_label`` (a label other than 0/1), ``empty_text``, ``missing_image``.
+    ``id``/``img``), ``nested_too_deep`` (a line too deeply nested to parse), ``duplicate_id``,
+    ``missing_label`` (no label outside the test files), ``unknown_label`` (a label other than 0/1),
+    ``empty_text``, ``path_outside_raw_dir`` (an ``img`` that is absolute, or leaves ``raw_dir`` through
+    ``..`` or a symlink: never read), ``missing_image``.
 
     Args:
         raw_dir: the dataset's root folder.
@@ -122,7 +125,9 @@ def _records(raw_dir: Path, split: str, path: Path, skips: SkipCounter) -> Itera
         if not text:
             skips.skip("empty_text", where)
             continue
-        image = raw_dir / img.strip()
+        image = path_inside(raw_dir, img.strip(), skips, where)
+        if image is None:
+            continue
         if not image.is_file():
             skips.skip("missing_image", str(image))
             continue

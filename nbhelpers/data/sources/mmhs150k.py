@@ -37,6 +37,7 @@ from nbhelpers.data.sources._common import (
     check_split,
     clean_text,
     load_json,
+    path_inside,
     require_file,
 )
 from nbhelpers.data.taxonomy import HATE, TRUE_NEUTRAL
@@ -95,8 +96,10 @@ def read(raw_dir: Path, split: str, skips: SkipCounter, limit: int | None = None
     Skips (counted in ``skips``): ``blank_line`` (ids file), ``duplicate_id``, ``unknown_id`` (an id
     absent from the annotations), ``malformed_row`` (an annotation that is not an object or has no
     string ``tweet_text``), ``unknown_label`` (not three votes in 0..5), ``empty_text`` (nothing left
-    after removing links, and no OCR text), ``missing_image``. An OCR file that cannot be parsed is
-    counted as ``malformed_ocr``; its tweet is still yielded, without OCR text.
+    after removing links, and no OCR text), ``path_outside_raw_dir`` (an id whose image or OCR file
+    would lie outside ``img_resized/`` or ``img_txt/``, e.g. ``../../x``: never read),
+    ``missing_image``. An OCR file that cannot be parsed is counted as ``malformed_ocr``; its tweet is
+    still yielded, without OCR text.
 
     Args:
         raw_dir: the dataset's root folder.
@@ -147,13 +150,16 @@ def _records(raw_dir: Path, split: str, ids_path: Path, skips: SkipCounter) -> I
                 continue
             votes = [as_int(v) for v in votes]  # valid: hate_label checked them
 
+            image = path_inside(raw_dir / "img_resized", f"{tweet_id}.jpg", skips, where)
+            ocr_file = path_inside(raw_dir / "img_txt", f"{tweet_id}.json", skips, where) if image else None
+            if image is None or ocr_file is None:
+                continue
             tweet = strip_links(entry["tweet_text"])
-            ocr = _ocr_text(raw_dir / "img_txt" / f"{tweet_id}.json", skips)
+            ocr = _ocr_text(ocr_file, skips)
             text = OCR_SEPARATOR.join(t for t in (tweet, ocr) if t)
             if not text:
                 skips.skip("empty_text", f"{GT_FILE} id {tweet_id}")
                 continue
-            image = raw_dir / "img_resized" / f"{tweet_id}.jpg"
             if not image.is_file():
                 skips.skip("missing_image", str(image))
                 continue
@@ -181,7 +187,7 @@ def _ocr_text(path: Path, skips: SkipCounter) -> str:
         return ""
     try:
         data = json.loads(path.read_bytes())
-    except ValueError:
+    except (ValueError, RecursionError):
         skips.skip("malformed_ocr", str(path))
         return ""
     if not isinstance(data, dict):

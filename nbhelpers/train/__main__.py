@@ -5,6 +5,11 @@ read as JSON literals when they parse (``epochs=3`` is an int, ``lr=1e-4`` a flo
 bool, ``sizes=[1,2]`` a list, ``x=null`` None) and kept as strings otherwise (``preset=demo``,
 ``data_dir=/content/shards``); quote a number to keep it a string (``name='"007"'``). Works under
 ``accelerate launch -m nbhelpers.train RECIPE ...``.
+
+An explicit ``key=null`` sets the field to None even where the preset sets a value (``keep_last=null``:
+keep every checkpoint): the recipe receives :data:`nbhelpers.config.NULL` for it, not ``None``, which
+would mean "the preset's value" as it does in a notebook's parameters cell. Leave a key out to take the
+preset's value.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
+
+from nbhelpers.config import NULL
 
 RECIPES_PACKAGE = "nbhelpers.train.recipes"
 
@@ -97,6 +104,9 @@ def load_recipe(name: str, package: str = RECIPES_PACKAGE) -> ModuleType:
 def main(argv: Sequence[str] | None = None, package: str = RECIPES_PACKAGE) -> Any:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the recipe and return what its ``run`` returns.
 
+    The recipe's ``run`` gets the parsed ``key=value`` pairs as a dict, with :data:`~nbhelpers.config.NULL`
+    for each ``key=null`` (an explicit None, not the preset's value).
+
     Raises:
         SystemExit: with status 2 and the reason on stderr for a bad command line or unknown recipe.
     """
@@ -107,7 +117,7 @@ def main(argv: Sequence[str] | None = None, package: str = RECIPES_PACKAGE) -> A
     except ValueError as err:
         print(f"nbhelpers.train: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    return module.run(config)
+    return module.run({key: NULL if value is None else value for key, value in config.items()})
 
 
 if __name__ == "__main__":

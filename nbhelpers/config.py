@@ -5,12 +5,16 @@ A notebook's ``parameters`` cell holds literals; the next cell calls ``SomeConfi
 minute on the synthetic benchmark, ``t4`` is the real recipe for a 15 GB Colab T4); every parameter that
 is not ``None`` overrides its preset value. Validation runs before any heavy work, and a bad value stops
 with one :class:`ConfigError` that names the parameter and what is allowed.
+
+``None`` in a parameters cell means "the preset's value"; to set a field to ``None`` whatever the preset
+says, pass :data:`NULL` (what ``key=null`` on a command line becomes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import json
 import math
 import types
@@ -23,6 +27,18 @@ from typing import Any, ClassVar
 PRESETS_DIR = "presets"
 #: Every preset name; a section file may leave one out (its config defaults then apply).
 PRESETS = ("demo", "t4")
+
+
+class _Null(enum.Enum):
+    NULL = "null"
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+#: A parameter value meaning "``None``, not the preset's value" (``None`` itself takes the preset's).
+#: An enum member, so it stays the one object through ``copy`` and ``pickle``.
+NULL = _Null.NULL
 
 
 class ConfigError(ValueError):
@@ -132,6 +148,9 @@ class BaseConfig:
     def from_params(cls, preset: str = "demo", **params: Any):
         """Builds a validated config: the preset's values, then every non-``None`` parameter over them.
 
+        A parameter that is ``None`` keeps the preset's value (the notebook convention); one that is
+        :data:`NULL` sets the field to ``None`` whatever the preset says.
+
         Raises:
             ConfigError: for an unknown preset or parameter, or a value that is not allowed.
         """
@@ -147,7 +166,7 @@ class BaseConfig:
         bad = sorted(set(values) - names)
         if bad:
             raise ConfigError(f"preset {preset!r} sets {bad[0]!r}, which {cls.__name__} does not have")
-        values.update({k: v for k, v in params.items() if v is not None})
+        values.update({k: None if v is NULL else v for k, v in params.items() if v is not None})
         values["preset"] = preset
         config = cls(**values)
         config.validate()

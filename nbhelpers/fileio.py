@@ -4,6 +4,10 @@ Every file is written to a temporary file in the same folder, flushed, fsynced a
 target with ``os.replace`` (atomic on POSIX and Windows), so a reader sees the old file or the new one,
 never a torn one, even if Colab drops the runtime mid-write. Shards, manifests, checkpoints and run
 files all go through here.
+
+A file written here gets the permissions of a plain ``open``: ``0o666`` less the process umask (``0o644``
+under the usual umask ``022``), not the owner-only ``0o600`` of :func:`tempfile.mkstemp`, so a shared data
+folder or a Drive-mounted ``runs/`` stays readable to the collaborators the umask admits.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +48,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if os.name == "posix":
+            # A file system without POSIX modes (some FUSE mounts) refuses; its own modes then apply.
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
             f.flush()
@@ -53,6 +62,28 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (e.g. ``0o022``), read without changing it where the system allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting and restoring it, under a
+    lock so that two threads of this module never see each other's temporary value.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from nbhelpers.config import BaseConfig, ConfigError, param
+from nbhelpers.config import NULL, BaseConfig, ConfigError, param
 from nbhelpers.data.records import SkipCounter
 from nbhelpers.data.shards import read_manifest, write_manifest, write_split
 from nbhelpers.data.sources import SOURCES, get_source
@@ -96,14 +96,21 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m nbhelpers.data.prepare --source synthetic --preset demo [--field value ...]``."""
+    """``python -m nbhelpers.data.prepare --source synthetic --preset demo [--field value ...]``.
+
+    ``--field null`` sets the field to None (e.g. ``--limit null``: no limit) even where the preset sets
+    it; a field left out takes the preset's value.
+    """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="demo")
     for f in dataclasses.fields(PrepareConfig):
         if f.name != "preset":
-            parser.add_argument(f"--{f.name}", type=json_or_str, default=None, help=f.metadata.get("help"))
+            parser.add_argument(
+                f"--{f.name}", type=json_or_str, default=argparse.SUPPRESS, help=f.metadata.get("help")
+            )
     args = vars(parser.parse_args(argv))
-    config = PrepareConfig.from_params(args.pop("preset"), **args)
+    preset = args.pop("preset")
+    config = PrepareConfig.from_params(preset, **{k: NULL if v is None else v for k, v in args.items()})
     manifest = prepare(config)
     summary = {split: info["num_samples"] for split, info in manifest["splits"].items()}
     print(json.dumps({"source_dir": str(config.source_dir), "samples": summary}))

@@ -24,8 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import string
+import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -283,7 +289,7 @@ def write_split(
     resumed = 0
     pending = []
     bar = tqdm(desc=f"{split} shards", unit="shard", disable=not progress)
-    with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Inline() as pool:
+    with _pool(workers) as pool:
         for k, chunk in enumerate(_chunks(_unique_keys(records, skips), shard_size)):
             shard = out_dir / f"{split}-{k:05d}.tar"
             done = _complete(shard, _fingerprint(chunk, image_size))
@@ -324,6 +330,19 @@ def write_split(
     )
 
 
+def _pool(workers: int) -> ProcessPoolExecutor | _Inline:
+    """``workers`` processes that die with this one, or the inline stand-in for a single worker."""
+    if workers <= 1:
+        return _Inline()
+    context = multiprocessing.get_context()
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=die_with_parent,
+        initargs=(os.getpid(), context.get_start_method() == "fork"),
+    )
+
+
 def _remove_stale(out_dir: Path, split: str, n_shards: int) -> None:
     """Deletes shards of ``split`` beyond ``n_shards`` left by an earlier, larger run, and temporary
     files that an interrupted run left behind."""
@@ -334,6 +353,59 @@ def _remove_stale(out_dir: Path, split: str, n_shards: int) -> None:
         if index.isdigit() and int(index) >= n_shards:
             path.unlink()
             _stats_path(path).unlink(missing_ok=True)
+
+
+#: Seconds between two checks of the parent by a forked pool worker's watchdog thread.
+PARENT_POLL_S = 0.5
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int, forked: bool) -> None:
+    """Makes this process (a shard-writing pool worker) exit when its parent dies.
+
+    A pool worker blocks on its task queue forever once the parent is gone, so a parent killed with
+    ``SIGKILL`` (which runs no clean-up) would leave its workers alive. On Linux the kernel kills the
+    worker with the parent (``PR_SET_PDEATHSIG``); everywhere, a daemon thread ends the worker at once
+    when the parent is gone. A worker ended this way leaves at most a dot-prefixed temporary shard,
+    which the next run removes.
+
+    Args:
+        parent_pid: the process that created the pool (``os.getpid()`` there).
+        forked: whether the pool forks its workers from the parent (start method ``fork``); else they
+            come from a fork server or are spawned, and the parent is watched through
+            :func:`multiprocessing.parent_process`.
+    """
+    if sys.platform.startswith("linux"):
+        _set_parent_death_signal(signal.SIGKILL)
+    if forked and os.getppid() != parent_pid:  # the parent died before the signal was set
+        os._exit(1)
+    threading.Thread(
+        target=_watch_parent, args=(parent_pid, forked), name="parent-watchdog", daemon=True
+    ).start()
+
+
+def _set_parent_death_signal(signum: int) -> None:
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl in this libc: the watchdog thread still runs
+        pass
+
+
+def _watch_parent(parent_pid: int, forked: bool) -> None:
+    if forked:
+        # An orphan is re-parented, so a changed parent id means the parent died. (The parent's
+        # sentinel pipe is no use here: workers forked later hold its write end open.)
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+    else:
+        parent = multiprocessing.parent_process()
+        if parent is None:
+            return
+        multiprocessing.connection.wait([parent.sentinel])  # ready when the parent is gone
+    os._exit(1)
 
 
 class _Inline:

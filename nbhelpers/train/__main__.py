@@ -5,6 +5,11 @@ Runs the registered recipe's ``run(config)`` (:data:`nbhelpers.train.recipes.REC
 int, ``lr=1e-4`` a float, ``amp=true`` a bool, ``sizes=[1,2]`` a list, ``x=null`` None) and kept as
 strings otherwise (``preset=demo``, ``data_dir=/content/shards``); quote a number to keep it a string
 (``name='"007"'``). Works under ``accelerate launch -m nbhelpers.train RECIPE ...``.
+
+An explicit ``key=null`` sets the field to None even where the preset sets a value (``keep_last=null``:
+keep every checkpoint): the recipe receives :data:`nbhelpers.config.NULL` for it, not ``None``, which
+would mean "the preset's value" as it does in a notebook's parameters cell. Leave a key out to take the
+preset's value.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nbhelpers.config import NULL
 from nbhelpers.train.recipes.registry import RECIPES, Recipe, get_recipe
 
 USAGE = "usage: python -m nbhelpers.train RECIPE [key=value ...]"
@@ -60,6 +66,9 @@ def parse_args(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
 def main(argv: Sequence[str] | None = None, registry: Mapping[str, Recipe] = RECIPES) -> Any:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the recipe and return what its ``run`` returns.
 
+    The recipe's ``run`` gets the parsed ``key=value`` pairs as a dict, with :data:`~nbhelpers.config.NULL`
+    for each ``key=null`` (an explicit None, not the preset's value).
+
     Args:
         argv: the arguments after the program name.
         registry: the recipes by name (:data:`~nbhelpers.train.recipes.RECIPES`).
@@ -77,7 +86,7 @@ def main(argv: Sequence[str] | None = None, registry: Mapping[str, Recipe] = REC
         if "available recipes" not in str(err):
             print(f"available recipes: {', '.join(registry)}", file=sys.stderr)
         raise SystemExit(2) from None
-    return recipe.run(config)
+    return recipe.run({key: NULL if value is None else value for key, value in config.items()})
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from accelerate import PartialState
 from torch import nn
 
-from nbhelpers.config import BaseConfig, ConfigError, param
+from nbhelpers.config import NULL, BaseConfig, ConfigError, param
 from nbhelpers.data.loader import make_pipeline
 from nbhelpers.data.memory import TensorSplit, epoch_batches, load_split, normalize
 from nbhelpers.data.sampler import SeededBatchSampler
@@ -224,7 +224,9 @@ class RecipeConfig(BaseConfig):
             raise RunNotFoundError(run_dir, how)
         if not (run_dir / "config.json").is_file():
             raise RunNotFoundError(run_dir / "config.json", how, what="file")
-        config = cls.coerce(read_json(run_dir / "config.json"))
+        # A stored None is literal (keep_last=None kept every checkpoint), not "the preset's value".
+        stored = read_json(run_dir / "config.json")
+        config = cls.coerce({k: NULL if v is None else v for k, v in stored.items()})
         defaults = {f.name: f for f in dataclasses.fields(cls)}
         resets = {}
         for name in config.checkpointed_weight_sources():

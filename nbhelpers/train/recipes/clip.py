@@ -67,8 +67,22 @@ CLASS_PROMPTS: dict[str, list[str]] = {
 }
 
 
+class StartsFromClip:
+    """A config whose ``pretrained`` may name a CLIP run (``run:<name>``, notebook 03's exported weights)."""
+
+    def pretrained_weights(self) -> str | None:
+        """``pretrained`` resolved (``run:<name>`` -> that CLIP run's weights file); never trains."""
+        return resolve_pretrained(
+            self.pretrained, runs_dir=self.runs_dir, data_dir=self.data_dir, preset=self.preset
+        )
+
+    def weight_inputs(self) -> dict[str, Any]:
+        """The resolved weights file, by content (a tag is in the config already)."""
+        return local_inputs(pretrained=self.pretrained_weights())
+
+
 @dataclass
-class ClipConfig(RecipeConfig):
+class ClipConfig(StartsFromClip, RecipeConfig):
     """Parameters of ``03_train_clip``."""
 
     SECTION: ClassVar[str] = "clip"
@@ -79,15 +93,6 @@ class ClipConfig(RecipeConfig):
     pretrained: str = param("", help="open_clip tag or local weights to fine-tune from; empty: from scratch")
     valid_only: bool = param(True, help="train on the valid pairs only (the masked loss ignores the rest)")
     image_size: int | None = param(None, min=16, help="None: the model's own input size")
-
-    def pretrained_weights(self) -> str | None:
-        """``pretrained`` resolved (``run:<name>`` -> that CLIP run's weights file); never trains."""
-        return resolve_pretrained(
-            self.pretrained, runs_dir=self.runs_dir, data_dir=self.data_dir, preset=self.preset
-        )
-
-    def weight_inputs(self) -> dict[str, Any]:
-        return local_inputs(pretrained=self.pretrained_weights())
 
     def check(self) -> None:
         super().check()

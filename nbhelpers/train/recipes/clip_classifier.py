@@ -32,7 +32,7 @@ from nbhelpers.models.clip import clip_image_size, create_clip, load_clip_state_
 from nbhelpers.models.counts import parameter_counts
 from nbhelpers.models.heads import CLIPClassifier
 from nbhelpers.train.engine import fit
-from nbhelpers.train.identity import local_inputs, read_run_record
+from nbhelpers.train.identity import read_run_record
 from nbhelpers.train.recipes.base import (
     CLASS_METRICS,
     RecipeConfig,
@@ -46,14 +46,14 @@ from nbhelpers.train.recipes.base import (
     train_spec,
     write_metrics,
 )
-from nbhelpers.train.recipes.clip import check_patch_divides, resolve_pretrained
+from nbhelpers.train.recipes.clip import StartsFromClip, check_patch_divides
 from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 
 MODES = ("lora", "baseline")
 
 
 @dataclass
-class ClipClassifierConfig(RecipeConfig):
+class ClipClassifierConfig(StartsFromClip, RecipeConfig):
     """Parameters of ``06_train_clip_lora_classifier``."""
 
     SECTION: ClassVar[str] = "clip_classifier"
@@ -75,15 +75,6 @@ class ClipClassifierConfig(RecipeConfig):
 
     def default_run_name(self) -> str:
         return f"clip_classifier_{self.mode}"
-
-    def pretrained_weights(self) -> str | None:
-        """``pretrained`` resolved (``run:<name>`` -> that CLIP run's weights file); never trains."""
-        return resolve_pretrained(
-            self.pretrained, runs_dir=self.runs_dir, data_dir=self.data_dir, preset=self.preset
-        )
-
-    def weight_inputs(self) -> dict[str, Any]:
-        return local_inputs(pretrained=self.pretrained_weights())
 
     def check(self) -> None:
         super().check()

@@ -62,7 +62,7 @@ from nbhelpers.train.recipes.base import (
     write_metrics,
 )
 from nbhelpers.train.recipes.clip import RECIPE as CLIP_RECIPE
-from nbhelpers.train.recipes.clip import resolve_pretrained
+from nbhelpers.train.recipes.clip import StartsFromClip
 from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 from nbhelpers.train.run_dir import RunNotFoundError, atomic_open
 
@@ -97,7 +97,7 @@ EVAL_PLANS: dict[str, EvalPlan] = {
 
 
 @dataclass
-class FusionConfig(RecipeConfig):
+class FusionConfig(StartsFromClip, RecipeConfig):
     """Parameters of ``07_hateful_memes_fusion``."""
 
     SECTION: ClassVar[str] = "fusion"
@@ -128,12 +128,6 @@ class FusionConfig(RecipeConfig):
 
     def default_run_name(self) -> str:
         return f"fusion_{self.fusion}"
-
-    def pretrained_weights(self) -> str | None:
-        """``pretrained`` resolved (``run:<name>`` -> that CLIP run's weights file); never trains."""
-        return resolve_pretrained(
-            self.pretrained, runs_dir=self.runs_dir, data_dir=self.data_dir, preset=self.preset
-        )
 
     def weight_inputs(self) -> dict[str, Any]:
         local_backbone = self.backbone.removeprefix("hf:") if self.backbone.startswith("hf:") else None

@@ -137,6 +137,15 @@ def path_inside(root: Path, relative: str, skips: SkipCounter, where: str) -> Pa
     return resolved
 
 
+def image_inside(root: Path, relative: str, skips: SkipCounter, where: str) -> Path | None:
+    """An image file a dataset file names: :func:`path_inside`, then present (else ``missing_image``)."""
+    image = path_inside(root, relative, skips, where)
+    if image is not None and not image.is_file():
+        skips.skip("missing_image", str(image))
+        return None
+    return image
+
+
 def as_int(value: Any) -> int | None:
     """Returns ``value`` as an int when it is one in any common spelling (``3``, ``3.0``, ``"3"``,
     ``" 3.0 "``), else ``None``. Booleans are not ints here: a label of ``true`` is not class 1."""

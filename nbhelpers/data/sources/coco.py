@@ -25,8 +25,8 @@ from nbhelpers.data.sources._common import (
     check_limit,
     check_split,
     clean_text,
+    image_inside,
     load_json,
-    path_inside,
     require_file,
 )
 from nbhelpers.data.taxonomy import TRUE_NEUTRAL
@@ -133,11 +133,8 @@ def _records(raw_dir: Path, split: str, path: Path, skips: SkipCounter) -> Itera
         if not caps:
             skips.skip("no_caption", f"{path.name} image {image_id}")
             continue
-        image = path_inside(folder, file_name, skips, f"{path.name} image {image_id}")
+        image = image_inside(folder, file_name, skips, f"{path.name} image {image_id}")
         if image is None:
-            continue
-        if not image.is_file():
-            skips.skip("missing_image", str(image))
             continue
         yield Record(
             source=NAME,

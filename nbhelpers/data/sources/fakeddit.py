@@ -30,7 +30,7 @@ from nbhelpers.data.sources._common import (
     check_layout,
     check_limit,
     check_split,
-    path_inside,
+    image_inside,
     require_file,
 )
 from nbhelpers.data.taxonomy import (
@@ -215,11 +215,8 @@ def _records(path: Path, images: Path, split: str, skips: SkipCounter) -> Iterat
         if not text:
             skips.skip("empty_text", f"{where} id {source_id}")
             continue
-        image = path_inside(images, f"{source_id}.jpg", skips, where)
+        image = image_inside(images, f"{source_id}.jpg", skips, where)
         if image is None:
-            continue
-        if not image.is_file():
-            skips.skip("missing_image", str(image))
             continue
         yield Record(
             source=NAME,

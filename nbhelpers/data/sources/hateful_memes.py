@@ -28,8 +28,8 @@ from nbhelpers.data.sources._common import (
     check_limit,
     check_split,
     clean_text,
+    image_inside,
     iter_jsonl,
-    path_inside,
     require_file,
 )
 from nbhelpers.data.taxonomy import HATE, TRUE_NEUTRAL, UNLABELLED
@@ -125,11 +125,8 @@ def _records(raw_dir: Path, split: str, path: Path, skips: SkipCounter) -> Itera
         if not text:
             skips.skip("empty_text", where)
             continue
-        image = path_inside(raw_dir, img.strip(), skips, where)
+        image = image_inside(raw_dir, img.strip(), skips, where)
         if image is None:
-            continue
-        if not image.is_file():
-            skips.skip("missing_image", str(image))
             continue
         yield Record(
             source=NAME,

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+
 from nbhelpers.config import ConfigError
 from nbhelpers.fileio import read_json, sha256_file, to_jsonable, write_json_atomic
 
@@ -204,7 +206,8 @@ def bind_run(run_dir: str | os.PathLike, identity: RunIdentity, *, write: bool =
     Args:
         run_dir: the run's folder (created if missing).
         identity: what the run is bound to.
-        write: record ``run.json`` (only the main process of a multi-process run writes).
+        write: record ``run.json`` (False: only check). Under several processes only the main one
+            writes, and every process waits for it before going on.
 
     Returns:
         ``run_dir`` as a Path.
@@ -214,18 +217,22 @@ def bind_run(run_dir: str | os.PathLike, identity: RunIdentity, *, write: bool =
             ``run.json``; raised before anything is written.
     """
     run_dir = Path(run_dir)
+    state = PartialState()
     stored = read_run_record(run_dir)
+    occupied = run_dir.is_dir() and any(run_dir.iterdir())
+    state.wait_for_everyone()  # every process has read the folder before the main one writes to it
     if stored is not None:
         if stored.get("fingerprint") != identity.fingerprint:
             raise RunMismatchError(run_dir, identity.differences(stored))
         return run_dir
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if occupied:
         raise RunMismatchError(
             run_dir, [], reason=f"holds files but no {RUN_RECORD}: it is not a run this config can continue."
         )
-    if write:
+    if write and state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_dir / RUN_RECORD, identity.record())
+    state.wait_for_everyone()
     return run_dir
 
 
@@ -233,12 +240,14 @@ def bind_stage(stage_dir: str | os.PathLike, identity: RunIdentity, *, write: bo
     """Binds a stage trained on another stage's output (e.g. a head on frozen features) to its inputs.
 
     Unlike a run, a stage whose inputs changed is derived state: it is deleted and trained again,
-    never reused.
+    never reused. Under several processes only the main one deletes and writes; every process waits.
 
     Returns:
         True if a stale stage was deleted.
     """
     stage_dir = Path(stage_dir)
+    state = PartialState()
+    write = write and state.is_main_process
     stored = read_run_record(stage_dir)
     stale = (
         stage_dir.is_dir()
@@ -255,6 +264,7 @@ def bind_stage(stage_dir: str | os.PathLike, identity: RunIdentity, *, write: bo
     if write:
         stage_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(stage_dir / RUN_RECORD, identity.record())
+    state.wait_for_everyone()
     return bool(stale)
 
 

@@ -183,9 +183,7 @@ class RecipeConfig(BaseConfig):
         """
         identity = self.identity(found, self.weight_inputs())
         folder = Path(self.runs_dir) / (self.run_name or identity.folder_name(self.default_run_name()))
-        state = PartialState()
-        bind_run(folder, identity, write=state.is_main_process)
-        state.wait_for_everyone()
+        bind_run(folder, identity)
         self.__dict__["_bound_dir"] = folder
         return folder
 

@@ -186,12 +186,7 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     # The head is trained on the towers' features: bound to the towers' checkpoint, it is trained again
     # (never reused) if they changed.
     towers = latest_checkpoint(config.run_dir)
-    bind_stage(
-        config.run_dir / CLASSIFIER_DIR,
-        config.identity(found, {"towers": file_input(towers)}),
-        write=PartialState().is_main_process,
-    )
-    PartialState().wait_for_everyone()
+    bind_stage(config.run_dir / CLASSIFIER_DIR, config.identity(found, {"towers": file_input(towers)}))
     head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads)
     share = len(train_features["label"]) // PartialState().num_processes  # each process's samples
     if share < 1:

@@ -38,7 +38,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import transformers
-from accelerate import PartialState
 from torch import nn
 
 from nbhelpers.config import ConfigError, param
@@ -175,9 +174,7 @@ class UnimodalConfig(RecipeConfig):
         folder = Path(self.runs_dir) / (
             f"{self.run_name}_{kind}" if self.run_name else identity.folder_name(f"{self.RECIPE}_{kind}")
         )
-        state = PartialState()
-        bind_run(folder, identity, write=write and state.is_main_process)
-        state.wait_for_everyone()
+        bind_run(folder, identity, write=write)
         self.__dict__.setdefault("_kind_dirs", {})[kind] = folder
         return folder
 

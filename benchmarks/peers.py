@@ -1,10 +1,13 @@
 """Our data loader and trainer against the peers, on the same shards, as ratios measured in one run.
 
-    python -m benchmarks.peers                 # a few minutes on 2 cores; writes benchmarks/results/peers.jsonl
+    python -m benchmarks.peers                 # minutes on 2 cores; writes benchmarks/results/peers.jsonl
     python -m benchmarks.peers render          # the README's "Against the peers" table from those results
     python -m benchmarks.peers render --check  # exit 1 if the README's table is not what the results give
-    python -m benchmarks.peers profile         # where a streamed training step's time goes (cProfile)
+    python -m benchmarks.peers profile         # where a streamed training step's time goes (stack samples)
     python -m benchmarks.peers --quick --out /tmp/p.jsonl   # a smoke test of seconds, tiny data
+
+``--threads N`` sets torch's threads for everything measured (the trainers' processes included); on a
+machine shared with other busy processes, 1 thread avoids OpenMP threads spinning against them.
 
 What is compared, each on the same synthetic shards (256 px JPEGs; a training split of 2,000 samples in
 4 shards, built once under ``--cache``), at 64 px, with the tokeniser of ``memelab-tiny-vit``:
@@ -23,9 +26,10 @@ What is compared, each on the same synthetic shards (256 px JPEGs; a training sp
   step: the same model (``memelab-tiny-vit``, 64 px), 64 pairs per batch, all of them forward and backward
   (ours with ``valid_only=false``; its loss counts the valid pairs, open_clip's all pairs: the same
   forward and backward), fp32 on the CPU, AdamW, gradient-norm clipping at 1.0, one epoch, shards drawn
-  with replacement in both; with 0 and 2 data workers. Each trainer runs twice, for ``short`` and
-  ``long`` steps; the rate is ``(long - short) * 64`` samples over the difference of the two wall times,
-  which cancels start-up, evaluation and the final checkpoint.
+  with replacement in both; with 0 and 2 data workers. Each trainer runs 28 steps in its own process,
+  which records when each optimiser step ends (torch's global optimiser hook); the rate is the samples
+  of steps 5 to 28 over the time from the end of step 4 to the end of step 28: the steady state, data
+  loading included, start-up, worker start, evaluation and checkpoints not.
 
 Each figure runs ``--repeats`` times (default 3), interleaved (ours, then each peer, then again), and
 the JSON line holds the medians and their ratio (ours / peer; above 1: ours is faster), with every
@@ -35,19 +39,20 @@ repeat's pair in ``runs``.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import datetime
 import functools
 import json
 import os
 import platform
-import pstats
+import runpy
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,11 +85,11 @@ class Plan:
     workers: tuple[int, ...]
     samples: int  # samples timed per loader figure
     repeats: int
-    train_steps: tuple[int, int]  # (short, long) runs of each trainer
+    train_steps: tuple[int, int]  # (warm-up, all): each trainer's steps, the first ones not timed
     train_workers: tuple[int, ...]
 
 
-FULL = Plan(FULL_SIZES, 500, (32, 64, 128), (0, 2), 1024, 3, (4, 34), (0, 2))
+FULL = Plan(FULL_SIZES, 500, (32, 64, 128), (0, 2), 1024, 3, (4, 28), (0, 2))
 QUICK = Plan(QUICK_SIZES, 16, (8,), (0,), 16, 1, (1, 2), ())
 
 
@@ -267,21 +272,51 @@ def open_clip_train_command(manifest: dict[str, Any], logs: Path, steps: int, wo
     ]  # fmt: skip
 
 
-def timed(command: Sequence[str]) -> float:
-    """Wall seconds of ``command`` (run from the repository root).
+def step_times(command: Sequence[str], out: Path) -> list[float]:
+    """Runs ``command`` (``python -m MODULE ARGS...``, from the repository root) under :func:`record_steps`;
+    returns the time (``perf_counter``) at the end of each of its optimiser steps.
 
     Raises:
         RuntimeError: the command failed (its output's tail in the message).
     """
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    env = {
+        **os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),  # the threads this process runs with
+    }  # fmt: skip
+    wrapped = [sys.executable, "-m", "benchmarks.peers", "steps", str(out), *command[2:]]
+    done = subprocess.run(wrapped, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(
-            f"{command[:4]} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}"
+            f"{command[2:4]} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}"
         )
-    return seconds
+    return json.loads(out.read_text())
+
+
+def steady_rate(times: Sequence[float], warmup: int, batch: int = 64) -> float:
+    """Samples per second between the end of step ``warmup`` and the end of the last step."""
+    return (len(times) - warmup) * batch / (times[-1] - times[warmup - 1])
+
+
+def record_steps(argv: Sequence[str]) -> int:
+    """``steps OUT MODULE ARGS...``: runs ``python -m MODULE ARGS...`` in this process and writes to OUT
+    the time at the end of every optimiser step (torch's global step hook, whoever's optimiser it is)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    out, module, *args = argv
+    times: list[float] = []
+    hook = register_optimizer_step_post_hook(lambda *_: times.append(time.perf_counter()))
+    argv_before = sys.argv
+    sys.argv = [module, *args]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as err:
+        if err.code not in (0, None):
+            raise
+    finally:
+        hook.remove()
+        sys.argv = argv_before
+    Path(out).write_text(json.dumps(times))
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -334,30 +369,29 @@ def bench_loaders(manifest: dict, folder: Path, plan: Plan, where: str, command:
 
 def bench_training(manifest: dict, plan: Plan, cache: Path, where: str, command: str) -> list[dict]:
     shards_dir = Path(manifest["_dir"]).parent
-    short, long = plan.train_steps
+    warmup, steps = plan.train_steps
     rows = []
     for workers in plan.train_workers:
         runs = []
         for _ in range(plan.repeats):
-            seconds = {}
-            for steps in (short, long):
-                scratch = Path(tempfile.mkdtemp(dir=cache, prefix="train-"))
-                try:
-                    ours = timed(ours_train_command(shards_dir, scratch / "runs", steps, workers))
-                    peer = timed(open_clip_train_command(manifest, scratch / "logs", steps, workers))
-                finally:
-                    shutil.rmtree(scratch, ignore_errors=True)
-                seconds[steps] = (ours, peer)
-            samples = (long - short) * 64
-            runs.append(
-                (
-                    samples / (seconds[long][0] - seconds[short][0]),
-                    samples / (seconds[long][1] - seconds[short][1]),
+            scratch = Path(tempfile.mkdtemp(dir=cache, prefix="train-"))
+            try:
+                ours = step_times(
+                    ours_train_command(shards_dir, scratch / "runs", steps, workers), scratch / "a"
                 )
-            )
+                peer = step_times(
+                    open_clip_train_command(manifest, scratch / "logs", steps, workers), scratch / "b"
+                )
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            if len(ours) != steps or len(peer) != steps:
+                raise RuntimeError(
+                    f"expected {steps} optimiser steps, ours made {len(ours)}, the peer {len(peer)}"
+                )
+            runs.append((steady_rate(ours, warmup), steady_rate(peer, warmup)))
         rows.append(
             row("training vs open_clip_train", runs, "samples/s", where, command, peer_name="open_clip_train",
-                batch=64, workers=workers, steps=[short, long])
+                batch=64, workers=workers, steps=[warmup, steps])
         )  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -374,7 +408,12 @@ def run(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON lines written")
     parser.add_argument("--only", choices=("loaders", "training"), default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's, the cores)"
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     plan = QUICK if args.quick else FULL
     if args.repeats:
         plan = Plan(**{**plan.__dict__, "repeats": args.repeats})
@@ -446,39 +485,81 @@ def render(argv: Sequence[str]) -> int:
 
 # -------------------------------------------------------------------------------------------- profile
 
-#: Profile buckets: (name, file suffix, function) of the outermost call that does each part.
+#: What a stack sample is counted as: the innermost frame running one of these (file suffix, function).
 STAGES = (
     ("tar parsing", "nbhelpers/data/tar_samples.py", "iter_groups"),
     ("JPEG decode", "nbhelpers/data/image.py", "decode_rgb"),
-    (
-        "image transform (crop, flip, to float, normalise)",
-        "torchvision/transforms/v2/_container.py",
-        "forward",
-    ),
+    ("image transform (crop, flip, to float, normalise)", "torchvision/transforms/v2/_container.py", "forward"),
     ("image transform (crop, flip, to float, normalise)", "nbhelpers/data/transforms.py", "__call__"),
     ("tokenising", "open_clip/tokenizer.py", "__call__"),
     ("model step (forward, backward, AdamW)", "benchmarks/peers.py", "model_step"),
-)
+    ("rest of the data pipeline (shuffle, json, collate, ...)", "benchmarks/peers.py", "draw"),
+)  # fmt: skip
+
+
+def _stage(frame: Any) -> str:
+    """The :data:`STAGES` name of a stack (innermost frame first outwards), or ``other``."""
+    while frame is not None:
+        code = frame.f_code
+        for name, suffix, function in STAGES:
+            if code.co_name == function and code.co_filename.endswith(suffix):
+                return name
+        frame = frame.f_back
+    return "other"
+
+
+def sampled(run: Callable[[], None], interval: float = 0.001) -> Counter[str]:
+    """Runs ``run`` while a timer signal samples its stack every ``interval`` seconds (as py-spy
+    does); returns the seconds spent in each :func:`_stage` (Unix only).
+
+    Python handles the signal between two bytecodes of this thread, so the time of a C call (a JPEG
+    decode, a backward pass) goes to the Python function that made it, the wall time since the previous
+    sample being counted for the stack the handler finds.
+    """
+    seconds: Counter[str] = Counter()
+    last = time.perf_counter()
+
+    def sample(signum: int, frame: Any) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        seconds[_stage(frame)] += now - last
+        last = now
+
+    previous = signal.signal(signal.SIGALRM, sample)
+    signal.setitimer(signal.ITIMER_REAL, interval, interval)
+    try:
+        run()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    return seconds
 
 
 def profile(argv: Sequence[str]) -> int:
-    """Where the time of a streamed CLIP training step goes, at 0 workers (cProfile, cumulative time of
-    the outermost call doing each part; the rest of the data pipeline is the remainder)."""
+    """Where the time of a streamed CLIP training step goes, at batch 64 and 0 workers: the stack of the
+    training loop sampled every millisecond (:func:`sampled`), each sample counted by :data:`STAGES`."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peers profile")
     parser.add_argument("--cache", type=Path, default=ROOT / "data" / "bench")
     parser.add_argument("--shards", type=Path, default=None, help="a source folder of shards to read instead")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's, the cores)"
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from nbhelpers.data.shards import read_manifest
     from nbhelpers.models.clip import create_clip
     from nbhelpers.train.recipes import clip
 
-    cache = args.cache / "full"
-    manifest = read_manifest(args.shards) if args.shards else ensure_shards(cache, FULL)
+    manifest = read_manifest(args.shards) if args.shards else ensure_shards(args.cache / "full", FULL)
     torch.manual_seed(0)
     model = create_clip(MODEL)[0]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batches = iter(ours_loader(manifest, 64, 0))
+
+    def draw() -> dict:
+        return next(batches)
 
     def model_step(batch: dict) -> None:
         loss, _ = clip.step(model, batch)
@@ -486,30 +567,25 @@ def profile(argv: Sequence[str]) -> int:
         optimizer.step()
         optimizer.zero_grad()
 
+    def train() -> None:
+        for _ in range(args.steps):
+            model_step(draw())
+
     for _ in range(20):  # past the shuffle buffer's filling, as in the steady state of an epoch
-        next(batches)
-    profiler = cProfile.Profile()
+        model_step(draw())
     start = time.perf_counter()
-    profiler.enable()
-    for _ in range(args.steps):
-        model_step(next(batches))
-    profiler.disable()
-    total = time.perf_counter() - start
-    stats = pstats.Stats(profiler).stats  # {(file, line, function): (cc, nc, tottime, cumtime, callers)}
-    parts: dict[str, float] = {}
-    for name, suffix, function in STAGES:
-        for (file, _, fn), (_, _, _, cumulative, _) in stats.items():
-            if fn == function and file.endswith(suffix):
-                parts[name] = parts.get(name, 0.0) + cumulative
-    step = parts.pop("model step (forward, backward, AdamW)", 0.0)
-    profiled = sum(v[2] for v in stats.values())
-    data = profiled - step
-    print(f"{args.steps} steps of 64, {total:.1f} s ({args.steps * 64 / total:.0f} samples/s unprofiled-ish)")
-    print(f"model step {100 * step / profiled:.0f}%, data pipeline {100 * data / profiled:.0f}%")
-    for name, seconds in parts.items():
-        print(f"  {name}: {100 * seconds / profiled:.0f}%")
-    rest = data - sum(parts.values())
-    print(f"  the rest (shuffle, json, collate, batch normalisation, ...): {100 * rest / profiled:.0f}%")
+    counts = sampled(train)
+    per_step = 1000 * (time.perf_counter() - start) / args.steps
+    total = sum(counts.values())
+    print(f"{machine()}: {per_step:.0f} ms per step of 64 ({64000 / per_step:.0f} samples/s)")
+    data = sum(n for name, n in counts.items() if not name.startswith(("model", "other")))
+    print(f"| part | ms per step | share |\n|---|---|---|\n| data pipeline | {per_step * data / total:.0f} | "
+          f"{100 * data / total:.0f}% |")  # fmt: skip
+    for name in dict.fromkeys(n for n, _, _ in STAGES):
+        share = counts.get(name, 0) / total
+        print(f"| {name} | {per_step * share:.0f} | {100 * share:.0f}% |")
+    if counts.get("other"):
+        print(f"| other | {per_step * counts['other'] / total:.0f} | {100 * counts['other'] / total:.0f}% |")
     return 0
 
 
@@ -519,6 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return render(argv[1:])
     if argv[:1] == ["profile"]:
         return profile(argv[1:])
+    if argv[:1] == ["steps"]:
+        return record_steps(argv[1:])
     return run(argv)
 
 

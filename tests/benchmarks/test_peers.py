@@ -91,3 +91,20 @@ def test_training_commands_are_the_same_work_for_both_trainers(tmp_path):
 def test_bad_arguments_exit(argv):
     with pytest.raises(SystemExit):
         peers.main(argv)
+
+
+def test_steps_are_timed_inside_the_trainer_and_the_rate_skips_the_warm_up(tmp_path, monkeypatch):
+    (tmp_path / "toy_trainer.py").write_text(
+        "import sys, torch\n"
+        "w = torch.nn.Parameter(torch.zeros(2))\n"
+        "opt = torch.optim.AdamW([w], lr=0.1)\n"
+        "for _ in range(int(sys.argv[1])):\n"
+        "    w.sum().backward()\n"
+        "    opt.step()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "times.json"
+    assert peers.main(["steps", str(out), "toy_trainer", "5"]) == 0
+    times = json.loads(out.read_text())
+    assert len(times) == 5 and times == sorted(times)
+    assert peers.steady_rate([0.0, 1.0, 2.0, 3.0, 5.0], warmup=2, batch=64) == 3 * 64 / 4.0

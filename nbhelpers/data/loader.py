@@ -46,7 +46,7 @@ from torch.utils.data import IterableDataset
 from nbhelpers.data.image import decode_rgb
 from nbhelpers.data.shards import SIZES, read_manifest
 from nbhelpers.data.tar_samples import MEMBERS, ShardReadError, iter_groups
-from nbhelpers.data.taxonomy import NUM_CLASSES, UNLABELLED
+from nbhelpers.data.taxonomy import HATE, SEVEN_CLASSES, UNLABELLED, LabelSet, label_set_of
 from nbhelpers.data.validity import Rejected, valid_label, valid_text
 from nbhelpers.fileio import read_json
 
@@ -61,6 +61,7 @@ class ShardSet:
     sources: list[str]
     class_counts: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    labels: LabelSet = SEVEN_CLASSES
 
 
 def shard_set(
@@ -73,13 +74,15 @@ def shard_set(
 
     Raises:
         KeyError: if a manifest has no such split (the message lists the splits it has).
+        ValueError: if the manifests use different label sets.
     """
-    urls, weights, sources = [], [], []
+    urls, weights, sources, read = [], [], [], []
     expected: dict[str, int] = {}
     total = 0
     classes: Counter[str] = Counter()
     for m in manifests:
         manifest = m if isinstance(m, dict) else read_manifest(m)
+        read.append(manifest)
         root = Path(manifest["_dir"])
         if split not in manifest["splits"]:
             raise KeyError(
@@ -106,6 +109,7 @@ def shard_set(
         sources=sources,
         class_counts=dict(classes),
         sizes=expected,
+        labels=label_set_of(read),
     )
 
 
@@ -140,10 +144,12 @@ class SampleDecoder:
 
     Args:
         sizes: the number of samples each shard (by path) should hold, from ``sizes.json``.
+        labels: the label set of the shards (from their manifests); labels outside it are skipped.
     """
 
-    def __init__(self, sizes: dict[str, int] | None = None):
+    def __init__(self, sizes: dict[str, int] | None = None, labels: LabelSet = SEVEN_CLASSES):
         self.sizes = dict(sizes or {})
+        self.labels = labels
         self.skipped: Counter[str] = Counter()
         self._warned: set[tuple[str, str]] = set()
 
@@ -188,7 +194,7 @@ class SampleDecoder:
                 self._skip("bad_metadata", where, "json is not an object with a label")
                 continue
             try:
-                label = valid_label(meta["label"])
+                label = valid_label(meta["label"], num_classes=len(self.labels))
             except Rejected as err:
                 self._skip(err.reason, where, err)
                 continue
@@ -217,8 +223,8 @@ class SampleDecoder:
                 "image": image,
                 "text": text,
                 "label": raw["label"],
-                "valid_pair": bool(meta.get("valid_pair", raw["label"] == 0)),
-                "hateful": int(meta.get("hateful", int(raw["label"] == 6))),
+                "valid_pair": bool(meta.get("valid_pair", self.labels.is_valid_pair(raw["label"]))),
+                "hateful": int(meta.get("hateful", int(self.labels.is_default and raw["label"] == HATE))),
                 "source": meta.get("source", ""),
                 "meta": meta,
             }
@@ -310,7 +316,8 @@ def make_pipeline(
         partial: keep a last, smaller batch (default: not in training, yes in evaluation).
     """
     shards = shard_set(manifests, split, source_factors)
-    decoder = SampleDecoder(shards.sizes)
+    labels = shards.labels
+    decoder = SampleDecoder(shards.sizes, labels)
     stages: list[Any]
     if train:
         stages = [WeightedResampledShards(shards.urls, shards.weights, seed, epoch)]
@@ -319,10 +326,10 @@ def make_pipeline(
     stages += [decoder.read, decoder.parse_json]
     if train:
         if class_factors:
-            unknown = set(class_factors) - set(range(NUM_CLASSES))
+            unknown = set(class_factors) - set(range(len(labels)))
             if unknown:
                 raise ValueError(
-                    f"class_factors: unknown labels {sorted(unknown)}; allowed 0..{NUM_CLASSES - 1}"
+                    f"class_factors: unknown labels {sorted(unknown)}; allowed 0..{len(labels) - 1}"
                 )
             stages.append(lambda src: upsample_classes(src, class_factors, seed + epoch))
         stages.append(

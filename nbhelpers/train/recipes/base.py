@@ -13,6 +13,7 @@ load or resume the same run; another config never continues, overwrites or reuse
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -72,7 +73,10 @@ class RecipeConfig(BaseConfig):
     batch_size: int = param(64, min=1)
     lr: float = param(1e-3, above=0.0)
     weight_decay: float = param(0.05, min=0.0)
-    warmup_steps: int | None = param(None, min=0, help="None: 5% of all steps")
+    warmup_steps: int | None = param(
+        None, min=0, help="linear warmup in optimiser steps; None: warmup_fraction"
+    )
+    warmup_fraction: float = param(0.05, min=0.0, help="warmup as a fraction of all optimiser steps (< 1)")
     grad_accum_steps: int = param(1, min=1)
     max_grad_norm: float | None = param(1.0, above=0.0, help="gradient clipping norm (> 0)")
     mixed_precision: str = param("auto", choices=("auto", "no", "fp16", "bf16"))
@@ -89,6 +93,10 @@ class RecipeConfig(BaseConfig):
 
     def check(self) -> None:
         check_run_name(self.run_name)
+        if self.warmup_fraction >= 1:
+            raise ConfigError(
+                f"warmup_fraction: must be < 1 (a fraction of all steps), got {self.warmup_fraction}"
+            )
         if not self.source_list:
             raise ConfigError("sources: name at least one source")
         for source in self.source_list:
@@ -156,7 +164,11 @@ class RecipeConfig(BaseConfig):
     ) -> RunIdentity:
         """What this run's weights depend on: its config, the training split's data, its input files."""
         data = {m.get("source", "?"): manifest_digest(m, self.train_split) for m in found}
-        return RunIdentity.of(self.RECIPE, self.to_dict(), data, inputs, exclude=self.identity_exclude())
+        # An explicit warmup_steps makes the fraction irrelevant to the weights.
+        unused = ("warmup_fraction",) if self.warmup_steps is not None else ()
+        return RunIdentity.of(
+            self.RECIPE, self.to_dict(), data, inputs, exclude=self.identity_exclude() + unused
+        )
 
     def weight_inputs(self) -> dict[str, Any]:
         """The local files this run starts from, by content (:func:`~nbhelpers.train.identity.local_inputs`).
@@ -275,17 +287,18 @@ def manifests(config: RecipeConfig) -> list[dict[str, Any]]:
 
 
 def train_spec(config: RecipeConfig, steps_per_epoch: int, **overrides: Any) -> TrainSpec:
-    """The engine's spec from a recipe config (warmup 5% of all steps unless set)."""
+    """The engine's spec from a recipe config (warmup: ``warmup_steps``, else ``warmup_fraction`` of all
+    optimiser steps, at least 1)."""
     total = steps_per_epoch * config.epochs
+    # round() first, so that 0.29 * 100 gives 29 steps, not 28 (float error below the integer).
+    by_fraction = max(1, math.floor(round(total * config.warmup_fraction, 6)))
     values = dict(
         run_dir=overrides["run_dir"] if "run_dir" in overrides else config.run_dir,
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        warmup_steps=min(
-            total, config.warmup_steps if config.warmup_steps is not None else max(1, total // 20)
-        ),
+        warmup_steps=min(total, config.warmup_steps if config.warmup_steps is not None else by_fraction),
         grad_accum_steps=config.grad_accum_steps,
         max_grad_norm=config.max_grad_norm,
         mixed_precision=config.mixed_precision,

@@ -66,6 +66,9 @@ class ClipClassifierConfig(StartsFromClip, RecipeConfig):
     pretrained: str = param(
         "", help="open_clip tag (laion2b_s34b_b79k) or a local checkpoint; empty: random init"
     )
+    full_lr: float | None = param(
+        None, above=0.0, help="learning rate of baseline mode, where every weight trains (None: lr)"
+    )
     lora_rank: int = param(4, min=1)
     head_layers: int = param(2, min=1)
     head_heads: int = param(8, min=1)
@@ -75,6 +78,17 @@ class ClipClassifierConfig(StartsFromClip, RecipeConfig):
 
     def default_run_name(self) -> str:
         return f"clip_classifier_{self.mode}"
+
+    @property
+    def mode_lr(self) -> float:
+        """The peak learning rate of this mode: pretrained weights take a far smaller step when they all
+        train (``full_lr``) than when only new adapters and the head do (``lr``)."""
+        return self.full_lr if self.mode == "baseline" and self.full_lr is not None else self.lr
+
+    def identity_exclude(self) -> tuple[str, ...]:
+        if self.mode == "lora":
+            return ("full_lr",)
+        return ("lr",) if self.full_lr is not None else ()
 
     def check(self) -> None:
         super().check()
@@ -135,7 +149,7 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
     model, tokenizer, size = build_model(config, weights)
     data = train_data(config, found, size, tokenizer)
-    spec = train_spec(config, data.steps_per_epoch)
+    spec = train_spec(config, data.steps_per_epoch, lr=config.mode_lr)
     history = fit(model, lambda m, b: step(m, b, config), data.batches, spec, config=config.to_dict())
     splits, summary = evaluate_7class(
         config.run_dir,

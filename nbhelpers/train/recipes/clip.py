@@ -73,7 +73,11 @@ class StartsFromClip:
     def pretrained_weights(self) -> str | None:
         """``pretrained`` resolved (``run:<name>`` -> that CLIP run's weights file); never trains."""
         return resolve_pretrained(
-            self.pretrained, runs_dir=self.runs_dir, data_dir=self.data_dir, preset=self.preset
+            self.pretrained,
+            runs_dir=self.runs_dir,
+            data_dir=self.data_dir,
+            preset=self.preset,
+            sources=self.sources,
         )
 
     def weight_inputs(self) -> dict[str, Any]:
@@ -237,6 +241,7 @@ def resolve_pretrained(
     runs_dir: str | os.PathLike = "runs",
     data_dir: str | os.PathLike = "data/shards",
     preset: str = "demo",
+    sources: str = "synthetic",
 ) -> str | None:
     """Maps ``"run:<name>"`` to that CLIP run's exported weights; never trains.
 
@@ -249,11 +254,12 @@ def resolve_pretrained(
         runs_dir: the folder holding the runs.
         data_dir: the shards ``run:clip`` was trained on.
         preset: the preset ``run:clip`` was trained with.
+        sources: the sources ``run:clip`` was trained on.
 
     Raises:
         RunNotFoundError: the run (or its exported weights) is missing, naming what makes it.
     """
-    weights = run_weights_path(pretrained, runs_dir, data_dir=data_dir, preset=preset)
+    weights = run_weights_path(pretrained, runs_dir, data_dir=data_dir, preset=preset, sources=sources)
     if weights is None:
         return pretrained or None
     if not weights.is_file():
@@ -262,7 +268,7 @@ def resolve_pretrained(
         raise RunNotFoundError(
             weights,
             f"notebook 03_train_clip (preset {preset!r}), or: python -m nbhelpers.train clip preset={preset} "
-            f"data_dir={data_dir} runs_dir={runs_dir}{named}",
+            f"data_dir={data_dir} sources={sources} runs_dir={runs_dir}{named}",
             what=f"the CLIP weights that pretrained={pretrained!r} names,",
         )
     return str(weights)
@@ -274,12 +280,13 @@ def run_weights_path(
     *,
     data_dir: str | os.PathLike = "data/shards",
     preset: str = "demo",
+    sources: str = "synthetic",
 ) -> Path | None:
     """Where the CLIP run that ``pretrained = "run:<name>"`` names exports its weights, whether or not
     they exist yet; None for anything else (a tag, a path, empty).
 
     ``run:<name>`` is the run folder ``runs_dir/<name>``. ``run:clip``, when no folder has that name, is
-    notebook 03's run of ``preset`` on ``data_dir``: the folder its fingerprint names
+    notebook 03's run of ``preset`` on ``sources`` under ``data_dir``: the folder its fingerprint names
     (``runs_dir/clip-<fingerprint>``), so it follows the preset and the data, never a stale run.
     """
     if not pretrained or not str(pretrained).startswith(RUN_PREFIX):
@@ -287,7 +294,9 @@ def run_weights_path(
     name = check_run_name(str(pretrained)[len(RUN_PREFIX) :], "pretrained")
     folder = Path(runs_dir) / name
     if name == RECIPE_NAME and not folder.is_dir():
-        default = ClipConfig.from_params(preset, runs_dir=str(runs_dir), data_dir=str(data_dir))
+        default = ClipConfig.from_params(
+            preset, runs_dir=str(runs_dir), data_dir=str(data_dir), sources=sources
+        )
         folder = default.planned_run_dir(manifests(default))
     return folder / WEIGHTS_FILE
 

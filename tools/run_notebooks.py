@@ -11,12 +11,17 @@ notebook starts.
 
 Notebooks written in place lose papermill's ``injected-parameters`` cell: a committed notebook keeps its
 own parameters cell only, so a value set there in Jupyter or Colab is the value the notebook runs with.
+
+Progress is shown as plain lines (``MEMELAB_PROGRESS=lines`` unless set): each training epoch is a line on
+this terminal, and each executed notebook keeps the epoch lines and the finished text bar, not a widget
+saved at "0%". A plain ``papermill`` command gets the same by itself (see ``nbhelpers.progress``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,6 +69,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run (e.g. 01 05)")
     parser.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     args = parser.parse_args()
+    os.environ.setdefault("MEMELAB_PROGRESS", "lines")  # inherited by every notebook's kernel
     params = {"preset": args.preset}
     for name, value in args.p:
         try:

@@ -41,13 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import webdataset as wds
-from tqdm.auto import tqdm
 
 from nbhelpers.data.image import encode_jpeg, letterbox, load_rgb
 from nbhelpers.data.records import ImageRef, Record, SkipCounter
 from nbhelpers.data.taxonomy import SEVEN_CLASSES, LabelSet
 from nbhelpers.data.validity import Rejected, valid_label, valid_text
 from nbhelpers.fileio import atomic_open, read_json, write_json_atomic
+from nbhelpers.progress import Progress
 
 MANIFEST = "manifest.json"
 SIZES = "sizes.json"
@@ -284,7 +284,7 @@ def write_split(
         image_size: side of the square JPEGs written.
         reader_skips: what the reader skipped; merged into the split's counts once ``records`` is consumed.
         workers: processes writing shards in parallel (records must be picklable).
-        progress: show a tqdm bar.
+        progress: show a bar (or, headless, a final line; ``nbhelpers.progress``).
         labels: the classes the records' labels index (default: the seven merged classes).
     """
     out_dir = Path(out_dir)
@@ -293,7 +293,7 @@ def write_split(
     results: dict[int, ShardStats] = {}
     resumed = 0
     pending = []
-    bar = tqdm(desc=f"{split} shards", unit="shard", disable=not progress)
+    bar = Progress(desc=f"{split} shards", unit="shard", enabled=progress)
     with _pool(workers) as pool:
         for k, chunk in enumerate(_chunks(_unique_keys(records, skips), shard_size)):
             shard = out_dir / f"{split}-{k:05d}.tar"

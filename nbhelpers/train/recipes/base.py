@@ -112,14 +112,20 @@ class RecipeConfig(BaseConfig):
         """Whether the run reads notebook 01's shards (False for a recipe reading another dataset)."""
         return True
 
-    def check_splits(self, sources: Sequence[str], splits: Mapping[str, Sequence[str]]) -> None:
+    def check_splits(self, sources: Sequence[str], splits: Mapping[str, Sequence[str] | None]) -> None:
         """Checks ``train_split`` and every eval split against each source's splits.
+
+        A source whose splits are ``None`` (``hf``, ``own``: their splits are whatever notebook 01's
+        parameters made) is not checked here; :func:`manifests` calls this again with the splits its shards
+        have, before any training.
 
         Raises:
             ConfigError: naming the parameter, the split and the splits the source has.
         """
         wanted = [("train_split", self.train_split)] + [("eval_splits", s) for s in self.eval_split_list]
         for source in sources:
+            if splits[source] is None:
+                continue
             for name, split in wanted:
                 if split not in splits[source]:
                     raise ConfigError(

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,6 +268,40 @@ def load_run_weights(model: nn.Module, run_dir: str | os.PathLike, how: str) -> 
     return model.eval()
 
 
+#: The layers :func:`sync_batchnorm` converts.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def sync_batchnorm(model: nn.Module, num_processes: int, device: torch.device | str) -> nn.Module:
+    """The model with its BatchNorm layers normalising over the global batch when several processes train.
+
+    With ``num_processes > 1`` every ``BatchNorm*d`` becomes an ``nn.SyncBatchNorm`` holding the same
+    parameters and running statistics (the state dict's keys and values are unchanged, so a checkpoint
+    loads into either form), as DINO's and Barlow Twins' reference code do: otherwise each process
+    would normalise by the statistics of its own share, and the model trained on N processes would
+    not be the one trained on the global batch. ``SyncBatchNorm`` runs on GPUs only; on CPU processes
+    (``accelerate launch --cpu``) the layers stay per process, with a warning.
+
+    Args:
+        model: the training module, converted in place where possible.
+        num_processes: processes training together (``PartialState().num_processes``).
+        device: this process's device (``PartialState().device``).
+
+    Returns:
+        The model to train (``model`` itself unless it is a bare BatchNorm layer).
+    """
+    if num_processes == 1 or not any(isinstance(m, BATCH_NORMS) for m in model.modules()):
+        return model
+    if torch.device(device).type == "cpu":
+        warnings.warn(
+            f"{num_processes} CPU processes: BatchNorm normalises over each process's share of the batch "
+            "(SyncBatchNorm needs GPUs), so this run differs from one process on the global batch",
+            stacklevel=2,
+        )
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def manifests(config: RecipeConfig) -> list[dict[str, Any]]:
     """The manifests of ``config.sources`` under ``data_dir``, their splits checked against the config.
 
@@ -464,6 +499,9 @@ def write_metrics(
 ) -> dict[str, Any]:
     """Writes ``run_dir/metrics.json`` in the suite's common form; returns it.
 
+    Under several processes every process returns the record and only the main one writes it; all of
+    them return once it is written.
+
     ``recipe`` names the recipe that made the run: how evaluation finds its ``load_trained``. The record
     also names the weights the figures were computed from: the run's fingerprint (from ``run.json``) and
     the path and SHA-256 of its last checkpoint, and of each stage's (``stages``: ``{name: stage folder}``,
@@ -497,7 +535,10 @@ def write_metrics(
         },
         **extra,
     }
-    write_json_atomic(Path(run_dir) / "metrics.json", record)
+    state = PartialState()
+    if state.is_main_process:
+        write_json_atomic(Path(run_dir) / "metrics.json", record)
+    state.wait_for_everyone()
     return record
 
 
@@ -510,6 +551,8 @@ def evaluate_7class(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
     """Scores a 7-class run on each split and saves ``predictions_{split}.npz`` (``probs``, ``labels``).
 
+    Under several processes each process scores every split and the main one saves the predictions.
+
     Args:
         run_dir: the run directory.
         predict_split: ``split -> (probs (N, 7), labels (N,))``.
@@ -520,10 +563,12 @@ def evaluate_7class(
         split, and its :data:`CLASS_METRICS` plus ``num_samples`` per split (for ``metrics.json``).
     """
     reports = {}
+    main = PartialState().is_main_process
     for split in splits:
         probs, labels = predict_split(split)
         reports[split] = classification_report(probs, labels, ks=(1, 2, 3))
-        np.savez_compressed(Path(run_dir) / f"predictions_{split}.npz", probs=probs, labels=labels)
+        if main:
+            np.savez_compressed(Path(run_dir) / f"predictions_{split}.npz", probs=probs, labels=labels)
     return reports, split_summary(reports)
 
 

@@ -45,6 +45,7 @@ from nbhelpers.train.recipes.base import (
     history_seconds,
     load_run_weights,
     manifests,
+    sync_batchnorm,
     train_data,
     train_spec,
     write_metrics,
@@ -172,6 +173,7 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     config.bind(found)
     set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
     model, tokenizer, size = build_model(config, weights)
+    model = sync_batchnorm(model, PartialState().num_processes, PartialState().device)  # the ResNet's
     data = train_data(config, found, size, tokenizer)
     history = fit(
         model,

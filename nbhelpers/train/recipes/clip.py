@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from accelerate.utils import set_seed
 from torch import nn
 
@@ -196,7 +197,8 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
     data = train_data(config, found, size, tokenizer, labels=[TRUE_NEUTRAL] if config.valid_only else None)
     spec = train_spec(config, data.steps_per_epoch, betas=(0.9, 0.98), eps=1e-6)
     history = fit(model, step, data.batches, spec, config=config.to_dict())
-    export_weights(model, config.run_dir / WEIGHTS_FILE)
+    if PartialState().is_main_process:  # every process holds the same weights; one writes them
+        export_weights(model, config.run_dir / WEIGHTS_FILE)
     splits = {
         split: evaluate_split(model, tokenizer, load_split(found, split, size, tokenizer, limit=config.limit))
         for split in config.eval_split_list

@@ -487,7 +487,8 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
             split_feats = features[split]
         scores, labels = predict(model.head, split_feats)
         reports[split] = binary_report(scores, labels)
-        np.savez_compressed(config.run_dir / f"predictions_{split}.npz", scores=scores, labels=labels)
+        if PartialState().is_main_process:  # every process predicts the same; one writes
+            np.savez_compressed(config.run_dir / f"predictions_{split}.npz", scores=scores, labels=labels)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     metrics = write_metrics(
         config.run_dir,

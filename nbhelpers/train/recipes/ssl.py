@@ -19,6 +19,12 @@ Methods (``method``):
 One ``nn.Module`` per method holds every network and the loss (DINO's centre is a buffer), so one
 checkpoint captures the whole training state.
 
+**Several processes** (``accelerate launch --num_processes N``): every statistic over the batch is over
+the global batch. The losses gather or all-reduce theirs (:mod:`nbhelpers.losses.distributed`: Barlow
+Twins' standardisation and cross-correlation, DINO's centre and mean, CASS's mean), and the networks'
+BatchNorm layers (ResNets, the Barlow Twins projector, DINO's head on a ResNet) become ``SyncBatchNorm``
+(:func:`~nbhelpers.train.recipes.base.sync_batchnorm`), as in the reference code of DINO and Barlow Twins.
+
 **Views.** The augmentations are DINO's / Barlow Twins' (crop, flip, colour jitter, grayscale, blur,
 solarize), applied here to whole uint8 batches on the training device with per-sample random
 parameters: a torchvision per-image pipeline costs about 8 ms an image for 6 crops on one CPU core, as
@@ -91,6 +97,7 @@ from nbhelpers.train.recipes.base import (
     history_seconds,
     load_run_weights,
     manifests,
+    sync_batchnorm,
     train_spec,
     write_metrics,
 )
@@ -707,7 +714,8 @@ def run(config: SSLConfig | dict[str, Any]) -> RunResult:
         raise ConfigError(
             f"probe_label: {config.primary_label!r} is not recorded by this data; it has {list(train.labels)}"
         )
-    model = build_model(config)
+    state = PartialState()
+    model = sync_batchnorm(build_model(config), state.num_processes, state.device)
     views = make_views(config)
     batches, steps = train_batches(config, train)
     spec = train_spec(config, steps)

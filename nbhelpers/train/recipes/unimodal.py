@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import transformers
+from accelerate import PartialState
 from torch import nn
 
 from nbhelpers.config import ConfigError, param
@@ -279,7 +280,10 @@ def _monitor(data: TensorSplit, split: str, kind: str):
 def _save_predictions(
     run_dir: Path, split: str, labels: np.ndarray, keys: list[str], **arrays: np.ndarray
 ) -> None:
-    np.savez_compressed(run_dir / f"predictions_{split}.npz", labels=labels, keys=np.asarray(keys), **arrays)
+    if PartialState().is_main_process:  # every process predicts the same; one writes
+        np.savez_compressed(
+            run_dir / f"predictions_{split}.npz", labels=labels, keys=np.asarray(keys), **arrays
+        )
 
 
 def train_one(

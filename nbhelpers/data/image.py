@@ -63,8 +63,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _decode(fp, name: str) -> Image.Image:
-    """Opens, checks the size of, fully decodes and converts the image in ``fp`` (a path or file object)."""
+def _decode(fp, name: str, min_side: int | None = None) -> Image.Image:
+    """Opens, checks the size of, fully decodes and converts the image in ``fp`` (a path or file object).
+
+    With ``min_side``, a JPEG is decoded at 1/2, 1/4 or 1/8 of its size (PIL's draft mode: the scaling
+    is done inside the DCT, so the pixels dropped are never computed), the smallest scale whose shorter
+    side is still at least ``min_side``. Other formats decode at full size.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -76,6 +81,8 @@ def _decode(fp, name: str) -> Image.Image:
                         f"{MAX_PIXELS:,} pixels",
                         "image_too_large",
                     )
+                if min_side is not None:
+                    img.draft("RGB", (min_side, min_side))  # a no-op for formats other than JPEG
                 img.load()  # forces a full decode: truncated files fail here, not later
                 return to_rgb(ImageOps.exif_transpose(img))
     except ImageDecodeError:
@@ -103,17 +110,20 @@ def load_rgb(ref: ImageRef) -> Image.Image:
     return _decode(path, str(path))
 
 
-def decode_rgb(data: bytes, name: str) -> Image.Image:
+def decode_rgb(data: bytes, name: str, min_side: int | None = None) -> Image.Image:
     """Decodes image bytes (a shard's ``jpg`` member) into an RGB image, by the same rule as raw files.
 
     Args:
         data: the encoded image.
         name: what to call it in an error (e.g. the shard and key).
+        min_side: decode a JPEG at a reduced scale whose shorter side is still at least this many pixels
+            (e.g. 96 turns a 256 px JPEG into 128 px); None: full size. The size check applies to the
+            full size, as stored.
 
     Raises:
         ImageDecodeError: if it is too large or cannot be decoded.
     """
-    return _decode(io.BytesIO(data), name)
+    return _decode(io.BytesIO(data), name, min_side)
 
 
 def letterbox(img: Image.Image, size: int, fill: tuple[int, int, int] = PAD_COLOUR) -> Image.Image:

@@ -23,8 +23,12 @@ So, for a split read once in evaluation order with no ``limit``, the samples ret
 counts equal the manifest's ``num_samples``. (Counts are kept in the process that reads: with
 DataLoader workers they stay in the workers.)
 
-Determinism: a training stream is a function of ``(seed, epoch, node rank, worker id)``, so a resumed
-run sees the same batches as an uninterrupted one.
+Determinism: a training stream is a function of ``(seed, epoch, node rank, worker id)``, its random
+transforms included (:class:`BatchMaker`), so a resumed run sees the same batches as an uninterrupted
+one. Through :func:`make_loader` with ``num_workers`` = W, worker ``w`` runs its own stream and the loader
+takes one batch from each worker in turn: the batches are then a function of the seed, the epoch, the
+rank and W, so W is part of a run's configuration (two runs differing only in W see different, equally
+valid, streams).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset
 
 from nbhelpers.data.image import decode_rgb
+from nbhelpers.data.sampler import derived_seed
 from nbhelpers.data.shards import SIZES, read_manifest
 from nbhelpers.data.tar_samples import MEMBERS, ShardReadError, iter_groups
 from nbhelpers.data.taxonomy import HATE, SEVEN_CLASSES, UNLABELLED, LabelSet, label_set_of
@@ -145,11 +150,19 @@ class SampleDecoder:
     Args:
         sizes: the number of samples each shard (by path) should hold, from ``sizes.json``.
         labels: the label set of the shards (from their manifests); labels outside it are skipped.
+        min_side: decode JPEGs at a reduced scale whose shorter side is at least this (see
+            :func:`~nbhelpers.data.image.decode_rgb`); None: at full size.
     """
 
-    def __init__(self, sizes: dict[str, int] | None = None, labels: LabelSet = SEVEN_CLASSES):
+    def __init__(
+        self,
+        sizes: dict[str, int] | None = None,
+        labels: LabelSet = SEVEN_CLASSES,
+        min_side: int | None = None,
+    ):
         self.sizes = dict(sizes or {})
         self.labels = labels
+        self.min_side = min_side
         self.skipped: Counter[str] = Counter()
         self._warned: set[tuple[str, str]] = set()
 
@@ -209,7 +222,7 @@ class SampleDecoder:
         for raw in src:
             where = f"{raw.get('__url__')} key {raw['__key__']}"
             try:
-                image = decode_rgb(raw["jpg"], f"{raw['__key__']}.jpg")
+                image = decode_rgb(raw["jpg"], f"{raw['__key__']}.jpg", self.min_side)
                 text, _ = valid_text(raw["txt"].decode("utf-8"))
             except UnicodeDecodeError as err:
                 self._skip("undecodable_text", where, err)
@@ -267,6 +280,52 @@ def collate(samples: list[dict]) -> dict[str, Any]:
     return batch
 
 
+class BatchMaker:
+    """The last stage of a pipeline: lists of decoded samples -> batches (:func:`collate`).
+
+    Each sample's image goes through ``image_transform``, the texts are tokenised together, the samples
+    are stacked, and ``batch_transform`` is applied to the stacked images.
+
+    The transforms' random draws come from torch's global RNG, as torchvision's do, but the state it
+    holds while they run is the stream's own: seeded by ``(seed, epoch, node rank, worker id)`` when
+    the stream starts and swapped in around each batch's transforms. So a stream's images are a
+    function of those alone, whichever process runs it (this one or a DataLoader worker) and whatever
+    the caller's global RNG holds, which the stream leaves untouched.
+    """
+
+    def __init__(
+        self,
+        image_transform: Callable | None,
+        tokenizer: Callable | None,
+        batch_transform: Callable | None,
+        seed: int,
+        epoch: int,
+    ):
+        self.image_transform, self.batch_transform = image_transform, batch_transform
+        self.tokenizer, self.seed, self.epoch = tokenizer, seed, epoch
+
+    def __call__(self, src: Iterable[list[dict]]) -> Iterator[dict[str, Any]]:
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        seed = derived_seed(self.seed, self.epoch, "transform", rank, worker)
+        state = torch.Generator().manual_seed(seed).get_state()
+        for samples in src:
+            if self.image_transform is not None:
+                outer = torch.get_rng_state()
+                torch.set_rng_state(state)
+                try:
+                    for sample in samples:
+                        sample["image"] = self.image_transform(sample["image"])
+                finally:
+                    state = torch.get_rng_state()
+                    torch.set_rng_state(outer)
+            batch = collate(samples)
+            if self.tokenizer is not None:
+                batch["tokens"] = self.tokenizer(batch["text"])
+            if self.batch_transform is not None:
+                batch["image"] = self.batch_transform(batch["image"])
+            yield batch
+
+
 class Pipeline(wds.DataPipeline):
     """A ``wds.DataPipeline`` that also exposes its decoder's skip counts (the skip report)."""
 
@@ -283,6 +342,8 @@ def make_pipeline(
     *,
     batch_size: int,
     image_transform: Callable | None = None,
+    batch_transform: Callable | None = None,
+    decode_min_side: int | None = None,
     tokenizer: Callable | None = None,
     train: bool = False,
     seed: int = 0,
@@ -305,6 +366,11 @@ def make_pipeline(
         split: the split to read.
         batch_size: samples per batch.
         image_transform: a callable from a PIL image to a tensor.
+        batch_transform: a callable applied to each batch's stacked ``image`` tensor (e.g.
+            :func:`~nbhelpers.data.transforms.batch_normalize` after a ``uint8`` ``image_transform``).
+        decode_min_side: decode JPEGs at 1/2, 1/4 or 1/8 scale as long as their shorter side stays at
+            least this (e.g. :attr:`~nbhelpers.data.transforms.RandomResizedCropFlip.min_side`); None:
+            at full size.
         tokenizer: an open_clip-style tokenizer, applied per sample.
         train: resampled, shuffled, infinite (True) or every sample once, in order (False).
         seed: seed of the shard draw, shuffle and class upsampling.
@@ -317,7 +383,7 @@ def make_pipeline(
     """
     shards = shard_set(manifests, split, source_factors)
     labels = shards.labels
-    decoder = SampleDecoder(shards.sizes, labels)
+    decoder = SampleDecoder(shards.sizes, labels, decode_min_side)
     stages: list[Any]
     if train:
         stages = [WeightedResampledShards(shards.urls, shards.weights, seed, epoch)]
@@ -338,24 +404,29 @@ def make_pipeline(
     stages.append(decoder.decode)
     if limit is not None:
         stages.append(lambda src: islice(src, limit))
-
-    def prepare(sample: dict) -> dict:
-        if image_transform is not None:
-            sample["image"] = image_transform(sample["image"])
-        if tokenizer is not None:
-            sample["tokens"] = tokenizer([sample["text"]])[0]
-        return sample
-
-    stages.append(wds.map(prepare))
     stages.append(
-        wds.batched(batch_size, collation_fn=collate, partial=(not train) if partial is None else partial)
+        wds.batched(batch_size, collation_fn=list, partial=(not train) if partial is None else partial)
     )
+    stages.append(BatchMaker(image_transform, tokenizer, batch_transform, seed, epoch))
     pipeline = Pipeline(*stages)
     pipeline.decoder = decoder
     pipeline.num_samples = shards.num_samples
     return pipeline
 
 
-def make_loader(pipeline: wds.DataPipeline, num_workers: int = 0) -> wds.WebLoader:
-    """Wraps a batched pipeline in a ``WebLoader`` (a DataLoader with ``batch_size=None``)."""
-    return wds.WebLoader(pipeline, batch_size=None, num_workers=num_workers, persistent_workers=False)
+def make_loader(pipeline: wds.DataPipeline, num_workers: int = 0, seed: int | None = None) -> wds.WebLoader:
+    """Wraps a batched pipeline in a ``WebLoader`` (a DataLoader with ``batch_size=None``).
+
+    With ``num_workers`` > 0 each worker runs its own copy of the pipeline (a training stream draws its
+    own shards, by worker id) and the loader takes their batches in turn, worker 0 first. Each worker's
+    torch, ``random`` and numpy RNGs (what a transform such as
+    :class:`~nbhelpers.data.transforms.RandomResizedCropFlip` draws from) are seeded by the DataLoader
+    with a base seed plus the worker id; the base seed is drawn from a generator seeded with ``seed``,
+    so the batches are a function of the pipeline's arguments, ``num_workers`` and ``seed`` alone, and
+    nothing is drawn from the calling process's global RNG. With ``seed=None`` the base seed comes from
+    torch's global RNG, as in a plain DataLoader.
+    """
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return wds.WebLoader(
+        pipeline, batch_size=None, num_workers=num_workers, persistent_workers=False, generator=generator
+    )

@@ -52,6 +52,11 @@ from nbhelpers.progress import Progress
 MANIFEST = "manifest.json"
 SIZES = "sizes.json"
 MANIFEST_VERSION = 1
+#: The modification time of every shard member, a whole number of seconds. A whole number keeps each
+#: member to one plain 512-byte ustar header (a fractional time, webdataset's default, adds a PAX
+#: header of its own to every member: twice the headers to parse when reading), and a fixed one makes a
+#: shard's bytes a function of its inputs alone.
+MEMBER_MTIME = 0
 #: Characters of a source id kept as they are in a sample key; every other one is escaped.
 _KEY_SAFE = frozenset(string.ascii_letters + string.digits + "-")
 _KEY_ESCAPE = "_"
@@ -181,7 +186,9 @@ def write_shard(
     classes: Counter[str] = Counter()
     keys: set[str] = set()
     with atomic_open(shard, "wb") as raw:
-        sink = wds.TarWriter(raw, encoder=False, mode=0o644)
+        # A member name over 100 bytes (a very long source id) still gets a PAX header: tarfile's
+        # default format, which webdataset and open_clip_train read.
+        sink = wds.TarWriter(raw, encoder=False, mode=0o644, mtime=MEMBER_MTIME)
         for record in records:
             where = f"{record.source} {record.split} id {record.source_id!r}"
             try:

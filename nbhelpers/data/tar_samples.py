@@ -10,6 +10,13 @@ so far are yielded and :class:`ShardReadError` is raised naming the file; caller
 read with the count the manifest records, which also catches a cut that falls between two members.
 
 Members are returned as bytes and never decoded here: nothing in a shard is unpickled or executed.
+
+The tar is read as :mod:`tarfile` reads it, with the same results and errors, but the commonest member,
+a regular file under a plain ustar or GNU header (every member of a shard written by
+:mod:`nbhelpers.data.shards`), is parsed here directly: :mod:`tarfile` spends most of a shard's reading
+time on the generality of its header objects. Every other header (PAX and GNU extended headers,
+folders, links, a header with anything unusual in a field) goes to :meth:`tarfile.TarInfo.frombuf`, and
+from the first extended header on, to :mod:`tarfile` itself.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 #: The members every sample has, and the only ones a shard may hold.
 MEMBERS: tuple[str, ...] = ("jpg", "txt", "json")
@@ -63,6 +71,109 @@ def split_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext
 
 
+BLOCK = tarfile.BLOCKSIZE
+#: Header types that :mod:`tarfile` turns into a member only together with the headers after them.
+_EXTENDED = frozenset({tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.GNUTYPE_SPARSE,
+                       tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE})  # fmt: skip
+_MAGICS = (b"ustar\x0000", b"ustar  \x00")
+_OCTAL_DIGITS = b"01234567"
+_UTF8 = tarfile.ENCODING.lower().replace("-", "") == "utf8"
+
+
+def _octal(field: bytes) -> int | None:
+    """The value of a numeric header field written as plain octal digits, as tarfile reads it, or None
+    for any other spelling (base-256, signs, stray characters), which is left to tarfile."""
+    text = field.split(b"\0", 1)[0].strip()
+    if text.translate(None, _OCTAL_DIGITS):
+        return None
+    return int(text, 8) if text else 0
+
+
+def _plain_file(header: bytes) -> tuple[str, int] | None:
+    """``(name, size)`` of a regular-file header that tarfile would read the same way; None for any
+    other block (an end-of-archive block, a bad checksum, a folder, a link, an extended header, a name
+    prefix, an unusual field), each of which tarfile decides."""
+    if len(header) != BLOCK or header[156:157] not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+        return None
+    if header[257:265] not in _MAGICS or header[345] != 0 or not _UTF8:
+        return None
+    values = [_octal(header[a:b]) for a, b in ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148),
+                                               (148, 156), (329, 337), (337, 345))]  # fmt: skip
+    if None in values or values[5] != sum(header) - sum(header[148:156]) + 8 * 32:
+        return None  # a signed checksum, or a wrong one: tarfile's to accept or refuse
+    name = header[:100].split(b"\0", 1)[0].decode(tarfile.ENCODING, "surrogateescape")
+    if header[156:157] == tarfile.AREGTYPE and name.endswith("/"):
+        return None  # an old-style folder
+    return name, values[3]
+
+
+def _members(f: BinaryIO) -> Iterator[tuple[str, bool, bytes]]:
+    """``(name, is a regular file, data)`` of each member of the tar ``f``, as tarfile in stream mode
+    reads them (:func:`_tarfile_members`), faster (see the module docstring).
+
+    Raises:
+        tarfile.ReadError: as :func:`_tarfile_members` does.
+    """
+    offset = 0
+    while True:
+        header = f.read(BLOCK)
+        plain = _plain_file(header)
+        if plain is not None:
+            name, size = plain
+            is_file = has_data = True
+        else:
+            try:
+                info = tarfile.TarInfo.frombuf(header, tarfile.ENCODING, "surrogateescape")
+            except tarfile.EOFHeaderError:
+                return
+            except tarfile.EmptyHeaderError:
+                if offset == 0:
+                    raise tarfile.ReadError("empty file") from None
+                return
+            except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as err:
+                if offset == 0:
+                    raise tarfile.ReadError(str(err)) from None
+                return  # tarfile ends the archive at a bad header after the first
+            if info.type in _EXTENDED:
+                f.seek(offset)
+                yield from _tarfile_members(f)
+                return
+            name, size, is_file = info.name, info.size, info.isreg()
+            has_data = is_file or info.type not in tarfile.SUPPORTED_TYPES
+        offset += BLOCK
+        if not has_data:
+            yield name, is_file, b""
+            continue
+        data = f.read(size) if is_file else b""
+        if len(data) != size and is_file:
+            raise tarfile.ReadError("unexpected end of data")
+        yield name, is_file, data
+        # As tarfile, the rest of a member (its padding; all of it for an unknown type) is checked only
+        # on the way to the next header.
+        rest = -size % BLOCK + (0 if is_file else size)
+        if rest and len(f.read(rest)) != rest:
+            raise tarfile.ReadError("unexpected end of data")
+        offset += size + -size % BLOCK
+
+
+def _tarfile_members(f: BinaryIO) -> Iterator[tuple[str, bool, bytes]]:
+    """``(name, is a regular file, data)`` of each member from the position of ``f`` on, by tarfile.
+
+    Raises:
+        tarfile.ReadError: not a tar, or it ends in the middle of a member.
+    """
+    with tarfile.open(fileobj=f, mode="r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                yield member.name, False, b""
+                continue
+            reader = tar.extractfile(member)
+            data = reader.read() if reader is not None else b""
+            if len(data) != member.size:
+                raise tarfile.ReadError(f"member {member.name} is cut short")
+            yield member.name, True, data
+
+
 def iter_groups(path: str | Path) -> Iterator[Group]:
     """Yields the groups of the tar at ``path`` in file order.
 
@@ -80,25 +191,20 @@ def iter_groups(path: str | Path) -> Iterator[Group]:
         current: Group | None = None
         failure: Exception | None = None
         try:
-            with tarfile.open(fileobj=f, mode="r|") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        if current is not None:
-                            yield current
-                        current = None
-                        yield Group(key=member.name, not_files=[member.name])
-                        continue
-                    key, ext = split_name(member.name)
-                    reader = tar.extractfile(member)
-                    data = reader.read() if reader is not None else b""
-                    if len(data) != member.size:
-                        raise tarfile.ReadError(f"member {member.name} is cut short")
-                    if current is not None and (current.key != key or ext in current.members):
+            for name, is_file, data in _members(f):
+                if not is_file:
+                    if current is not None:
                         yield current
-                        current = None
-                    if current is None:
-                        current = Group(key=key)
-                    current.members[ext] = data
+                    current = None
+                    yield Group(key=name, not_files=[name])
+                    continue
+                key, ext = split_name(name)
+                if current is not None and (current.key != key or ext in current.members):
+                    yield current
+                    current = None
+                if current is None:
+                    current = Group(key=key)
+                current.members[ext] = data
         except (tarfile.TarError, EOFError, OSError) as err:
             failure = err
         if current is not None and (failure is None or set(MEMBERS) <= current.members.keys()):

@@ -15,7 +15,7 @@ from nbhelpers.data.loader import (
     shard_set,
     upsample_classes,
 )
-from nbhelpers.data.transforms import eval_transform, train_transform
+from nbhelpers.data.transforms import RandomResizedCropFlip, batch_normalize, eval_transform, train_transform
 
 
 def _keys(pipeline, n_batches=None):
@@ -168,3 +168,51 @@ def test_bad_samples_are_skipped_and_counted_and_pickles_never_loaded(small_synt
         "bad_metadata": 1,
         "unlabelled": 1,
     }
+
+
+def _fast_stream(manifest, epoch=0, **kw):
+    """A training stream as the streamed recipes build it: uint8 crops, per-batch normalisation."""
+    crop = RandomResizedCropFlip(32)
+    return make_pipeline(
+        [manifest], "train", batch_size=4, train=True, seed=3, epoch=epoch, shuffle_buffer=20,
+        image_transform=crop, batch_transform=batch_normalize(), decode_min_side=crop.min_side, **kw,
+    )  # fmt: skip
+
+
+def _take(batches, n):
+    out = []
+    for batch in batches:
+        out.append(batch)
+        if len(out) == n:
+            return out
+    raise AssertionError(f"the stream ended after {len(out)} batches")
+
+
+def _same(a, b):
+    return a["key"] == b["key"] and torch.equal(a["image"], b["image"])
+
+
+def test_train_stream_transforms_ignore_and_keep_the_global_rng(small_synthetic):
+    _, manifest = small_synthetic
+    torch.manual_seed(0)
+    first = _take(_fast_stream(manifest), 3)
+    after = torch.rand(3)
+    torch.manual_seed(123)  # another global state: the same images, and the caller's state untouched
+    again = _take(_fast_stream(manifest), 3)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(3), after)
+    assert all(_same(a, b) for a, b in zip(first, again))
+    assert first[0]["image"].dtype == torch.float32 and first[0]["image"].shape == (4, 3, 32, 32)
+    assert not _same(first[0], _take(_fast_stream(manifest, epoch=1), 1)[0])
+
+
+def test_each_worker_runs_its_own_stream_and_the_loader_takes_them_in_turn(small_synthetic):
+    _, manifest = small_synthetic
+    alone = _take(_fast_stream(manifest), 3)
+    one = _take(make_loader(_fast_stream(manifest), num_workers=1, seed=0), 3)
+    two = _take(make_loader(_fast_stream(manifest), num_workers=2, seed=0), 6)
+    assert all(_same(a, b) for a, b in zip(alone, one))  # worker 0's stream is the stream
+    assert all(_same(a, b) for a, b in zip(alone, two[0::2]))  # worker 0's batches come first
+    assert not any(_same(a, b) for a, b in zip(alone, two[1::2]))  # worker 1 draws its own
+    again = _take(make_loader(_fast_stream(manifest), num_workers=2, seed=0), 6)
+    assert all(_same(a, b) for a, b in zip(two, again))

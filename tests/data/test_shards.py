@@ -178,3 +178,50 @@ def test_shard_fingerprint_covers_the_json_member():
     assert _fingerprint([record(labels=[0, 0, 0])], 64) == _fingerprint([record(labels=[0, 0, 0])], 64)
     assert _fingerprint([record(labels=[0, 0, 0])], 64) != _fingerprint([record(labels=[0, 0, 1])], 64)
     assert _fingerprint([record()], 64) != _fingerprint([record()], 32)
+
+
+def _headers(tar_path: Path) -> list[bytes]:
+    """Every 512-byte header block of an uncompressed tar, in order (data blocks skipped)."""
+    data, blocks, offset = tar_path.read_bytes(), [], 0
+    while offset + 512 <= len(data) and data[offset : offset + 512] != bytes(512):
+        header = data[offset : offset + 512]
+        blocks.append(header)
+        size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
+        offset += 512 + (size + 511) // 512 * 512
+    return blocks
+
+
+def test_members_have_one_plain_ustar_header_each_and_whole_second_times(small_synthetic):
+    _, manifest = small_synthetic
+    shard = Path(manifest["_dir"]) / "val-00000.tar"
+    headers = _headers(shard)
+    assert len(headers) == 15  # 5 samples x 3 members, no PAX ("x") or GNU long-name ("L") blocks
+    assert {h[156:157] for h in headers} == {b"0"} and {h[257:265] for h in headers} == {b"ustar\x0000"}
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    assert [m.pax_headers for m in members] == [{}] * 15
+    assert {m.mtime for m in members} == {0} and {type(m.mtime) for m in members} == {int}
+    assert {m.mode for m in members} == {0o644}
+
+
+def test_equal_inputs_write_byte_identical_shards(tmp_path):
+    first = prepare(_small_config(tmp_path / "a"), progress=False)
+    second = prepare(_small_config(tmp_path / "b"), progress=False)
+    for split, info in first["splits"].items():
+        assert info["shards"] == second["splits"][split]["shards"]
+        for shard in info["shards"]:
+            a, b = Path(first["_dir"]) / shard, Path(second["_dir"]) / shard
+            assert a.read_bytes() == b.read_bytes(), shard
+
+
+def test_a_key_over_100_bytes_still_round_trips_through_webdataset(tmp_path):
+    import webdataset as wds
+
+    image = tmp_path / "img.png"
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(image)
+    long_id = "x" * 120
+    record = Record(source="unit", source_id=long_id, split="train", text="a caption", label=0, image=image)
+    write_split([record], tmp_path / "out", "train", shard_size=4, image_size=16, progress=False)
+    (sample,) = list(wds.WebDataset(str(tmp_path / "out" / "train-00000.tar"), shardshuffle=False))
+    assert sample["__key__"] == f"unit_train_{long_id}" and sample["txt"] == b"a caption"
+    assert json.loads(sample["json"])["source_id"] == long_id

@@ -28,13 +28,13 @@ from accelerate import PartialState
 from torch import nn
 
 from nbhelpers.config import NULL, BaseConfig, ConfigError, param
-from nbhelpers.data.loader import make_pipeline
+from nbhelpers.data.loader import make_loader, make_pipeline
 from nbhelpers.data.memory import TensorSplit, epoch_batches, load_split, normalize
-from nbhelpers.data.sampler import SeededBatchSampler
+from nbhelpers.data.sampler import SeededBatchSampler, derived_seed
 from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES, get_source
 from nbhelpers.data.taxonomy import CLASSES
-from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, train_transform
+from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, RandomResizedCropFlip, batch_normalize
 from nbhelpers.metrics.classification import classification_report
 from nbhelpers.train.checkpoint import load_model_weights, verify_checkpoint
 from nbhelpers.train.engine import TrainSpec
@@ -397,6 +397,12 @@ def train_data(
     An epoch is one pass over the (selected) split, shared by every process (:func:`epoch_steps`), unless
     ``steps_per_epoch`` says otherwise.
 
+    Streamed, the shards are read, decoded and augmented by ``num_workers`` DataLoader workers
+    (:func:`~nbhelpers.data.loader.make_loader`; 0: in this process), each drawing its own shards, so
+    the stream also depends on ``num_workers``, which is part of the run's identity. JPEGs are decoded
+    at the smallest scale the random crops allow (:attr:`RandomResizedCropFlip.min_side`) and batches
+    are normalised whole.
+
     Args:
         labels: train on the samples of these classes only (e.g. ``[0]``: the valid pairs).
     """
@@ -420,16 +426,22 @@ def train_data(
     if config.limit:
         n = min(n, config.limit)
     steps = epoch_steps(config, n, micro)
-    transform = train_transform(image_size, mean, std)
+    crop = RandomResizedCropFlip(image_size)
+    normalise = batch_normalize(mean, std)
+    rank = PartialState().process_index
     class_factors = (
         None if labels is None else {c: (1.0 if c in labels else 0.0) for c in range(len(CLASSES))}
     )
 
     def stream(epoch: int) -> Iterable[dict[str, Any]]:
-        return make_pipeline(
-            found, config.train_split, batch_size=micro, image_transform=transform, tokenizer=tokenizer,
-            train=True, seed=config.seed, epoch=epoch, class_factors=class_factors,
+        pipeline = make_pipeline(
+            found, config.train_split, batch_size=micro, image_transform=crop, batch_transform=normalise,
+            decode_min_side=crop.min_side, tokenizer=tokenizer, train=True, seed=config.seed, epoch=epoch,
+            class_factors=class_factors,
         )  # fmt: skip
+        return make_loader(
+            pipeline, config.num_workers, seed=derived_seed(config.seed, epoch, "loader", rank)
+        )
 
     return TrainData(batches=stream, steps_per_epoch=steps, num_samples=n)
 

@@ -88,3 +88,60 @@ def test_cass_mm_head_batches_split_one_permutation_between_processes(monkeypatc
     assert one == order  # one process: the whole permutation, in order
     first, second = labels_seen(0, 2), labels_seen(1, 2)
     assert first == order[0::2] and second == order[1::2]  # two: disjoint halves of the same permutation
+
+
+def _streamed(tiny_shards, tmp_path, **overrides):
+    from nbhelpers.data.shards import read_manifest
+
+    spec = config(
+        data_dir=str(tiny_shards), runs_dir=str(tmp_path), in_memory=False, batch_size=8, grad_accum_steps=1,
+        **overrides,
+    )  # fmt: skip
+    return train_data(spec, [read_manifest(tiny_shards / "synthetic")], 16)
+
+
+def test_streamed_training_data_uses_num_workers(tiny_shards, tmp_path):
+    import webdataset as wds
+
+    for workers in (0, 2):
+        batches = _streamed(tiny_shards, tmp_path, num_workers=workers).batches(1)
+        assert isinstance(batches, wds.WebLoader) and batches.pipeline[0].num_workers == workers
+    first = next(iter(_streamed(tiny_shards, tmp_path, num_workers=2).batches(1)))
+    assert first["image"].shape == (8, 3, 16, 16) and first["image"].dtype == torch.float32
+    assert -3 < first["image"].mean() < 3  # normalised, not 0..255
+
+
+@pytest.mark.slow
+def test_streamed_training_with_workers_resumes_bit_identically(tiny_shards, tmp_path):
+    import torch.nn.functional as F
+
+    from nbhelpers.train.engine import TrainSpec, fit
+
+    data = _streamed(tiny_shards, tmp_path, num_workers=2)
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 7))
+
+    def step(net, batch):
+        return F.cross_entropy(net(batch["image"]), batch["label"]), {}
+
+    class Crash(Exception):
+        pass
+
+    def crash(net, step_index, total):
+        if step_index == 3:  # in epoch 2: resumed from epoch 1's checkpoint
+            raise Crash
+
+    def spec(name):
+        return TrainSpec(run_dir=tmp_path / name, epochs=2, steps_per_epoch=2, lr=1e-2, progress=False)
+
+    whole = model()
+    fit(whole, step, data.batches, spec("whole"))
+    with pytest.raises(Crash):
+        fit(model(), step, data.batches, spec("resumed"), on_step_end=crash)
+    resumed = model()
+    torch.nn.init.zeros_(resumed[1].weight)  # everything must come from the checkpoint
+    fit(resumed, step, data.batches, spec("resumed"))
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

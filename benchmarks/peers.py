@@ -1,0 +1,526 @@
+"""Our data loader and trainer against the peers, on the same shards, as ratios measured in one run.
+
+    python -m benchmarks.peers                 # a few minutes on 2 cores; writes benchmarks/results/peers.jsonl
+    python -m benchmarks.peers render          # the README's "Against the peers" table from those results
+    python -m benchmarks.peers render --check  # exit 1 if the README's table is not what the results give
+    python -m benchmarks.peers profile         # where a streamed training step's time goes (cProfile)
+    python -m benchmarks.peers --quick --out /tmp/p.jsonl   # a smoke test of seconds, tiny data
+
+What is compared, each on the same synthetic shards (256 px JPEGs; a training split of 2,000 samples in
+4 shards, built once under ``--cache``), at 64 px, with the tokeniser of ``memelab-tiny-vit``:
+
+* **loader vs open_clip_train's data pipeline** (``open_clip_train.data.get_wds_dataset``, resampled
+  shards, with its own training transform of ``memelab-tiny-vit``) and **loader vs a torchvision folder
+  loader** (``torchvision.datasets.ImageFolder`` over the same JPEGs exported once to a folder per class,
+  the caption of each image read from a ``.txt`` beside it and tokenised per sample, the usual torchvision
+  v2 transform: random resized crop, flip, float conversion, normalisation; a shuffled ``DataLoader``).
+  Ours is exactly what the streamed training path builds (``train_data`` of
+  :mod:`nbhelpers.train.recipes.base`). All three deliver the same batches: normalised float images
+  (B, 3, 64, 64) and tokens (B, 77); at batch 32, 64 and 128, with 0 and 2 DataLoader workers. A figure
+  is samples per second over about 1,024 samples after a warm-up of two batches per worker.
+* **training**: ``python -m nbhelpers.train clip`` streamed from the shards against
+  ``python -m open_clip_train.main`` (through :mod:`nbhelpers.train.open_clip_cli`), with equal work per
+  step: the same model (``memelab-tiny-vit``, 64 px), 64 pairs per batch, all of them forward and backward
+  (ours with ``valid_only=false``; its loss counts the valid pairs, open_clip's all pairs: the same
+  forward and backward), fp32 on the CPU, AdamW, gradient-norm clipping at 1.0, one epoch, shards drawn
+  with replacement in both; with 0 and 2 data workers. Each trainer runs twice, for ``short`` and
+  ``long`` steps; the rate is ``(long - short) * 64`` samples over the difference of the two wall times,
+  which cancels start-up, evaluation and the final checkpoint.
+
+Each figure runs ``--repeats`` times (default 3), interleaved (ours, then each peer, then again), and
+the JSON line holds the medians and their ratio (ours / peer; above 1: ours is faster), with every
+repeat's pair in ``runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import functools
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.readme_tables import markdown_table, read_block, replace_block
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "peers.jsonl"
+README = ROOT / "README.md"
+BLOCK = "peers"
+#: The keys of every JSON line (the schema the README table and the tests read).
+KEYS = ("benchmark", "ours", "peer", "ratio", "unit", "machine", "command")
+MODEL = "memelab-tiny-vit"
+IMAGE_SIZE = 64
+#: Samples per split of the benchmark's shards, and samples per training shard.
+FULL_SIZES = {"synthetic_train": 2000, "synthetic_val": 100, "synthetic_test": 100, "synthetic_unseen": 100}
+QUICK_SIZES = {"synthetic_train": 64, "synthetic_val": 8, "synthetic_test": 8, "synthetic_unseen": 8}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure: the full benchmark or ``--quick``."""
+
+    sizes: dict[str, int]
+    train_shard_size: int
+    batches: tuple[int, ...]
+    workers: tuple[int, ...]
+    samples: int  # samples timed per loader figure
+    repeats: int
+    train_steps: tuple[int, int]  # (short, long) runs of each trainer
+    train_workers: tuple[int, ...]
+
+
+FULL = Plan(FULL_SIZES, 500, (32, 64, 128), (0, 2), 1024, 3, (4, 34), (0, 2))
+QUICK = Plan(QUICK_SIZES, 16, (8,), (0,), 16, 1, (1, 2), ())
+
+
+def machine() -> str:
+    """CPU model, cores, torch version and threads, and the date: where a figure was measured."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    return (
+        f"{model}, {os.cpu_count()} cores, torch {torch.__version__.split('+')[0]} "
+        f"({torch.get_num_threads()} threads), {today}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def ensure_shards(cache: Path, plan: Plan) -> dict[str, Any]:
+    """The benchmark's synthetic shards under ``cache/shards`` (written once; a re-run reuses them)."""
+    from nbhelpers.data.prepare import PrepareConfig, prepare
+
+    config = PrepareConfig.from_params(
+        "demo", out_dir=str(cache / "shards"), image_size=256, train_shard_size=plan.train_shard_size,
+        eval_shard_size=plan.train_shard_size, workers=1, **plan.sizes,
+    )  # fmt: skip
+    return prepare(config, progress=False)
+
+
+def ensure_folder(manifest: dict[str, Any], folder: Path) -> Path:
+    """The training split's JPEGs (bytes as stored) in ``folder/<class>/<key>.jpg``, the caption beside
+    each as ``<key>.txt``: an ImageFolder layout. Written once; ``.complete`` marks a finished export."""
+    from nbhelpers.data.tar_samples import iter_groups
+    from nbhelpers.data.taxonomy import CLASSES
+
+    done = folder / ".complete"
+    if done.is_file():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    count = 0
+    for shard in manifest["splits"]["train"]["shards"]:
+        for group in iter_groups(Path(manifest["_dir"]) / shard):
+            label = json.loads(group.members["json"])["label"]
+            target = folder / f"{label}_{CLASSES[label].split('/')[0].replace(' ', '_')}"
+            target.mkdir(parents=True, exist_ok=True)
+            (target / f"{group.key}.jpg").write_bytes(group.members["jpg"])
+            (target / f"{group.key}.txt").write_bytes(group.members["txt"])
+            count += 1
+    done.write_text(f"{count}\n")
+    return folder
+
+
+# -------------------------------------------------------------------------------------------- loaders
+
+
+def tokenizer():
+    import open_clip
+
+    from nbhelpers.models.clip import register_model_configs
+
+    register_model_configs()
+    return open_clip.get_tokenizer(MODEL)
+
+
+def ours_loader(manifest: dict[str, Any], batch: int, workers: int) -> Iterable[dict[str, Any]]:
+    """The batches the streamed training path feeds the engine (``train_data(...).batches(1)``)."""
+    from nbhelpers.train.recipes.base import RecipeConfig, train_data
+
+    config = RecipeConfig(
+        data_dir=str(Path(manifest["_dir"]).parent), sources="synthetic", batch_size=batch,
+        in_memory=False, num_workers=workers, seed=0,
+    )  # fmt: skip
+    config.validate()
+    return train_data(config, [manifest], IMAGE_SIZE, tokenizer()).batches(1)
+
+
+def open_clip_loader(manifest: dict[str, Any], batch: int, workers: int) -> Iterable[Any]:
+    """open_clip_train's own training pipeline (``get_wds_dataset``) with its ``memelab-tiny-vit``
+    training transform, on the same shards, resampled."""
+    import open_clip
+    from open_clip_train.data import get_wds_dataset
+
+    from nbhelpers.train.open_clip_cli import brace_urls, disable_pickle_decoders
+
+    disable_pickle_decoders()  # what our open_clip_train entry point does before it reads a shard
+    tok = tokenizer()
+    _, preprocess_train, _ = open_clip.create_model_and_transforms(MODEL)
+    args = argparse.Namespace(
+        train_data=brace_urls(manifest, "train"), val_data=None, train_num_samples=10**7,
+        train_data_upsampling_factors=None, dataset_resampled=True, seed=0, batch_size=batch,
+        workers=workers, world_size=1,
+    )  # fmt: skip
+    return get_wds_dataset(args, preprocess_train, is_train=True, epoch=0, tokenizer=tok).dataloader
+
+
+def folder_loader(folder: Path, batch: int, workers: int) -> Iterable[Any]:
+    """``torchvision.datasets.ImageFolder`` with the caption beside each image, tokenised per sample."""
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
+    from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
+
+    transform = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(IMAGE_SIZE, scale=(0.6, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(CLIP_MEAN, CLIP_STD),
+        ]
+    )
+    tok = tokenizer()
+
+    class CaptionedFolder(datasets.ImageFolder):
+        def __getitem__(self, index: int):
+            image, label = super().__getitem__(index)
+            caption = Path(self.samples[index][0]).with_suffix(".txt").read_text(encoding="utf-8")
+            return image, tok([caption])[0], label
+
+    return torch.utils.data.DataLoader(
+        CaptionedFolder(str(folder), transform=transform), batch_size=batch, shuffle=True, drop_last=True,
+        num_workers=workers, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+
+
+def batch_len(batch: Any) -> int:
+    return len(batch["label"]) if isinstance(batch, dict) else len(batch[0])
+
+
+def loader_rate(make: Callable[[], Iterable[Any]], batch: int, workers: int, samples: int) -> float:
+    """Samples per second of the loader ``make()`` over ``samples`` samples, after two batches per worker
+    (worker start-up, first reads); the loader is endless or long enough (the folder one is restarted)."""
+    batches = make()
+
+    def endless() -> Iterator[Any]:
+        while True:
+            yield from batches
+
+    it = endless()
+    for _ in range(2 * max(1, workers)):
+        next(it)
+    n, start = 0, time.perf_counter()
+    while n < samples:
+        n += batch_len(next(it))
+    rate = n / (time.perf_counter() - start)
+    del it
+    return rate
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def ours_train_command(shards_dir: Path, runs_dir: Path, steps: int, workers: int) -> list[str]:
+    """``python -m nbhelpers.train clip`` streamed, all pairs, fp32, ``steps`` steps of 64."""
+    return [
+        sys.executable, "-m", "nbhelpers.train", "clip", "preset=demo", f"data_dir={shards_dir}",
+        f"runs_dir={runs_dir}", "sources=synthetic", f"model={MODEL}", f"image_size={IMAGE_SIZE}",
+        "in_memory=false", "valid_only=false", f"num_workers={workers}", "batch_size=64", "epochs=1",
+        f"steps_per_epoch={steps}", "mixed_precision=no", "max_grad_norm=1.0", "lr=1e-3", "warmup_steps=2",
+        "eval_splits=val", "progress=false", "seed=0",
+    ]  # fmt: skip
+
+
+def open_clip_train_command(manifest: dict[str, Any], logs: Path, steps: int, workers: int) -> list[str]:
+    """``open_clip_train.main`` (through our entry point), the same model, batch, precision and steps."""
+    from nbhelpers.train.open_clip_cli import brace_urls
+
+    return [
+        sys.executable, "-m", "nbhelpers.train.open_clip_cli", "--dataset-type", "webdataset",
+        "--train-data", brace_urls(manifest, "train"), "--train-num-samples", str(steps * 64),
+        "--dataset-resampled", "--model", MODEL, "--batch-size", "64", "--epochs", "1",
+        "--workers", str(workers), "--device", "cpu", "--precision", "fp32", "--grad-clip-norm", "1.0",
+        "--lr", "1e-3", "--warmup", "2", "--report-to", "", "--logs", str(logs), "--name", "bench",
+        "--seed", "0", "--save-frequency", "1", "--log-every-n-steps", "1000",
+    ]  # fmt: skip
+
+
+def timed(command: Sequence[str]) -> float:
+    """Wall seconds of ``command`` (run from the repository root).
+
+    Raises:
+        RuntimeError: the command failed (its output's tail in the message).
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{command[:4]} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}"
+        )
+    return seconds
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def row(
+    benchmark: str, runs: list[tuple[float, float]], unit: str, where: str, command: str, **extra
+) -> dict:
+    """A JSON line: the medians of ``runs`` (pairs ``(ours, peer)``) and their ratio."""
+    ours = round(statistics.median(r[0] for r in runs), 1)
+    peer = round(statistics.median(r[1] for r in runs), 1)
+    return {
+        "benchmark": benchmark,
+        "ours": ours,
+        "peer": peer,
+        "ratio": round(ours / peer, 3),
+        "unit": unit,
+        "machine": where,
+        "command": command,
+        **extra,
+        "runs": [[round(a, 1), round(b, 1)] for a, b in runs],
+    }
+
+
+def bench_loaders(manifest: dict, folder: Path, plan: Plan, where: str, command: str) -> list[dict]:
+    peers = {
+        "open_clip_train data": (open_clip_loader, manifest),
+        "torchvision ImageFolder": (folder_loader, folder),
+    }
+    rows = []
+    for workers in plan.workers:
+        for batch in plan.batches:
+            runs: dict[str, list[tuple[float, float]]] = {name: [] for name in peers}
+            for _ in range(plan.repeats):  # ours, then each peer, again and again
+                ours_make = functools.partial(ours_loader, manifest, batch, workers)
+                ours = loader_rate(ours_make, batch, workers, plan.samples)
+                for name, (make, source) in peers.items():
+                    peer = loader_rate(
+                        functools.partial(make, source, batch, workers), batch, workers, plan.samples
+                    )
+                    runs[name].append((ours, peer))
+            for name, pairs in runs.items():
+                rows.append(
+                    row(f"loader vs {name}", pairs, "samples/s", where, command, peer_name=name, batch=batch,
+                        workers=workers)
+                )  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def bench_training(manifest: dict, plan: Plan, cache: Path, where: str, command: str) -> list[dict]:
+    shards_dir = Path(manifest["_dir"]).parent
+    short, long = plan.train_steps
+    rows = []
+    for workers in plan.train_workers:
+        runs = []
+        for _ in range(plan.repeats):
+            seconds = {}
+            for steps in (short, long):
+                scratch = Path(tempfile.mkdtemp(dir=cache, prefix="train-"))
+                try:
+                    ours = timed(ours_train_command(shards_dir, scratch / "runs", steps, workers))
+                    peer = timed(open_clip_train_command(manifest, scratch / "logs", steps, workers))
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                seconds[steps] = (ours, peer)
+            samples = (long - short) * 64
+            runs.append(
+                (
+                    samples / (seconds[long][0] - seconds[short][0]),
+                    samples / (seconds[long][1] - seconds[short][1]),
+                )
+            )
+        rows.append(
+            row("training vs open_clip_train", runs, "samples/s", where, command, peer_name="open_clip_train",
+                batch=64, workers=workers, steps=[short, long])
+        )  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def run(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny data, one repeat, loaders only (smoke test)"
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="repeats of each figure (default 3)")
+    parser.add_argument(
+        "--cache", type=Path, default=ROOT / "data" / "bench", help="shards and folder export"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the JSON lines written")
+    parser.add_argument("--only", choices=("loaders", "training"), default=None)
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.repeats:
+        plan = Plan(**{**plan.__dict__, "repeats": args.repeats})
+    command = "python -m benchmarks.peers" + (f" {' '.join(argv)}" if argv else "")
+    where = machine()
+    cache = args.cache / ("quick" if args.quick else "full")
+    cache.mkdir(parents=True, exist_ok=True)
+    manifest = ensure_shards(cache, plan)
+    folder = ensure_folder(manifest, cache / "folder")
+    rows = []
+    if args.only in (None, "loaders"):
+        rows += bench_loaders(manifest, folder, plan, where, command)
+    if args.only in (None, "training"):
+        rows += bench_training(manifest, plan, cache, where, command)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"wrote {len(rows)} figures to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- render
+
+
+def read_results(path: Path = RESULTS) -> list[dict]:
+    """The JSON lines of ``path``."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def table(rows: Sequence[dict]) -> str:
+    """The README block: which machine and command, then one line per figure."""
+    machines = sorted({r["machine"] for r in rows})
+    commands = sorted({r["command"] for r in rows})
+    note = (
+        f"Measured on {'; '.join(machines)} by `{'`, `'.join(commands)}` (median of "
+        f"{max(len(r.get('runs', [])) for r in rows)} interleaved repeats; ratio = ours / peer, above 1: "
+        "ours is faster)."
+    )
+    header = ("what", "peer", "batch", "workers", "ours", "peer's", "ours / peer")
+    cells = [
+        (
+            r["benchmark"].split(" vs ")[0],
+            r.get("peer_name", r["benchmark"].split(" vs ")[-1]),
+            r.get("batch", ""),
+            r.get("workers", ""),
+            f"{r['ours']:,.0f} {r['unit']}",
+            f"{r['peer']:,.0f}",
+            f"{r['ratio']:.2f}",
+        )
+        for r in rows
+    ]
+    return f"{note}\n\n{markdown_table(header, cells)}"
+
+
+def render(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peers render")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README differs, change nothing")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    body = table(read_results(args.results))
+    if args.check:
+        same = read_block(text, BLOCK) == body
+        print("README table up to date" if same else "README table differs from the results")
+        return 0 if same else 1
+    args.readme.write_text(replace_block(text, BLOCK, body))
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- profile
+
+#: Profile buckets: (name, file suffix, function) of the outermost call that does each part.
+STAGES = (
+    ("tar parsing", "nbhelpers/data/tar_samples.py", "iter_groups"),
+    ("JPEG decode", "nbhelpers/data/image.py", "decode_rgb"),
+    (
+        "image transform (crop, flip, to float, normalise)",
+        "torchvision/transforms/v2/_container.py",
+        "forward",
+    ),
+    ("image transform (crop, flip, to float, normalise)", "nbhelpers/data/transforms.py", "__call__"),
+    ("tokenising", "open_clip/tokenizer.py", "__call__"),
+    ("model step (forward, backward, AdamW)", "benchmarks/peers.py", "model_step"),
+)
+
+
+def profile(argv: Sequence[str]) -> int:
+    """Where the time of a streamed CLIP training step goes, at 0 workers (cProfile, cumulative time of
+    the outermost call doing each part; the rest of the data pipeline is the remainder)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peers profile")
+    parser.add_argument("--cache", type=Path, default=ROOT / "data" / "bench")
+    parser.add_argument("--shards", type=Path, default=None, help="a source folder of shards to read instead")
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args(argv)
+    from nbhelpers.data.shards import read_manifest
+    from nbhelpers.models.clip import create_clip
+    from nbhelpers.train.recipes import clip
+
+    cache = args.cache / "full"
+    manifest = read_manifest(args.shards) if args.shards else ensure_shards(cache, FULL)
+    torch.manual_seed(0)
+    model = create_clip(MODEL)[0]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batches = iter(ours_loader(manifest, 64, 0))
+
+    def model_step(batch: dict) -> None:
+        loss, _ = clip.step(model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    for _ in range(20):  # past the shuffle buffer's filling, as in the steady state of an epoch
+        next(batches)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for _ in range(args.steps):
+        model_step(next(batches))
+    profiler.disable()
+    total = time.perf_counter() - start
+    stats = pstats.Stats(profiler).stats  # {(file, line, function): (cc, nc, tottime, cumtime, callers)}
+    parts: dict[str, float] = {}
+    for name, suffix, function in STAGES:
+        for (file, _, fn), (_, _, _, cumulative, _) in stats.items():
+            if fn == function and file.endswith(suffix):
+                parts[name] = parts.get(name, 0.0) + cumulative
+    step = parts.pop("model step (forward, backward, AdamW)", 0.0)
+    profiled = sum(v[2] for v in stats.values())
+    data = profiled - step
+    print(f"{args.steps} steps of 64, {total:.1f} s ({args.steps * 64 / total:.0f} samples/s unprofiled-ish)")
+    print(f"model step {100 * step / profiled:.0f}%, data pipeline {100 * data / profiled:.0f}%")
+    for name, seconds in parts.items():
+        print(f"  {name}: {100 * seconds / profiled:.0f}%")
+    rest = data - sum(parts.values())
+    print(f"  the rest (shuffle, json, collate, batch normalisation, ...): {100 * rest / profiled:.0f}%")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["render"]:
+        return render(argv[1:])
+    if argv[:1] == ["profile"]:
+        return profile(argv[1:])
+    return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,7 +46,8 @@ def sample_grid(samples: Sequence[dict[str, Any]], columns: int = 4, width: floa
 def class_histogram(counts: pd.DataFrame, title: str = "samples per class") -> plt.Figure:
     """A bar per class and split from :func:`nbhelpers.data.inspect.class_counts_long`."""
     fig, ax = plt.subplots(figsize=(9, 3.5), dpi=FIG_DPI)
-    sns.barplot(data=counts, x="class", y="count", hue="split", ax=ax, order=list(CLASSES))
+    order = list(dict.fromkeys(counts["class"]))  # label order, as class_counts_long lists them
+    sns.barplot(data=counts, x="class", y="count", hue="split", ax=ax, order=order)
     ax.set_title(title)
     ax.set_xlabel("")
     ax.tick_params(axis="x", rotation=25)

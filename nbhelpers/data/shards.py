@@ -311,6 +311,11 @@ def write_split(
                 bar.update()
                 continue
             pending.append((k, pool.submit(write_shard, shard, chunk, image_size, labels)))
+            # Bound the chunks in flight: records may hold their images' bytes (parquet, datasets).
+            while len(pending) > 2 * max(workers, 1):
+                k_done, future = pending.pop(0)
+                results[k_done] = future.result()
+                bar.update()
         for k, future in pending:
             results[k] = future.result()
             bar.update()

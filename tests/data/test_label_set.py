@@ -103,3 +103,13 @@ def test_rewriting_one_split_with_another_label_set_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="written with the classes \\['cat', 'dog', 'bird'\\]"):
         write_manifest(tmp_path / "own", "own", 32, {"val": result}, {})
+
+
+def test_the_shard_tables_show_the_manifests_own_classes(tmp_path):
+    from nbhelpers.data.inspect import class_counts_long, manifest_table
+
+    manifest = _write(tmp_path / "own", [0, 1, 2, 2], THREE)
+    table = manifest_table(manifest)
+    assert [c for c in table.columns if c in THREE.names or c in CLASSES] == ["cat", "dog", "bird"]
+    assert table.loc["train", ["cat", "dog", "bird"]].tolist() == [1, 1, 2]
+    assert class_counts_long(manifest)["class"].tolist() == ["cat", "dog", "bird"]

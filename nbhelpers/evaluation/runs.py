@@ -592,7 +592,7 @@ REPRESENTATION_FIGURES = {
 def representation_table(evaluation: Evaluation) -> pd.DataFrame:
     """One row per self-supervised run with its probe / retrieval figures, read from its ``metrics.json``.
 
-    These runs learn representations, not a 7-class classifier, so they are not in the top-k table.
+    These runs learn representations, not a classifier, so they are not in the top-k table.
     """
     rows = []
     for record in evaluation.representations:

@@ -238,7 +238,7 @@ class FeatureSplit:
 
 
 def hateful_targets(labels: torch.Tensor, hateful: torch.Tensor) -> torch.Tensor:
-    """The binary target ``(N,)``: ``hateful`` (0/1), or ``UNLABELLED`` where the 7-class label is."""
+    """The binary target ``(N,)``: ``hateful`` (0/1), or ``UNLABELLED`` where the class label is."""
     return torch.where(labels == UNLABELLED, torch.full_like(hateful, UNLABELLED), hateful.long())
 
 

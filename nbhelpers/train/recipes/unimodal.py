@@ -375,14 +375,7 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
             )
         inputs[kind] = file_input(checkpoint)
     out = config.bind_kind("late_fusion", found, inputs)
-    parts = {kind: read_metrics(run_dir) for kind, run_dir in dirs.items()}
-    classes = {kind: tuple(part.get("classes", CLASSES)) for kind, part in parts.items()}
-    if classes["text"] != classes["image"]:
-        raise ValueError(
-            f"the text run predicts {list(classes['text'])}, the image run {list(classes['image'])}: re-run both"
-        )
-    class_names = classes["text"]
-    reports = {}
+    predictions = {}
     for split in config.eval_split_list:
         loaded = {}
         for kind, run_dir in dirs.items():
@@ -393,6 +386,16 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
             np.array_equal(text["labels"], image["labels"]) and np.array_equal(text["keys"], image["keys"])
         ):
             raise ValueError(f"{split}: the text and image runs scored different samples; re-run both")
+        predictions[split] = text, image
+    parts = {kind: read_metrics(run_dir) for kind, run_dir in dirs.items()}
+    classes = {kind: tuple(part.get("classes", CLASSES)) for kind, part in parts.items()}
+    if classes["text"] != classes["image"]:
+        raise ValueError(
+            f"the text run predicts {list(classes['text'])}, the image run {list(classes['image'])}: re-run both"
+        )
+    class_names = classes["text"]
+    reports = {}
+    for split, (text, image) in predictions.items():
         preds, scores = late_fusion(torch.from_numpy(text["probs"]), torch.from_numpy(image["probs"]))
         probs = (scores / 2).numpy()
         reports[split] = classification_report(probs, text["labels"], topk_ks(len(class_names)), class_names)

@@ -33,7 +33,7 @@ from nbhelpers.data.memory import TensorSplit, epoch_batches, load_split, normal
 from nbhelpers.data.sampler import SeededBatchSampler, derived_seed
 from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES, get_source
-from nbhelpers.data.taxonomy import CLASSES
+from nbhelpers.data.taxonomy import CLASSES, LabelSet, label_set_of
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, RandomResizedCropFlip, batch_normalize
 from nbhelpers.metrics.classification import classification_report
 from nbhelpers.train.checkpoint import load_model_weights, verify_checkpoint
@@ -50,9 +50,11 @@ from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint, read_js
 
 C = TypeVar("C", bound="RecipeConfig")
 
-#: The modalities and tasks a run's ``metrics.json`` may name.
+#: The modalities and tasks a run's ``metrics.json`` may name: ``7class`` (the seven merged classes),
+#: ``multiclass`` (a label set of the user's own, named by ``metrics.json``'s ``classes``), ``binary``
+#: (hateful or not) and ``ssl`` (a representation, no classifier).
 MODALITIES = ("image", "text", "late_fusion", "multimodal")
-TASKS = ("7class", "binary", "ssl")
+TASKS = ("7class", "multiclass", "binary", "ssl")
 
 
 @dataclass
@@ -132,6 +134,15 @@ class RecipeConfig(BaseConfig):
                     raise ConfigError(
                         f"{name}: {split!r} is not a split of {source!r}; it has: {', '.join(splits[source])}"
                     )
+
+    def label_set(self) -> LabelSet:
+        """The classes of the shards this run reads (:func:`manifests`): the seven unless they record others.
+
+        Raises:
+            FileNotFoundError: a source has no shards.
+            ValueError: the sources are labelled with different label sets.
+        """
+        return label_set_of(manifests(self))
 
     @property
     def source_list(self) -> list[str]:
@@ -404,7 +415,7 @@ def train_data(
     are normalised whole.
 
     Args:
-        labels: train on the samples of these classes only (e.g. ``[0]``: the valid pairs).
+        labels: train on the samples of these classes only (e.g. the label set's valid-pair classes).
     """
     micro = max(1, config.batch_size // config.grad_accum_steps)
     if config.in_memory:
@@ -419,19 +430,18 @@ def train_data(
             memory=memory,
         )
     split_counts = [m["splits"][config.train_split]["class_counts"] for m in found]
+    names = label_set_of(found).names
     if labels is None:
         n = sum(m["splits"][config.train_split]["num_samples"] for m in found)
     else:
-        n = sum(counts.get(CLASSES[c], 0) for counts in split_counts for c in labels)
+        n = sum(counts.get(names[c], 0) for counts in split_counts for c in labels)
     if config.limit:
         n = min(n, config.limit)
     steps = epoch_steps(config, n, micro)
     crop = RandomResizedCropFlip(image_size)
     normalise = batch_normalize(mean, std)
     rank = PartialState().process_index
-    class_factors = (
-        None if labels is None else {c: (1.0 if c in labels else 0.0) for c in range(len(CLASSES))}
-    )
+    class_factors = None if labels is None else {c: (1.0 if c in labels else 0.0) for c in range(len(names))}
 
     def stream(epoch: int) -> Iterable[dict[str, Any]]:
         pipeline = make_pipeline(
@@ -507,6 +517,7 @@ def write_metrics(
     epochs: int,
     train_seconds: float,
     stages: Mapping[str, Path] | None = None,
+    classes: Sequence[str] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Writes ``run_dir/metrics.json`` in the suite's common form; returns it.
@@ -517,7 +528,8 @@ def write_metrics(
     ``recipe`` names the recipe that made the run: how evaluation finds its ``load_trained``. The record
     also names the weights the figures were computed from: the run's fingerprint (from ``run.json``) and
     the path and SHA-256 of its last checkpoint, and of each stage's (``stages``: ``{name: stage folder}``,
-    e.g. CASS-MM's classifier head).
+    e.g. CASS-MM's classifier head). A classifier names the ``classes`` its predictions range over, in
+    column order (evaluation reads them: runs of different classes are never compared in one table).
 
     Raises:
         ValueError: for an unknown recipe, or a modality or task outside :data:`MODALITIES` / :data:`TASKS`.
@@ -534,6 +546,7 @@ def write_metrics(
         "method": method,
         "modality": modality,
         "task": task,
+        **({} if classes is None else {"classes": list(classes)}),
         "split": split,
         **metrics,
         "num_samples": int(num_samples),
@@ -554,21 +567,38 @@ def write_metrics(
     return record
 
 
-#: The 7-class figures every classifier run reports, per split.
+#: The figures every classifier run reports, per split (top-k only for k up to its number of classes).
 CLASS_METRICS = ("top1", "top2", "top3", "macro_f1")
+#: The top-k accuracies a classifier run reports.
+TOP_KS = (1, 2, 3)
 
 
-def evaluate_7class(
-    run_dir: Path, predict_split: Callable[[str], tuple[np.ndarray, np.ndarray]], splits: Sequence[str]
+def class_task(class_names: Sequence[str]) -> str:
+    """The ``task`` of a classifier over ``class_names``: ``7class`` for the seven merged classes, else
+    ``multiclass`` (a label set of the user's own, of any size >= 2)."""
+    return "7class" if tuple(class_names) == CLASSES else "multiclass"
+
+
+def topk_ks(num_classes: int, ks: Sequence[int] = TOP_KS) -> tuple[int, ...]:
+    """``ks`` clipped to the number of classes (top-3 of two classes is not a figure)."""
+    return tuple(k for k in ks if k <= num_classes)
+
+
+def evaluate_classifier(
+    run_dir: Path,
+    predict_split: Callable[[str], tuple[np.ndarray, np.ndarray]],
+    splits: Sequence[str],
+    class_names: Sequence[str],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
-    """Scores a 7-class run on each split and saves ``predictions_{split}.npz`` (``probs``, ``labels``).
+    """Scores a classifier run on each split and saves ``predictions_{split}.npz`` (``probs``, ``labels``).
 
     Under several processes each process scores every split and the main one saves the predictions.
 
     Args:
         run_dir: the run directory.
-        predict_split: ``split -> (probs (N, 7), labels (N,))``.
+        predict_split: ``split -> (probs (N, C), labels (N,))``.
         splits: the splits to score.
+        class_names: the ``C`` classes, in column order.
 
     Returns:
         ``(reports, summary)``: the full :func:`~nbhelpers.metrics.classification.classification_report` per
@@ -578,15 +608,39 @@ def evaluate_7class(
     main = PartialState().is_main_process
     for split in splits:
         probs, labels = predict_split(split)
-        reports[split] = classification_report(probs, labels, ks=(1, 2, 3))
+        reports[split] = classification_report(
+            probs, labels, ks=topk_ks(len(class_names)), class_names=class_names
+        )
         if main:
             np.savez_compressed(Path(run_dir) / f"predictions_{split}.npz", probs=probs, labels=labels)
     return reports, split_summary(reports)
 
 
+def headline(report: Mapping[str, Any]) -> dict[str, float]:
+    """The :data:`CLASS_METRICS` a classification report holds (``metrics.json``'s top-level figures)."""
+    return {k: report[k] for k in CLASS_METRICS if k in report}
+
+
 def split_summary(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The :data:`CLASS_METRICS` and ``num_samples`` of each split's classification report."""
-    return {s: {k: r[k] for k in (*CLASS_METRICS, "num_samples")} for s, r in reports.items()}
+    return {s: {**headline(r), "num_samples": r["num_samples"]} for s, r in reports.items()}
+
+
+def run_class_names(run_dir: str | os.PathLike, config: RecipeConfig) -> tuple[str, ...]:
+    """The classes a classifier run's outputs range over, to rebuild its head: the ``classes`` of its
+    ``metrics.json``; the seven for a ``7class`` run that predates them; else (a run not finished yet)
+    the classes of the shards ``config`` reads.
+
+    Raises:
+        FileNotFoundError: the run has no classes recorded and its shards are missing.
+    """
+    path = Path(run_dir) / "metrics.json"
+    metrics = read_json(path) if path.is_file() else {}
+    if isinstance(metrics, dict) and metrics.get("classes"):
+        return tuple(metrics["classes"])
+    if isinstance(metrics, dict) and metrics.get("task") == "7class":
+        return CLASSES
+    return config.label_set().names
 
 
 def checkpoint_record(folder: Path, relative_to: Path | None = None) -> dict[str, str] | None:

@@ -165,8 +165,12 @@ def _image_stamp(ref: ImageRef) -> str:
     return f"{path.name} {stat.st_size} {stat.st_mtime_ns}"
 
 
-def _stats_path(shard: Path) -> Path:
+def shard_stats_path(shard: Path) -> Path:
+    """The hidden ``.{name}.stats.json`` beside a shard: its counts and its inputs' fingerprint."""
     return shard.with_name(f".{shard.name}.stats.json")
+
+
+_stats_path = shard_stats_path
 
 
 def write_shard(

@@ -32,6 +32,7 @@ from typing import Any
 from accelerate import PartialState
 
 from nbhelpers.config import ConfigError
+from nbhelpers.data.shards import shard_stats_path
 from nbhelpers.data.taxonomy import LabelSet
 from nbhelpers.fileio import read_json, sha256_file, to_jsonable, write_json_atomic
 
@@ -111,7 +112,7 @@ def manifest_digest(manifest: Mapping[str, Any], split: str) -> str:
     shard_prints = []
     folder = Path(manifest.get("_dir", "."))
     for shard in info.get("shards", []):
-        stats = folder / f"{shard}.json"
+        stats = shard_stats_path(folder / shard)
         shard_prints.append(read_json(stats).get("fingerprint", "") if stats.is_file() else "")
     payload = {
         "source": manifest.get("source"),

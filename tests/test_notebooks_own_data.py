@@ -27,8 +27,7 @@ def test_a_three_class_own_dataset_goes_through_every_notebook(tmp_path):
         "workers": 1,
         "data_dir": shards,  # 02-08
         "sources": "own",
-        "eval_splits": "test",
-        "epochs": 2,
+        "eval_splits": "test",  # bookkeeping: 08 still finds the preset's runs
         "runs_dir": runs,  # 02-09
         "save_dir": tmp_path / "figures",  # 08
         "split": "test",  # 08, 09

@@ -70,8 +70,16 @@ class AttentionConfig(BaseConfig):
         only, never trains."""
         if run_name:
             return Path(self.runs_dir) / run_name
+        # eval_splits is bookkeeping (not in the fingerprint): the split explained here is one the shards
+        # have, where the preset's own list may name splits these sources lack (unseen).
         return default_run_dir(
-            recipe, self.preset, self.runs_dir, self.data_dir, sources=self.sources, **params
+            recipe,
+            self.preset,
+            self.runs_dir,
+            self.data_dir,
+            sources=self.sources,
+            eval_splits=self.split,
+            **params,
         )
 
 

@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
-# Colab bootstrap: installs nbhelpers and what Colab lacks, keeping Colab's own torch/torchvision.
-# Usage in a notebook cell:  !bash colab_setup.sh   (run from the repository root)
+# The Colab set-up from a terminal (or a `!bash colab_setup.sh` cell): runs colab_setup.py on this clone.
+# Each step is skipped when already done, so a re-run finishes an interrupted set-up. The notebooks' first
+# cell runs colab_setup.py inside the notebook instead, which can also mount Drive and turn on Colab's widget
+# manager. Options: MEMELAB_PULL=1, MEMELAB_DRIVE=/content/drive/MyDrive/memelab (see colab_setup.py).
 set -euo pipefail
-cd "$(dirname "$0")"
-# Drop torch/torchvision from the requirements so pip never replaces Colab's CUDA build.
-grep -v -E '^(torch|torchvision)([<>=!~ ]|$)' requirements.txt > /tmp/memelab-requirements.txt
-pip install -q -r /tmp/memelab-requirements.txt
-pip install -q --no-deps -e .
-python -c "import torch, nbhelpers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'nbhelpers', nbhelpers.__version__)"
+here="$(cd "$(dirname "$0")" && pwd)"
+exec python3 "$here/colab_setup.py" --home "$here" "$@"

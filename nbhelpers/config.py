@@ -47,16 +47,24 @@ class ConfigError(ValueError):
 
 @cache
 def _presets() -> dict[str, dict[str, dict[str, Any]]]:
-    """``{preset: {section: values}}`` from ``nbhelpers/presets/<section>.json`` (``{preset: values}``)."""
+    """``{preset: {section: values}}`` from ``nbhelpers/presets/<section>.json`` (``{preset: values}``).
+
+    A preset file is JSON plus whole-line ``//`` comments, where a value's source (a paper's recipe) is cited.
+    """
     presets: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in PRESETS}
     for file in resources.files("nbhelpers").joinpath(PRESETS_DIR).iterdir():
         if file.name.endswith(".json"):
             section = file.name.removesuffix(".json")
-            for preset, values in json.loads(file.read_text()).items():
+            for preset, values in json.loads(strip_comment_lines(file.read_text())).items():
                 if preset not in presets:
                     raise ValueError(f"{file}: preset {preset!r} is not one of {PRESETS}")
                 presets[preset][section] = values
     return presets
+
+
+def strip_comment_lines(text: str) -> str:
+    """``text`` without its whole-line ``//`` comments (line numbers kept, for JSON error messages)."""
+    return "\n".join("" if line.lstrip().startswith("//") else line for line in text.split("\n"))
 
 
 def preset_names() -> tuple[str, ...]:

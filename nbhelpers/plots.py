@@ -12,8 +12,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from nbhelpers.data.taxonomy import CLASSES
-
 FIG_DPI = 80  # committed notebooks stay small
 
 
@@ -44,9 +42,11 @@ def sample_grid(samples: Sequence[dict[str, Any]], columns: int = 4, width: floa
 
 
 def class_histogram(counts: pd.DataFrame, title: str = "samples per class") -> plt.Figure:
-    """A bar per class and split from :func:`nbhelpers.data.inspect.class_counts_long`."""
+    """A bar per class and split from :func:`nbhelpers.data.inspect.class_counts_long`, the classes in the
+    order the table first names them (the shards' label order)."""
     fig, ax = plt.subplots(figsize=(9, 3.5), dpi=FIG_DPI)
-    sns.barplot(data=counts, x="class", y="count", hue="split", ax=ax, order=list(CLASSES))
+    order = list(dict.fromkeys(counts["class"]))  # label order, as class_counts_long lists them
+    sns.barplot(data=counts, x="class", y="count", hue="split", ax=ax, order=order)
     ax.set_title(title)
     ax.set_xlabel("")
     ax.tick_params(axis="x", rotation=25)
@@ -73,9 +73,18 @@ def training_curves(
 
 
 def confusion_matrix_plot(
-    matrix: np.ndarray, labels: Sequence[str] = CLASSES, title: str = "", ax=None
+    matrix: np.ndarray, labels: Sequence[str] | None = None, title: str = "", ax=None
 ) -> plt.Figure:
-    """A row-normalised confusion matrix heatmap with class names on both axes."""
+    """A row-normalised ``(C, C)`` confusion matrix heatmap with the C class names on both axes (a
+    classification report's ``classes``; None: the class indices).
+
+    Raises:
+        ValueError: if ``labels`` does not name every row.
+    """
+    matrix = np.asarray(matrix)
+    if labels is not None and len(labels) != len(matrix):
+        raise ValueError(f"labels: {len(labels)} names for a {matrix.shape} confusion matrix")
+    labels = list(labels) if labels is not None else list(range(len(matrix)))
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 5), dpi=FIG_DPI)
     else:
@@ -225,9 +234,10 @@ def run_curves(
 
 
 def confusion_matrices(
-    matrices: dict[str, np.ndarray], labels: Sequence[str] = CLASSES, title: str = "", width: float = 4.8
+    matrices: dict[str, np.ndarray], labels: Sequence[str] | None = None, title: str = "", width: float = 4.8
 ) -> plt.Figure:
-    """Row-normalised confusion matrices side by side, one per model: ``{name: (C, C) matrix}``."""
+    """Row-normalised confusion matrices side by side, one per model: ``{name: (C, C) matrix}``, all over
+    the same C classes ``labels`` (None: the class indices)."""
     fig, axes = plt.subplots(
         1, len(matrices), figsize=(width * len(matrices), width), dpi=FIG_DPI, squeeze=False
     )

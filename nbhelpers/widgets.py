@@ -10,14 +10,15 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 
 from nbhelpers.data.inspect import raw_samples
-from nbhelpers.data.taxonomy import CLASSES
+from nbhelpers.data.taxonomy import LabelSet
 from nbhelpers.plots import FIG_DPI
 
 
 def shard_browser(manifest: dict[str, Any], per_class: int = 24) -> widgets.Widget:
     """Browse a source's shards by split, class and sample: the picture, its text and its json."""
+    names = LabelSet.from_manifest(manifest).names
     split = widgets.Dropdown(options=list(manifest["splits"]), description="split")
-    label = widgets.Dropdown(options=[(name, i) for i, name in enumerate(CLASSES)], description="class")
+    label = widgets.Dropdown(options=[(name, i) for i, name in enumerate(names)], description="class")
     index = widgets.IntSlider(min=0, max=per_class - 1, description="sample")
     out = widgets.Output()
     cache: dict[tuple[str, int], list[dict]] = {}
@@ -30,7 +31,7 @@ def shard_browser(manifest: dict[str, Any], per_class: int = 24) -> widgets.Widg
         out.clear_output(wait=True)
         with out:
             if not samples:
-                print(f"no samples of class {CLASSES[label.value]!r} in {split.value}")
+                print(f"no samples of class {names[label.value]!r} in {split.value}")
                 return
             sample = samples[min(index.value, len(samples) - 1)]
             fig, ax = plt.subplots(figsize=(3.5, 3.5), dpi=FIG_DPI)

@@ -8,9 +8,13 @@ from pathlib import Path
 import open_clip
 import torch
 import transformers
+from PIL import Image, ImageDraw
 
 from nbhelpers.data.prepare import PrepareConfig, prepare
+from nbhelpers.data.records import Record
+from nbhelpers.data.shards import read_manifest, write_manifest, write_split
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES
+from nbhelpers.data.taxonomy import LabelSet
 from nbhelpers.models.unimodal import TextClassifier
 
 BERT_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -37,6 +41,65 @@ def make_shards(
         eval_shard_size=eval_shard, workers=1,
     )  # fmt: skip
     return prepare(config, progress=False)
+
+
+#: The label set of the custom-label fixtures: three classes, the pairs of cat and bird valid.
+THREE_CLASSES = LabelSet.from_names(("cat", "dog", "bird"), valid_pair_names=("cat", "bird"))
+#: One picture colour per class of :data:`THREE_CLASSES` (RGB).
+_THREE_COLOURS = ((220, 30, 30), (30, 170, 50), (30, 60, 220))
+
+
+def _picture(label: int, i: int, size: int):
+    def draw() -> Image.Image:
+        image = Image.new("RGB", (size, size), tuple(c // 3 + 10 * (i % 5) for c in _THREE_COLOURS[label]))
+        inset = 8 + i % 7
+        ImageDraw.Draw(image).rectangle(
+            [inset, inset, size - inset, size - inset], fill=_THREE_COLOURS[label]
+        )
+        return image
+
+    return draw
+
+
+def make_label_shards(
+    out_dir: Path,
+    labels: LabelSet = THREE_CLASSES,
+    *,
+    source: str = "synthetic",
+    image_size: int = 64,
+    **split_sizes: int,
+) -> dict:
+    """Writes shards labelled with ``labels`` (a label set of the user's own) under ``out_dir/source``.
+
+    Sample ``i`` of a split has label ``i % len(labels)``, a picture filled with that class's colour (so
+    the class can be learnt from the picture) and the caption ``"the <colour> <shape>"`` naming another
+    colour. The folder is named after a built-in source (``synthetic`` by default) so that recipes accept
+    it as ``sources``; its manifest records ``labels``.
+
+    Args:
+        out_dir: the data folder a recipe's ``data_dir`` then names.
+        labels: the classes (at most three: one picture colour each).
+        source: the source name of the folder and of the manifest.
+        image_size: side of the pictures.
+        split_sizes: samples per split, e.g. ``train=48, val=24``.
+
+    Returns:
+        the manifest written.
+    """
+    folder = Path(out_dir) / source
+    results = {}
+    for split, n in split_sizes.items():
+        records = [
+            Record(source, f"{split}-{i:05d}", split,
+                   f"the {COLOUR_NAMES[(i + 3) % len(COLOUR_NAMES)]} {SEEN_SHAPES[i % len(SEEN_SHAPES)]}",
+                   i % len(labels), _picture(i % len(labels), i, image_size))
+            for i in range(n)
+        ]  # fmt: skip
+        results[split] = write_split(
+            records, folder, split, shard_size=n, image_size=image_size, progress=False, labels=labels
+        )
+    write_manifest(folder, source, image_size, results, {}, labels=labels)
+    return read_manifest(folder)
 
 
 def write_bert_vocab(folder: Path, words: list[str]) -> transformers.BertTokenizerFast:

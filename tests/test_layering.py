@@ -26,7 +26,7 @@ LAYERS = [
     "train",
     "models | metrics",
     "data | lora | losses",
-    "config | fileio",
+    "config | fileio | progress",
 ]
 
 

@@ -1,9 +1,10 @@
-"""Data: the seven-class taxonomy, one reader per raw format, shards, and the WebDataset loader.
+"""Data: the seven-class taxonomy and label sets, one reader per raw format, shards, and the loader.
 
 Submodules: ``taxonomy``, ``records``, ``validity``, ``sources`` (``synthetic``, ``hateful_memes``,
-``mmhs150k``, ``fakeddit``, ``coco``), ``image``, ``shards``, ``tar_samples``, ``prepare``, ``loader``,
-``sampler``, ``memory``, ``transforms``, ``inspect``, ``verify``. The names most notebooks need are re-exported here, imported on first use so
-that importing one light submodule (``taxonomy``, ``sources``) does not pull in torch and webdataset.
+``mmhs150k``, ``fakeddit``, ``coco``, and ``hf`` and ``own`` over one row reader), ``image``, ``shards``,
+``tar_samples``, ``prepare``, ``loader``, ``sampler``, ``memory``, ``transforms``, ``inspect``, ``verify``. The
+names most notebooks need are re-exported here, imported on first use so that importing one light submodule
+(``taxonomy``, ``sources``) does not pull in torch and webdataset.
 """
 
 import importlib
@@ -13,6 +14,9 @@ _EXPORTS = {
     "NUM_CLASSES": "taxonomy",
     "class_name": "taxonomy",
     "is_valid_pair": "taxonomy",
+    "LabelSet": "taxonomy",
+    "SEVEN_CLASSES": "taxonomy",
+    "label_set_of": "taxonomy",
     "make_loader": "loader",
     "make_pipeline": "loader",
     "shard_set": "loader",

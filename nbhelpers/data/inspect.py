@@ -12,15 +12,17 @@ import pandas as pd
 import webdataset as wds
 
 from nbhelpers.data.image import decode_rgb
-from nbhelpers.data.taxonomy import CLASSES
+from nbhelpers.data.taxonomy import LabelSet
 
 
 def manifest_table(manifest: dict[str, Any]) -> pd.DataFrame:
-    """One row per split: shards, samples, samples per class and inputs skipped."""
+    """One row per split: shards, samples, samples per class (of the manifest's label set) and inputs
+    skipped."""
+    names = LabelSet.from_manifest(manifest).names
     rows = []
     for split, info in manifest["splits"].items():
         row = {"split": split, "shards": len(info["shards"]), "samples": info["num_samples"]}
-        row.update({name: info["class_counts"].get(name, 0) for name in CLASSES})
+        row.update({name: info["class_counts"].get(name, 0) for name in names})
         if "unlabelled" in info["class_counts"]:
             row["unlabelled"] = info["class_counts"]["unlabelled"]
         row["skipped"] = sum(info["skipped"].values())
@@ -44,11 +46,12 @@ def skip_table(manifest: dict[str, Any]) -> pd.DataFrame:
 
 
 def class_counts_long(manifest: dict[str, Any]) -> pd.DataFrame:
-    """Counts per (split, class) in long form, for a seaborn bar plot."""
+    """Counts per (split, class) in long form, classes in label order, for a seaborn bar plot."""
+    names = LabelSet.from_manifest(manifest).names
     rows = [
         {"split": split, "class": name, "count": info["class_counts"].get(name, 0)}
         for split, info in manifest["splits"].items()
-        for name in CLASSES
+        for name in names
     ]
     return pd.DataFrame(rows)
 

@@ -51,7 +51,7 @@ from nbhelpers.data.image import decode_rgb
 from nbhelpers.data.sampler import derived_seed
 from nbhelpers.data.shards import SIZES, read_manifest
 from nbhelpers.data.tar_samples import MEMBERS, ShardReadError, iter_groups
-from nbhelpers.data.taxonomy import NUM_CLASSES, UNLABELLED
+from nbhelpers.data.taxonomy import HATE, SEVEN_CLASSES, UNLABELLED, LabelSet, label_set_of
 from nbhelpers.data.validity import Rejected, valid_label, valid_text
 from nbhelpers.fileio import read_json
 
@@ -66,6 +66,7 @@ class ShardSet:
     sources: list[str]
     class_counts: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    labels: LabelSet = SEVEN_CLASSES
 
 
 def shard_set(
@@ -78,13 +79,15 @@ def shard_set(
 
     Raises:
         KeyError: if a manifest has no such split (the message lists the splits it has).
+        ValueError: if the manifests use different label sets.
     """
-    urls, weights, sources = [], [], []
+    urls, weights, sources, read = [], [], [], []
     expected: dict[str, int] = {}
     total = 0
     classes: Counter[str] = Counter()
     for m in manifests:
         manifest = m if isinstance(m, dict) else read_manifest(m)
+        read.append(manifest)
         root = Path(manifest["_dir"])
         if split not in manifest["splits"]:
             raise KeyError(
@@ -111,6 +114,7 @@ def shard_set(
         sources=sources,
         class_counts=dict(classes),
         sizes=expected,
+        labels=label_set_of(read),
     )
 
 
@@ -145,12 +149,19 @@ class SampleDecoder:
 
     Args:
         sizes: the number of samples each shard (by path) should hold, from ``sizes.json``.
+        labels: the label set of the shards (from their manifests); labels outside it are skipped.
         min_side: decode JPEGs at a reduced scale whose shorter side is at least this (see
             :func:`~nbhelpers.data.image.decode_rgb`); None: at full size.
     """
 
-    def __init__(self, sizes: dict[str, int] | None = None, min_side: int | None = None):
+    def __init__(
+        self,
+        sizes: dict[str, int] | None = None,
+        labels: LabelSet = SEVEN_CLASSES,
+        min_side: int | None = None,
+    ):
         self.sizes = dict(sizes or {})
+        self.labels = labels
         self.min_side = min_side
         self.skipped: Counter[str] = Counter()
         self._warned: set[tuple[str, str]] = set()
@@ -196,7 +207,7 @@ class SampleDecoder:
                 self._skip("bad_metadata", where, "json is not an object with a label")
                 continue
             try:
-                label = valid_label(meta["label"])
+                label = valid_label(meta["label"], num_classes=len(self.labels))
             except Rejected as err:
                 self._skip(err.reason, where, err)
                 continue
@@ -225,8 +236,8 @@ class SampleDecoder:
                 "image": image,
                 "text": text,
                 "label": raw["label"],
-                "valid_pair": bool(meta.get("valid_pair", raw["label"] == 0)),
-                "hateful": int(meta.get("hateful", int(raw["label"] == 6))),
+                "valid_pair": bool(meta.get("valid_pair", self.labels.is_valid_pair(raw["label"]))),
+                "hateful": int(meta.get("hateful", int(self.labels.is_default and raw["label"] == HATE))),
                 "source": meta.get("source", ""),
                 "meta": meta,
             }
@@ -371,7 +382,8 @@ def make_pipeline(
         partial: keep a last, smaller batch (default: not in training, yes in evaluation).
     """
     shards = shard_set(manifests, split, source_factors)
-    decoder = SampleDecoder(shards.sizes, decode_min_side)
+    labels = shards.labels
+    decoder = SampleDecoder(shards.sizes, labels, decode_min_side)
     stages: list[Any]
     if train:
         stages = [WeightedResampledShards(shards.urls, shards.weights, seed, epoch)]
@@ -380,10 +392,10 @@ def make_pipeline(
     stages += [decoder.read, decoder.parse_json]
     if train:
         if class_factors:
-            unknown = set(class_factors) - set(range(NUM_CLASSES))
+            unknown = set(class_factors) - set(range(len(labels)))
             if unknown:
                 raise ValueError(
-                    f"class_factors: unknown labels {sorted(unknown)}; allowed 0..{NUM_CLASSES - 1}"
+                    f"class_factors: unknown labels {sorted(unknown)}; allowed 0..{len(labels) - 1}"
                 )
             stages.append(lambda src: upsample_classes(src, class_factors, seed + epoch))
         stages.append(

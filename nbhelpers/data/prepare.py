@@ -7,15 +7,32 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 from nbhelpers.config import NULL, BaseConfig, ConfigError, param
 from nbhelpers.data.records import SkipCounter
 from nbhelpers.data.shards import read_manifest, write_manifest, write_split
 from nbhelpers.data.sources import SOURCES, get_source
+from nbhelpers.data.sources._rows import (
+    RowSpec,
+    build_label_map,
+    check_split_name,
+    parse_mapping,
+    parse_names,
+)
+from nbhelpers.data.sources.hf import LAYOUTS, HFOptions, fetch_layout
+from nbhelpers.data.sources.own import SEPARATORS, OwnOptions, parse_files
+from nbhelpers.data.taxonomy import CLASSES, SEVEN_CLASSES, LabelSet
 
 #: Splits written with the large training shard size; every other split uses the eval shard size.
 TRAIN_SPLITS = ("train",)
+#: Sources whose samples are rows of a table with image, text and label columns.
+ROW_SOURCES = ("hf", "own")
+#: Parameters of the row sources only; of ``hf`` only; of ``own`` only (set for another source: an error).
+ROW_PARAMS = ("label_map", "classes", "valid_pair_classes", "splits")
+HF_PARAMS = ("hf_dataset", "hf_config", "hf_revision", "hf_layout", "streaming")
+OWN_PARAMS = ("own_files", "split_column")
 
 
 @dataclass
@@ -24,9 +41,19 @@ class PrepareConfig(BaseConfig):
 
     SECTION: ClassVar[str] = "prepare"
 
-    source: str = param("synthetic", choices=SOURCES, help="raw dataset to convert")
-    raw_dir: str = param("", help="folder of the raw dataset in its own layout (not needed for synthetic)")
-    out_dir: str = param("data/shards", help="shards go to {out_dir}/{source}/")
+    source: str = param(
+        "synthetic",
+        choices=SOURCES,
+        help="what to convert: synthetic, a raw layout, hf (a Hugging Face dataset) or own (your own folder)",
+    )
+    raw_dir: str = param(
+        "",
+        help="folder of the raw dataset (raw layouts, own; hf: the folder of image paths, or where hf_layout "
+        "downloads to)",
+    )
+    out_dir: str = param(
+        "data/shards", help="shards go to {out_dir}/{source}/ ({out_dir}/{hf_layout}/ for a mirror)"
+    )
     image_size: int = param(256, min=16, help="side of the square JPEGs in the shards")
     train_shard_size: int = param(10000, min=1, help="samples per training shard")
     eval_shard_size: int = param(1000, min=1, help="samples per shard of the other splits")
@@ -39,15 +66,200 @@ class PrepareConfig(BaseConfig):
         1000, min=1, help="synthetic samples in unseen (held-out shapes and templates)"
     )
     workers: int = param(2, min=1, help="processes writing shards")
+    # hf and own: rows with image, text and label columns
+    image_column: str = param(
+        "image",
+        help="hf/own: column of the image (a path relative to the folder, bytes, or a datasets Image)",
+    )
+    text_column: str = param("text", help="hf/own: column of the text")
+    label_column: str = param("label", help="hf/own: column of the label")
+    id_column: str = param("", help="hf/own: column of a unique sample id (empty: the row number)")
+    label_map: str | dict = param(
+        "",
+        help='hf/own: your label value -> class name, "0:True/Neutral,1:Hate" or a JSON object; '
+        '"unlabelled" for none (empty: the labels are class names)',
+    )
+    classes: str | list = param(
+        "", help='hf/own: your own class names, "cat,dog,bird" (empty: the seven classes)'
+    )
+    valid_pair_classes: str | list = param(
+        "",
+        help="hf/own: classes whose image and text truly belong together, the contrastive positives "
+        "(empty: all of your own classes; of the seven, True/Neutral)",
+    )
+    splits: str | dict = param(
+        "",
+        help='hf/own: our split name, then the dataset\'s, "train:train,val:validation" (empty: every split, '
+        "same names)",
+    )
+    # hf only
+    hf_dataset: str = param(
+        "",
+        help="hf: a hub dataset id (owner/name) or a local folder (save_to_disk, or parquet/jsonl/csv files)",
+    )
+    hf_config: str = param("", help="hf: the dataset's configuration name (empty: its default)")
+    hf_revision: str = param("", help="hf: a branch, tag or commit of a hub dataset (empty: the default)")
+    hf_layout: str = param(
+        "",
+        choices=("", *LAYOUTS),
+        help="hf: the dataset repository holds this raw layout; it is downloaded into raw_dir and read as that source",
+    )
+    streaming: bool = param(
+        False, help="hf: read rows as they download instead of preparing the whole dataset"
+    )
+    # own only
+    own_files: str | dict = param(
+        "",
+        help='own: tables in raw_dir, one per split "train:train.csv,val:val.jsonl,test:test.parquet", or one '
+        "table with split_column",
+    )
+    split_column: str = param("", help="own: the column naming each row's split, when own_files is one table")
 
     def check(self) -> None:
-        if self.source != "synthetic":
+        self._check_params_belong()
+        if self.source == "synthetic":
+            return
+        if self.source == "hf":
+            self._check_hf()
+        else:
             if not self.raw_dir:
                 raise ConfigError(
                     f"raw_dir: required for source {self.source!r} (the folder of the raw dataset)"
                 )
             if not Path(self.raw_dir).is_dir():
                 raise ConfigError(f"raw_dir: {self.raw_dir!r} is not a folder")
+        if self.reads_rows:
+            try:
+                self.source_options()
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+
+    def _check_params_belong(self) -> None:
+        defaults = {
+            f.name: f.default
+            for f in dataclasses.fields(self)
+            if f.name in ROW_PARAMS + HF_PARAMS + OWN_PARAMS
+        }
+        for names, allowed, sources in (
+            (ROW_PARAMS, self.reads_rows, "'hf' (without hf_layout) or 'own'"),
+            (HF_PARAMS, self.source == "hf", "'hf'"),
+            (OWN_PARAMS, self.source == "own", "'own'"),
+        ):
+            for name in names:
+                if not allowed and getattr(self, name) != defaults[name]:
+                    raise ConfigError(f"{name}: only for source {sources}, not {self.source!r}")
+
+    def _check_hf(self) -> None:
+        if not self.hf_dataset.strip():
+            raise ConfigError("hf_dataset: required for source 'hf' (a hub dataset id, or a local folder)")
+        local = Path(self.hf_dataset).expanduser().is_dir()
+        if self.raw_dir and Path(self.raw_dir).exists() and not Path(self.raw_dir).is_dir():
+            raise ConfigError(f"raw_dir: {self.raw_dir!r} is not a folder")
+        if self.hf_layout:
+            if not local and not self.raw_dir:
+                raise ConfigError(
+                    f"raw_dir: required to download {self.hf_dataset!r} into (hf_layout={self.hf_layout!r})"
+                )
+        elif self.raw_dir and not Path(self.raw_dir).is_dir():
+            raise ConfigError(
+                f"raw_dir: {self.raw_dir!r} is not a folder (the folder image paths are relative to)"
+            )
+
+    @property
+    def reads_rows(self) -> bool:
+        """Whether the source is a table of rows (``hf`` without ``hf_layout``, or ``own``)."""
+        return self.source in ROW_SOURCES and not self.hf_layout
+
+    @property
+    def shard_source(self) -> str:
+        """The source name of the shards: ``hf_layout`` for a raw-layout mirror, else ``source``."""
+        return self.hf_layout or self.source
+
+    @property
+    def label_set(self) -> LabelSet:
+        """The classes the shards are labelled with: ``classes`` (every pair valid unless
+        ``valid_pair_classes`` says), or the seven.
+
+        Raises:
+            ValueError: naming ``classes`` or ``valid_pair_classes`` when they do not make a label set.
+        """
+        names = parse_names(self.classes, "classes")
+        valid = parse_names(self.valid_pair_classes, "valid_pair_classes") or None
+        if not names:
+            if valid is None:
+                return SEVEN_CLASSES
+            names = CLASSES
+        try:
+            LabelSet.from_names(names)
+        except ValueError as err:
+            raise ValueError(f"classes: {err}") from None
+        try:
+            return LabelSet.from_names(names, valid)
+        except ValueError as err:
+            raise ValueError(f"valid_pair_classes: {err}") from None
+
+    def row_spec(self) -> RowSpec:
+        """The columns and label map of a row source (image folders are set when reading).
+
+        Raises:
+            ValueError: naming the parameter that is blank or malformed.
+        """
+        for name in ("image_column", "text_column", "label_column"):
+            if not getattr(self, name).strip():
+                raise ValueError(f"{name}: name the column (it is blank)")
+        labels = self.label_set
+        return RowSpec(
+            source=self.source,
+            image_column=self.image_column.strip(),
+            text_column=self.text_column.strip(),
+            label_column=self.label_column.strip(),
+            id_column=self.id_column.strip(),
+            label_map=build_label_map(parse_mapping(self.label_map, "label_map"), labels),
+        )
+
+    def split_map(self) -> dict[str, str]:
+        """``splits`` as our split name -> the dataset's.
+
+        Raises:
+            ValueError: naming ``splits`` when it is malformed or names a split the shards cannot have.
+        """
+        mapping = parse_mapping(
+            self.splits, "splits", separators=SEPARATORS, example="train=train,val=validation"
+        )
+        for ours in mapping:
+            check_split_name(ours, "splits")
+        return mapping
+
+    def source_options(self) -> HFOptions | OwnOptions:
+        """What the ``hf`` or ``own`` reader is given, from the parameters.
+
+        Raises:
+            ValueError: naming the parameter that is missing, malformed or contradicts another.
+        """
+        rows, split_map = self.row_spec(), self.split_map()
+        if self.source == "hf":
+            return HFOptions(
+                dataset=self.hf_dataset.strip(),
+                rows=rows,
+                config=self.hf_config.strip(),
+                revision=self.hf_revision.strip(),
+                streaming=self.streaming,
+                split_map=split_map,
+            )
+        files, table = parse_files(self.own_files)
+        split_column = self.split_column.strip()
+        if table and not split_column:
+            raise ValueError(
+                f"split_column: required when own_files names one table ({table!r}): the column naming each "
+                "row's split; or name one table per split (own_files='train=train.csv,val=val.csv')"
+            )
+        if files and split_column:
+            raise ValueError(
+                "split_column: only with one table in own_files; here own_files names one per split"
+            )
+        if files and split_map:
+            raise ValueError("splits: own_files already names each split's table; leave splits empty")
+        return OwnOptions(rows=rows, files=files, table=table, split_column=split_column, split_map=split_map)
 
     @property
     def synthetic_sizes(self) -> dict[str, int]:
@@ -60,7 +272,7 @@ class PrepareConfig(BaseConfig):
 
     @property
     def source_dir(self) -> Path:
-        return Path(self.out_dir) / self.source
+        return Path(self.out_dir) / self.shard_source
 
 
 def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
@@ -68,19 +280,25 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
 
     Re-running resumes: complete shards whose inputs did not change are kept as they are.
 
+    The manifest records the label set (``classes``, ``valid_pair_classes``): the seven classes, or the
+    ``classes`` parameter's for a row source.
+
     Raises:
-        FileNotFoundError: if ``config.raw_dir`` lacks the source's files (before any shard is written).
+        FileNotFoundError: if ``config.raw_dir`` lacks the source's files, or a Hugging Face dataset cannot
+            be loaded (before any shard is written).
+        ValueError: naming the parameter, when a row source's split or column is not in its tables.
     """
-    source = get_source(config.source)
-    raw_dir = Path(config.raw_dir) if config.raw_dir else None
-    source.check(raw_dir)
-    kwargs: dict[str, Any] = {}
+    source, raw_dir, options = _reader(config)
+    source.check(raw_dir, **options)
+    splits = source.SPLITS if source.SPLITS is not None else source.splits(raw_dir, **options)
+    read_kwargs = options
     if config.source == "synthetic":
-        kwargs = {"seed": config.seed, "sizes": config.synthetic_sizes, "image_size": config.image_size}
+        read_kwargs = {"seed": config.seed, "sizes": config.synthetic_sizes, "image_size": config.image_size}
+    labels = config.label_set
     results = {}
-    for split in source.SPLITS:
+    for split in splits:
         skips = SkipCounter()
-        records = source.read(raw_dir, split, skips, config.limit, **kwargs)
+        records = source.read(raw_dir, split, skips, config.limit, **read_kwargs)
         results[split] = write_split(
             records,
             config.source_dir,
@@ -90,9 +308,22 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
             reader_skips=skips,
             workers=config.workers,
             progress=progress,
+            labels=labels,
         )
-    write_manifest(config.source_dir, config.source, config.image_size, results, config.to_dict())
+    write_manifest(
+        config.source_dir, config.shard_source, config.image_size, results, config.to_dict(), labels=labels
+    )
     return read_manifest(config.source_dir)
+
+
+def _reader(config: PrepareConfig) -> tuple[ModuleType, Path | None, dict[str, Any]]:
+    """The reader module, its ``raw_dir`` and the options its ``check``/``splits``/``read`` take."""
+    raw_dir = Path(config.raw_dir) if config.raw_dir else None
+    if config.hf_layout:
+        return get_source(config.hf_layout), fetch_layout(config.hf_dataset, raw_dir, config.hf_revision), {}
+    if config.reads_rows:
+        return get_source(config.source), raw_dir, {"options": config.source_options()}
+    return get_source(config.source), raw_dir, {}
 
 
 def main(argv: list[str] | None = None) -> None:

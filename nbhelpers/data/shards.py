@@ -41,13 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import webdataset as wds
-from tqdm.auto import tqdm
 
 from nbhelpers.data.image import encode_jpeg, letterbox, load_rgb
 from nbhelpers.data.records import ImageRef, Record, SkipCounter
-from nbhelpers.data.taxonomy import CLASSES, class_name, is_valid_pair
+from nbhelpers.data.taxonomy import SEVEN_CLASSES, LabelSet
 from nbhelpers.data.validity import Rejected, valid_label, valid_text
 from nbhelpers.fileio import atomic_open, read_json, write_json_atomic
+from nbhelpers.progress import Progress
 
 MANIFEST = "manifest.json"
 SIZES = "sizes.json"
@@ -106,15 +106,16 @@ def sample_key(record: Record) -> str:
     return f"{record.source}_{record.split}_{encode_id(record.source_id)}"
 
 
-def sample_json(record: Record) -> dict[str, Any]:
-    """The ``json`` member of a sample: the merged label, its name, provenance and the source's labels."""
+def sample_json(record: Record, labels: LabelSet = SEVEN_CLASSES) -> dict[str, Any]:
+    """The ``json`` member of a sample: the label, its name in ``labels``, provenance and the source's
+    labels (a record's own ``valid_pair`` in ``meta`` wins over its class's)."""
     return {
         "label": record.label,
-        "label_name": class_name(record.label),
+        "label_name": labels.name(record.label),
         "source": record.source,
         "source_id": record.source_id,
         "split": record.split,
-        "valid_pair": is_valid_pair(record.label),
+        "valid_pair": labels.is_valid_pair(record.label),
         **record.meta,
     }
 
@@ -133,13 +134,13 @@ class ShardStats:
     repair_examples: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _fingerprint(records: list[Record], image_size: int) -> str:
+def _fingerprint(records: list[Record], image_size: int, labels: LabelSet = SEVEN_CLASSES) -> str:
     """A digest of what a shard's ``txt`` and ``json`` members hold, of each image file's name, size and
     modification time, and of the image size."""
     digest = hashlib.sha1(str(image_size).encode())
     for r in records:
         try:
-            described = sample_json(r)
+            described = sample_json(r, labels)
         except (ValueError, TypeError):  # an invalid label: the record will be rejected, still fingerprinted
             described = {"invalid_label": repr(r.label), "source_id": r.source_id, **r.meta}
         digest.update(
@@ -164,11 +165,17 @@ def _image_stamp(ref: ImageRef) -> str:
     return f"{path.name} {stat.st_size} {stat.st_mtime_ns}"
 
 
-def _stats_path(shard: Path) -> Path:
+def shard_stats_path(shard: Path) -> Path:
+    """The hidden ``.{name}.stats.json`` beside a shard: its counts and its inputs' fingerprint."""
     return shard.with_name(f".{shard.name}.stats.json")
 
 
-def write_shard(shard: Path, records: list[Record], image_size: int) -> ShardStats:
+_stats_path = shard_stats_path
+
+
+def write_shard(
+    shard: Path, records: list[Record], image_size: int, labels: LabelSet = SEVEN_CLASSES
+) -> ShardStats:
     """Writes ``records`` into the tar ``shard``, atomically; returns its stats.
 
     Images are decoded, letterboxed to ``image_size`` square and re-encoded as JPEG. A record is skipped
@@ -178,7 +185,7 @@ def write_shard(shard: Path, records: list[Record], image_size: int) -> ShardSta
     image (``undecodable_image``) or too large (``image_too_large``). A text holding lone surrogates is
     written with U+FFFD in their place and counted in ``repaired`` (``unencodable_text``).
     """
-    stats = ShardStats(name=shard.name, fingerprint=_fingerprint(records, image_size))
+    stats = ShardStats(name=shard.name, fingerprint=_fingerprint(records, image_size, labels))
     skips = SkipCounter()
     classes: Counter[str] = Counter()
     keys: set[str] = set()
@@ -189,7 +196,7 @@ def write_shard(shard: Path, records: list[Record], image_size: int) -> ShardSta
         for record in records:
             where = f"{record.source} {record.split} id {record.source_id!r}"
             try:
-                label = valid_label(record.label)
+                label = valid_label(record.label, num_classes=len(labels))
                 text, repaired = valid_text(record.text)
                 key = sample_key(record)
                 if key in keys:
@@ -206,10 +213,10 @@ def write_shard(shard: Path, records: list[Record], image_size: int) -> ShardSta
                     "__key__": key,
                     "jpg": encode_jpeg(image),
                     "txt": text.encode("utf-8"),
-                    "json": json.dumps(sample_json(record)).encode("utf-8"),
+                    "json": json.dumps(sample_json(record, labels)).encode("utf-8"),
                 }
             )
-            classes[class_name(label)] += 1
+            classes[labels.name(label)] += 1
         sink.close()
     stats.num_samples = sum(classes.values())
     stats.class_counts = dict(classes)
@@ -276,6 +283,7 @@ def write_split(
     reader_skips: SkipCounter | None = None,
     workers: int = 1,
     progress: bool = True,
+    labels: LabelSet = SEVEN_CLASSES,
 ) -> SplitResult:
     """Writes one split as shards ``{split}-{k:05d}.tar`` under ``out_dir``, resuming complete ones.
 
@@ -287,7 +295,8 @@ def write_split(
         image_size: side of the square JPEGs written.
         reader_skips: what the reader skipped; merged into the split's counts once ``records`` is consumed.
         workers: processes writing shards in parallel (records must be picklable).
-        progress: show a tqdm bar.
+        progress: show a bar (or, headless, a final line; ``nbhelpers.progress``).
+        labels: the classes the records' labels index (default: the seven merged classes).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -295,17 +304,22 @@ def write_split(
     results: dict[int, ShardStats] = {}
     resumed = 0
     pending = []
-    bar = tqdm(desc=f"{split} shards", unit="shard", disable=not progress)
+    bar = Progress(desc=f"{split} shards", unit="shard", enabled=progress)
     with _pool(workers) as pool:
         for k, chunk in enumerate(_chunks(_unique_keys(records, skips), shard_size)):
             shard = out_dir / f"{split}-{k:05d}.tar"
-            done = _complete(shard, _fingerprint(chunk, image_size))
+            done = _complete(shard, _fingerprint(chunk, image_size, labels))
             if done is not None:
                 results[k] = done
                 resumed += 1
                 bar.update()
                 continue
-            pending.append((k, pool.submit(write_shard, shard, chunk, image_size)))
+            pending.append((k, pool.submit(write_shard, shard, chunk, image_size, labels)))
+            # Bound the chunks in flight: records may hold their images' bytes (parquet, datasets).
+            while len(pending) > 2 * max(workers, 1):
+                k_done, future = pending.pop(0)
+                results[k_done] = future.result()
+                bar.update()
         for k, future in pending:
             results[k] = future.result()
             bar.update()
@@ -327,7 +341,7 @@ def write_split(
     return SplitResult(
         shards=names,
         num_samples=sum(sizes.values()),
-        class_counts={name: classes[name] for name in (*CLASSES, "unlabelled") if classes[name]},
+        class_counts={name: classes[name] for name in (*labels.names, "unlabelled") if classes[name]},
         skipped=dict(sorted(skips.items())),
         skip_examples=skips.examples,
         shard_sizes=sizes,
@@ -437,13 +451,28 @@ class _Done:
 
 
 def write_manifest(
-    source_dir: Path, source: str, image_size: int, splits: dict[str, SplitResult], config: dict[str, Any]
+    source_dir: Path,
+    source: str,
+    image_size: int,
+    splits: dict[str, SplitResult],
+    config: dict[str, Any],
+    labels: LabelSet = SEVEN_CLASSES,
 ) -> dict[str, Any]:
-    """Writes ``manifest.json`` and ``sizes.json`` for a source's shards; returns the manifest."""
+    """Writes ``manifest.json`` and ``sizes.json`` for a source's shards; returns the manifest.
+
+    Raises:
+        ValueError: if the folder's earlier splits were written with another label set (rewrite them all).
+    """
     source_dir = Path(source_dir)
     manifest_file = source_dir / MANIFEST
     previous = read_json(manifest_file) if manifest_file.is_file() else {}
     all_splits = dict(previous.get("splits", {}))
+    kept = [name for name in all_splits if name not in splits]
+    if kept and LabelSet.from_manifest(previous) != labels:
+        raise ValueError(
+            f"{manifest_file}: splits {kept} were written with the classes "
+            f"{list(LabelSet.from_manifest(previous).names)}, not {list(labels.names)}; write every split again"
+        )
     for name, result in splits.items():
         all_splits[name] = {
             "shards": result.shards,
@@ -459,6 +488,7 @@ def write_manifest(
         "source": source,
         "image_size": image_size,
         "members": ["jpg", "txt", "json"],
+        **labels.to_manifest(),
         "config": config,
         "splits": all_splits,
     }

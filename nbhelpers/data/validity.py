@@ -36,16 +36,16 @@ class Rejected(ValueError):
         self.reason = reason
 
 
-def valid_label(value: Any, *, allow_unlabelled: bool = True) -> int:
-    """Returns ``value`` when it is a valid merged label: an int in ``0..6``, or ``-1`` if allowed.
+def valid_label(value: Any, *, allow_unlabelled: bool = True, num_classes: int = NUM_CLASSES) -> int:
+    """Returns ``value`` when it is a valid label: an int in ``0..num_classes - 1``, or ``-1`` if allowed.
 
     Raises:
         Rejected: ``invalid_label``, naming the value, for anything else (bools, floats, strings included).
     """
     if isinstance(value, int) and not isinstance(value, bool):
-        if 0 <= value < NUM_CLASSES or (allow_unlabelled and value == UNLABELLED):
+        if 0 <= value < num_classes or (allow_unlabelled and value == UNLABELLED):
             return value
-    allowed = f"an int in 0..{NUM_CLASSES - 1}" + (f" or {UNLABELLED}" if allow_unlabelled else "")
+    allowed = f"an int in 0..{num_classes - 1}" + (f" or {UNLABELLED}" if allow_unlabelled else "")
     raise Rejected("invalid_label", f"label must be {allowed}, got {value!r}")
 
 

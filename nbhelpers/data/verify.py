@@ -30,7 +30,7 @@ from typing import Any
 from nbhelpers.data.image import decode_rgb
 from nbhelpers.data.shards import MANIFEST, SIZES, read_manifest
 from nbhelpers.data.tar_samples import MEMBERS, ShardReadError, iter_groups
-from nbhelpers.data.taxonomy import class_name
+from nbhelpers.data.taxonomy import SEVEN_CLASSES, LabelSet
 from nbhelpers.data.validity import Rejected, valid_label, valid_text
 from nbhelpers.fileio import read_json
 
@@ -181,6 +181,7 @@ def _verify_manifest(manifest_file: Path, report: Report) -> None:
         splits = manifest["splits"]
         source = manifest["source"]
         image_size = manifest["image_size"]
+        labels = LabelSet.from_manifest(manifest)
     except (ValueError, KeyError, TypeError) as err:
         report.problems.append(f"FAIL  {manifest_file}: not a readable manifest ({err})")
         return
@@ -194,7 +195,7 @@ def _verify_manifest(manifest_file: Path, report: Report) -> None:
         classes: Counter[str] = Counter()
         samples = 0
         for name in info.get("shards", []):
-            check = _verify_shard(root / name, split, sizes.get(name), image_size, keys)
+            check = _verify_shard(root / name, split, sizes.get(name), image_size, keys, labels)
             report.shards.append(check)
             samples += check.samples
             classes.update(check.class_counts)
@@ -218,7 +219,12 @@ def _verify_manifest(manifest_file: Path, report: Report) -> None:
 
 
 def _verify_shard(
-    path: Path, split: str, expected: int | None, image_size: int, keys: set[str]
+    path: Path,
+    split: str,
+    expected: int | None,
+    image_size: int,
+    keys: set[str],
+    labels: LabelSet = SEVEN_CLASSES,
 ) -> ShardCheck:
     check = ShardCheck(path=str(path), split=split, expected=expected)
     problems = check.problems
@@ -230,7 +236,7 @@ def _verify_shard(
             if not group.members:
                 continue
             check.samples += 1
-            _check_sample(group.key, group.members, split, image_size, check)
+            _check_sample(group.key, group.members, split, image_size, check, labels)
             if group.key in keys:
                 problems.append(f"key {group.key} appears twice in split {split}")
             keys.add(group.key)
@@ -243,7 +249,12 @@ def _verify_shard(
 
 
 def _check_sample(
-    key: str, members: dict[str, bytes], split: str, image_size: int, check: ShardCheck
+    key: str,
+    members: dict[str, bytes],
+    split: str,
+    image_size: int,
+    check: ShardCheck,
+    labels: LabelSet = SEVEN_CLASSES,
 ) -> None:
     problems = check.problems
     if "/" in key:
@@ -255,7 +266,7 @@ def _check_sample(
     if missing:
         problems.append(f"sample {key} has no {', '.join(missing)} member")
     if "json" in members:
-        _check_json(key, members["json"], split, check)
+        _check_json(key, members["json"], split, check, labels)
     if "jpg" in members:
         try:
             image = decode_rgb(members["jpg"], f"{key}.jpg")
@@ -275,7 +286,9 @@ def _check_sample(
             problems.append(f"{key}.txt: {err}")
 
 
-def _check_json(key: str, data: bytes, split: str, check: ShardCheck) -> None:
+def _check_json(
+    key: str, data: bytes, split: str, check: ShardCheck, labels: LabelSet = SEVEN_CLASSES
+) -> None:
     try:
         meta: Any = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as err:
@@ -285,12 +298,12 @@ def _check_json(key: str, data: bytes, split: str, check: ShardCheck) -> None:
         check.problems.append(f"{key}.json is not an object")
         return
     try:
-        label = valid_label(meta.get("label"))
+        label = valid_label(meta.get("label"), num_classes=len(labels))
     except Rejected as err:
         check.problems.append(f"{key}.json: {err}")
         return
-    check.class_counts[class_name(label)] += 1
-    if meta.get("label_name") != class_name(label):
+    check.class_counts[labels.name(label)] += 1
+    if meta.get("label_name") != labels.name(label):
         check.problems.append(
             f"{key}.json: label_name {meta.get('label_name')!r} does not match label {label}"
         )

@@ -48,6 +48,7 @@ class AttentionConfig(BaseConfig):
     ssl_recipe: str = param("ssl", choices=tuple(RECIPE_MODULES), help="the recipe that makes ssl_run_name")
     runs_dir: str = param("runs")
     data_dir: str = param("data/shards", help="the shards the runs were trained on (finds the preset's runs)")
+    sources: str = param("synthetic", help="the sources the runs were trained on (finds the preset's runs)")
     split: str = param("test", help="the split the samples come from")
     sample: int = param(0, min=0, help="the sample shown first")
     num_samples: int = param(32, min=1, help="samples of the split loaded for the figures and the explorer")
@@ -69,7 +70,17 @@ class AttentionConfig(BaseConfig):
         only, never trains."""
         if run_name:
             return Path(self.runs_dir) / run_name
-        return default_run_dir(recipe, self.preset, self.runs_dir, self.data_dir, **params)
+        # eval_splits is bookkeeping (not in the fingerprint): the split explained here is one the shards
+        # have, where the preset's own list may name splits these sources lack (unseen).
+        return default_run_dir(
+            recipe,
+            self.preset,
+            self.runs_dir,
+            self.data_dir,
+            sources=self.sources,
+            eval_splits=self.split,
+            **params,
+        )
 
 
 def _explainer_kind(record: RunRecord) -> type[Explainer]:

@@ -3,7 +3,9 @@
 An explainer is built from the :class:`~nbhelpers.train.recipes.TrainedRun` that the run's recipe's
 ``load_trained`` returns (the model, its input size, normalisation, tokenizer and named parts), and
 returns the picture, caption, true and predicted class and every map the architecture allows
-(:mod:`nbhelpers.evaluation.saliency`). :data:`EXPLAINERS` gives the explainer of each recipe.
+(:mod:`nbhelpers.evaluation.saliency`). The classes are the run's own (``TrainedRun.class_names``: the
+seven merged classes, a label set of the user's own, or *not hateful* / *hateful* for a binary fusion
+head). :data:`EXPLAINERS` gives the explainer of each recipe.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nbhelpers.data.memory import TensorSplit, load_split, normalize
-from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.evaluation.saliency import (
     cls_attention_maps,
@@ -89,7 +90,6 @@ class Explainer:
 
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
-    class_names: tuple[str, ...] = CLASSES
     #: The open_clip image tower whose attention is recorded, if the model has one.
     image_tower: nn.Module | None = None
 
@@ -102,6 +102,7 @@ class Explainer:
         self.tokenizer = trained.tokenizer
         if trained.mean is not None and trained.std is not None:
             self.mean, self.std = trained.mean, trained.std
+        self._class_names = None if trained.class_names is None else tuple(trained.class_names)
         self._splits: dict[tuple[str, int | None], TensorSplit] = {}
 
     @classmethod
@@ -122,6 +123,14 @@ class Explainer:
     @property
     def name(self) -> str:
         return self.run_dir.name
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The classes the true (and predicted) labels index: the run's, or for a model with no classifier
+        the classes of the shards it reads."""
+        if self._class_names is None:
+            self._class_names = self.config.label_set().names
+        return self._class_names
 
     def split(self, split: str, limit: int | None = 32) -> TensorSplit:
         """The first ``limit`` samples of ``split`` at the model's input size (cached)."""
@@ -193,7 +202,7 @@ def _text_scores(
 
 
 class ClipClassifierExplainer(Explainer):
-    """Notebook 06: CLIP (+ LoRA) and its transformer head. ViT attention, tokens, the 7-class prediction."""
+    """Notebook 06: CLIP (+ LoRA) and its transformer head. ViT attention, tokens, the class prediction."""
 
     def __init__(self, trained: TrainedRun) -> None:
         super().__init__(trained)
@@ -376,9 +385,8 @@ def _no_vit(method: Any, backbone: Any) -> str:
 
 
 class FusionExplainer(Explainer):
-    """Notebook 07: a Hate-CLIPper head on an open_clip backbone. ViT attention, tokens, P(hateful)."""
-
-    class_names = ("not hateful", "hateful")
+    """Notebook 07: a Hate-CLIPper head on an open_clip backbone. ViT attention, tokens, and P(hateful)
+    for a binary head (true class: the sample's ``hateful``), else the probabilities of the run's classes."""
 
     def __init__(self, trained: TrainedRun) -> None:
         super().__init__(trained)
@@ -394,23 +402,40 @@ class FusionExplainer(Explainer):
     def describe(self) -> str:
         return f"{self.name}: {self.config.fusion} fusion on {self.config.backbone}"
 
+    @property
+    def binary(self) -> bool:
+        """One logit (hateful or not) rather than one per class."""
+        return self.head.num_outputs == 1
+
     def _label(self, batch: dict[str, Any]) -> int:
-        return int(batch["hateful"][0])
+        return int(batch["hateful" if self.binary else "label"][0])
 
     def _explain(self, explanation: Explanation, images: torch.Tensor, batch: dict[str, Any]) -> None:
         tokens = batch["tokens"]
 
-        def logit() -> torch.Tensor:
+        def logits() -> torch.Tensor:
             # The backbone's own encode_* run without a graph when frozen; call the towers directly.
             return self.head(self.clip.encode_image(images), self.clip.encode_text(tokens))
 
         with torch.no_grad():
-            p = float(torch.sigmoid(logit())[0])
-        explanation.probs = np.array([1.0 - p, p], dtype=np.float32)
-        sign = 1.0 if p >= 0.5 else -1.0  # explain the predicted side: the logit or its negation
+            out = logits()
+        if self.binary:
+            p = float(torch.sigmoid(out)[0])
+            explanation.probs = np.array([1.0 - p, p], dtype=np.float32)
+            sign = 1.0 if p >= 0.5 else -1.0  # explain the predicted side: the logit or its negation
+
+            def score() -> torch.Tensor:
+                return sign * logits()
+        else:
+            explanation.probs = out.softmax(-1)[0].numpy()
+            target = int(out.argmax(-1))
+
+            def score() -> torch.Tensor:
+                return logits()[:, target]
+
         explanation.attention = _open_clip_maps(self.image_tower, images)
         explanation.tokens = _open_clip_tokens(self.tokenizer, self.clip, tokens)
-        explanation.token_scores = _text_scores(self.clip, tokens, lambda: sign * logit())
+        explanation.token_scores = _text_scores(self.clip, tokens, score)
 
 
 #: The recipe that made a run (its metrics.json's ``"recipe"``) -> the explainer of its runs.

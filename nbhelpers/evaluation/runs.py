@@ -11,12 +11,20 @@ checkpoints and the ``metrics.json`` its recipe wrote; ``metrics.json`` names th
    missing (a fused run, the CLIP run a fusion head was trained on) is a
    :class:`~nbhelpers.train.run_dir.RunNotFoundError` naming the notebook that makes it;
 2. scores the predictions with :mod:`nbhelpers.metrics.classification` (scikit-learn): top-1 to top-k
-   accuracy, per-class precision / recall / F1, the row-normalised confusion matrix, and for a binary
-   run (Hateful Memes' hateful / not hateful) AUROC and its ROC curve;
+   accuracy (k clipped to the run's number of classes), per-class precision / recall / F1, the
+   row-normalised confusion matrix, and for a binary run (Hateful Memes' hateful / not hateful) AUROC and
+   its ROC curve, for a run over a label set of the user's own the macro one-vs-rest AUROC;
 3. compares the fresh figures with the run's own ``metrics.json``: they agree exactly when the
    checkpoint is the model the recipe evaluated.
 
-Self-supervised runs (``task == "ssl"``: CLIP pre-training, DINO, Barlow Twins, ...) have no 7-class
+Each run's classes are the ``classes`` its ``metrics.json`` records (the seven merged classes for a
+``7class`` run that predates them, *not hateful* / *hateful* for a binary one). Runs over different
+classes are grouped, never compared as one: the comparison table has a ``Classes`` column and is sorted
+by task, then classes, so each label set's runs are adjacent; :func:`by_classes` splits an evaluation
+into one per label set, which the notebook uses for each top-k chart and confusion-matrix grid, and
+:func:`topk_long` refuses a table that mixes label sets.
+
+Self-supervised runs (``task == "ssl"``: CLIP pre-training, DINO, Barlow Twins, ...) have no
 classifier: they are listed with their probe and retrieval figures from ``metrics.json``
 (:func:`representation_table`). A run whose ``metrics.json`` is missing or unreadable, or whose
 checkpoint is missing or cannot be loaded, is listed with the reason (:func:`skipped_table`) and skipped.
@@ -35,16 +43,19 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from nbhelpers.config import BaseConfig, ConfigError, param
+from nbhelpers.config import BaseConfig, param
 from nbhelpers.data.taxonomy import CLASSES
-from nbhelpers.metrics.classification import binary_report, classification_report
+from nbhelpers.metrics.classification import binary_report, classification_report, one_vs_rest_auroc
+from nbhelpers.models.fusion import HATEFUL_CLASSES
 from nbhelpers.train.recipes import RECIPES, get_recipe
 from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint, read_json
 
 #: Tasks with a classifier to re-score, in the order the comparison table lists them.
-CLASSIFIER_TASKS = ("7class", "binary")
+CLASSIFIER_TASKS = ("7class", "multiclass", "binary")
 #: The two classes of a binary (Hateful Memes) run, negative first.
-BINARY_CLASSES = ("not hateful", "hateful")
+BINARY_CLASSES = HATEFUL_CLASSES
+#: How the comparison table's ``Classes`` column names the seven merged classes.
+SEVEN_LABEL = "seven merged classes"
 #: Where the comparison table is written, under ``runs_dir``.
 COMPARISON_CSV, COMPARISON_MD = "comparison.csv", "comparison.md"
 REPREDICTED, SAVED = "re-predicted", "saved predictions"
@@ -58,14 +69,10 @@ class EvalRunsConfig(BaseConfig):
 
     runs_dir: str = param("runs", help="folder holding every run (one sub-folder per run)")
     split: str = param("test", help="the split every run is scored on; empty: each run's own primary split")
-    k: int = param(3, min=1, help="top-1 to top-k accuracy (at most the number of classes, 7)")
+    k: int = param(3, min=1, help="top-1 to top-k accuracy (k clipped to each run's number of classes)")
     repredict: bool = param(
         True, help="rebuild each model from its checkpoint and predict again (False: saved predictions)"
     )
-
-    def check(self) -> None:
-        if self.k > len(CLASSES):
-            raise ConfigError(f"k: must be <= {len(CLASSES)} (the number of classes), got {self.k}")
 
 
 @dataclass
@@ -91,6 +98,15 @@ class RunRecord:
     @property
     def task(self) -> str | None:
         return (self.metrics or {}).get("task")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The classes its predictions range over: ``metrics.json``'s ``classes``, else (a run written
+        before label sets) the seven merged classes, or *not hateful* / *hateful* for a binary run."""
+        recorded = (self.metrics or {}).get("classes")
+        if recorded:
+            return tuple(recorded)
+        return BINARY_CLASSES if self.task == "binary" else CLASSES
 
     @property
     def is_fusion_of_runs(self) -> bool:
@@ -164,12 +180,14 @@ class RunEvaluation:
     Attributes:
         record: the run.
         split: the split scored.
-        scores: ``(N, 7)`` class probabilities (7-class) or ``(N,)`` hateful probabilities (binary).
+        scores: ``(N, C)`` class probabilities or ``(N,)`` hateful probabilities (binary).
         labels: ``(N,)`` integer labels (0/1 for binary).
         source: :data:`REPREDICTED` or :data:`SAVED`.
         report: :func:`~nbhelpers.metrics.classification.classification_report` over the run's classes.
         binary: :func:`~nbhelpers.metrics.classification.binary_report` of a binary run, else None.
         reference: the run's own ``metrics.json`` figures for ``split`` (None if it did not score it).
+        class_names: the run's classes (:attr:`RunRecord.classes`), the confusion matrix's rows.
+        auroc: the macro one-vs-rest AUROC of a run over a label set of the user's own, else None.
     """
 
     record: RunRecord
@@ -181,13 +199,17 @@ class RunEvaluation:
     binary: dict[str, Any] | None = None
     reference: dict[str, Any] | None = None
     class_names: tuple[str, ...] = field(default=CLASSES)
+    auroc: float | None = None
 
     @property
     def figures(self) -> dict[str, float]:
-        """The fresh figures under ``metrics.json``'s names: ``top1`` ... ``top<k>``, ``macro_f1``, and for
-        a binary run ``auroc`` and ``accuracy`` (its top-1: the accuracy at probability 0.5)."""
+        """The fresh figures under ``metrics.json``'s names: ``top1`` ... ``top<k>`` (k up to the number of
+        classes), ``macro_f1``, for a binary run ``auroc`` and ``accuracy`` (its top-1: the accuracy at
+        probability 0.5), for a run over a label set of the user's own ``auroc`` (one-vs-rest)."""
         if self.binary is None:
             out = {key: float(v) for key, v in self.report.items() if key.startswith("top")}
+            if self.auroc is not None:
+                out["auroc"] = self.auroc
         else:
             b = self.binary
             out = {"top1": b["accuracy"], "accuracy": b["accuracy"], "auroc": b["auroc"]}
@@ -248,7 +270,7 @@ def recipe_predictor(recipe: str) -> Callable[[Path, str], tuple[np.ndarray, np.
 
 
 def load_saved_predictions(run_dir: Path, split: str, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """A run's ``predictions_<split>.npz``: ``probs`` for a 7-class run, ``scores`` for a binary one.
+    """A run's ``predictions_<split>.npz``: ``probs`` for a class run, ``scores`` for a binary one.
 
     Raises:
         FileNotFoundError: if the file is missing.
@@ -279,12 +301,15 @@ def score(
     of ``(1 - p, p)``), as its accuracy does.
 
     Args:
-        record: the run (its task says how to read ``scores``).
+        record: the run (its task says how to read ``scores``, its classes name their columns).
         split: the split the predictions are of.
-        scores: ``(N, 7)`` probabilities, or ``(N,)`` hateful probabilities for a binary run.
+        scores: ``(N, C)`` probabilities, or ``(N,)`` hateful probabilities for a binary run.
         labels: ``(N,)`` labels.
         source: where the predictions come from (:data:`REPREDICTED` or :data:`SAVED`).
-        k: top-1 to top-k accuracy (7-class runs).
+        k: top-1 to top-k accuracy (class runs; clipped to their number of classes).
+
+    Raises:
+        ValueError: if ``scores`` does not have one column per class of the run.
     """
     scores, labels = np.asarray(scores), np.asarray(labels).astype(int)
     reference = saved_figures(record.metrics or {}, split)
@@ -296,8 +321,14 @@ def score(
             record, split, scores, labels, source, report, binary_report(scores, labels), reference,
             class_names=BINARY_CLASSES,
         )  # fmt: skip
-    report = classification_report(scores, labels, ks=tuple(range(1, k + 1)))
-    return RunEvaluation(record, split, scores, labels, source, report, None, reference)
+    names = record.classes
+    report = classification_report(
+        scores, labels, ks=tuple(range(1, min(k, len(names)) + 1)), class_names=names
+    )
+    auroc = one_vs_rest_auroc(scores, labels) if record.task == "multiclass" else None
+    return RunEvaluation(
+        record, split, scores, labels, source, report, None, reference, class_names=names, auroc=auroc
+    )
 
 
 def evaluate_run(record: RunRecord, split: str = "test", k: int = 3, repredict: bool = True) -> RunEvaluation:
@@ -306,7 +337,7 @@ def evaluate_run(record: RunRecord, split: str = "test", k: int = 3, repredict: 
     Args:
         record: from :func:`inspect_run`, with no ``problem`` and a classifier task.
         split: the split to score; empty: the run's own primary split.
-        k: top-1 to top-k accuracy.
+        k: top-1 to top-k accuracy (clipped to the run's number of classes).
         repredict: rebuild the model and predict again (else read the saved predictions).
 
     Raises:
@@ -457,13 +488,22 @@ def _names(evaluation: Evaluation) -> dict[str, str]:
     return display_names([found.record for found in evaluation.runs])
 
 
+def classes_label(names: Sequence[str]) -> str:
+    """How the comparison table's ``Classes`` column names a label set: :data:`SEVEN_LABEL` for the seven
+    merged classes, else the class names joined by ``", "``."""
+    return SEVEN_LABEL if tuple(names) == CLASSES else ", ".join(names)
+
+
 def comparison_table(evaluation: Evaluation) -> pd.DataFrame:
     """One row per scored run: Model | Modality | Task | Top-1 ... Top-k | Macro F1 | AUROC | Samples |
-    Predictions | Max diff vs metrics.json | Run.
+    Predictions | Max diff vs metrics.json | Classes | Run.
 
-    Sorted 7-class runs first, by Top-1 then Top-2 ... (best first), then binary runs by AUROC. A binary
-    run's Top-1 is its accuracy at probability 0.5 and its Top-2 ... are empty (trivially 1); AUROC is
-    empty for 7-class runs. Runs sharing a model name are told apart by their configs (:func:`display_names`).
+    Sorted by task (7-class runs, runs over a label set of the user's own, binary runs), then by
+    ``Classes`` (:func:`classes_label`), so that runs over the same classes are adjacent and no two label
+    sets interleave; within that by Top-1 then Top-2 ... (best first), binary runs by AUROC. A binary
+    run's Top-1 is its accuracy at probability 0.5 and its Top-2 ... are empty (trivially 1); Top-j is
+    empty for a run of fewer than j classes; AUROC is empty for 7-class runs (one-vs-rest for the user's
+    own classes). Runs sharing a model name are told apart by their configs (:func:`display_names`).
     """
     k = evaluation.k
     tops = [f"Top-{j}" for j in range(1, k + 1)]
@@ -478,17 +518,31 @@ def comparison_table(evaluation: Evaluation) -> pd.DataFrame:
         row["Samples"] = len(found.labels)
         row["Predictions"] = found.source
         row["Max diff vs metrics.json"] = found.max_difference
+        row["Classes"] = classes_label(found.class_names)
         row["Run"] = found.record.name
         rows.append(row)
     columns = ["Model", "Modality", "Task", *tops, "Macro F1", "AUROC", "Samples", "Predictions"]
-    columns += ["Max diff vs metrics.json", "Run"]
+    columns += ["Max diff vs metrics.json", "Classes", "Run"]
     if not rows:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame(rows, columns=columns)
     table["_task"] = table["Task"].map({t: i for i, t in enumerate(CLASSIFIER_TASKS)})
     table["_key"] = table["AUROC"].where(table["Task"] == "binary", table["Top-1"])
-    table = table.sort_values(["_task", "_key", *tops], ascending=[True] + [False] * (k + 1))
+    table = table.sort_values(
+        ["_task", "Classes", "_key", *tops], ascending=[True, True] + [False] * (k + 1), kind="stable"
+    )
     return table.drop(columns=["_task", "_key"]).reset_index(drop=True)
+
+
+def by_classes(evaluation: Evaluation) -> dict[tuple[str, ...], Evaluation]:
+    """The scored runs grouped by their classes: ``{class names: Evaluation of those runs only}``, the
+    groups and their runs in :func:`comparison_table`'s order. One top-k chart or confusion-matrix grid
+    per group: runs over different classes are not comparable figure by figure."""
+    order = {run: i for i, run in enumerate(comparison_table(evaluation)["Run"])}
+    groups: dict[tuple[str, ...], list[RunEvaluation]] = {}
+    for found in sorted(evaluation.runs, key=lambda f: order[f.record.name]):
+        groups.setdefault(tuple(found.class_names), []).append(found)
+    return {names: Evaluation(runs, [], [], evaluation.k, evaluation.split) for names, runs in groups.items()}
 
 
 def per_class_table(evaluation: Evaluation) -> pd.DataFrame:
@@ -538,7 +592,7 @@ REPRESENTATION_FIGURES = {
 def representation_table(evaluation: Evaluation) -> pd.DataFrame:
     """One row per self-supervised run with its probe / retrieval figures, read from its ``metrics.json``.
 
-    These runs learn representations, not a 7-class classifier, so they are not in the top-k table.
+    These runs learn representations, not a classifier, so they are not in the top-k table.
     """
     rows = []
     for record in evaluation.representations:
@@ -586,9 +640,20 @@ def save_comparison(table: pd.DataFrame, runs_dir: str | os.PathLike) -> tuple[P
     return csv, md
 
 
-def topk_long(table: pd.DataFrame, k: int, tasks: Sequence[str] = ("7class",)) -> pd.DataFrame:
-    """The Top-1 ... Top-k columns of :func:`comparison_table` as a long table (Model, metric, value)
-    for :func:`nbhelpers.plots.metric_bars`."""
+def topk_long(table: pd.DataFrame, k: int, tasks: Sequence[str] = ("7class", "multiclass")) -> pd.DataFrame:
+    """The Top-1 ... Top-k columns of the ``tasks`` rows of :func:`comparison_table` as a long table
+    (Model, metric, value) for :func:`nbhelpers.plots.metric_bars`; a Top-j a run does not have (fewer than
+    j classes) is left out.
+
+    Raises:
+        ValueError: if those rows are over different classes: chart each of :func:`by_classes` apart.
+    """
     rows = table[table["Task"].isin(tasks)]
-    tops = [f"Top-{j}" for j in range(1, k + 1)]
-    return rows.melt(id_vars="Model", value_vars=tops, var_name="metric", value_name="value")
+    if "Classes" in rows and rows["Classes"].nunique() > 1:
+        raise ValueError(
+            f"the table holds runs over different classes ({'; '.join(rows['Classes'].unique())}): chart each "
+            "label set apart (comparison_table of each by_classes(evaluation) group)"
+        )
+    tops = [f"Top-{j}" for j in range(1, k + 1) if f"Top-{j}" in rows]
+    long = rows.melt(id_vars="Model", value_vars=tops, var_name="metric", value_name="value")
+    return long.dropna(subset=["value"]).reset_index(drop=True)

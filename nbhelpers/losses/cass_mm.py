@@ -24,15 +24,21 @@ Why each term:
   valid pair in a batch the loss is exactly CASS.
 
 All three embeddings must live in one ``dim``-wide space (each tower ends in a projection to it).
+
+Under several processes every term is over the global batch: the CASS mean over every process's
+samples, the contrastive terms over every valid pair of every process (the embeddings and the mask are
+gathered once, with gradients, for both; :mod:`nbhelpers.losses.distributed`).
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nbhelpers.losses.cass import cass_loss
 from nbhelpers.losses.clip import masked_clip_loss
+from nbhelpers.losses.distributed import all_gather_rows, world_size
 
 
 def cass_mm_loss(
@@ -41,11 +47,17 @@ def cass_mm_loss(
     text_embeddings: Tensor,
     logit_scale: Tensor,
     valid: Tensor | None = None,
+    *,
+    global_batch: bool = True,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """CASS between the image towers plus the mean of each tower's masked CLIP loss against the text.
 
     The embeddings need not be normalised: each is L2-normalised here (CASS normalises anyway, and CLIP
     follows open_clip's convention of normalised inputs).
+
+    With several processes (and ``global_batch``) every process returns the loss of the global batch,
+    whose gradient DDP's averaging turns into the single-process one (see
+    :func:`~nbhelpers.losses.clip.masked_clip_loss`); it is then a collective: call it on every process.
 
     Args:
         cnn_embeddings: ``(batch, dim)`` CNN image embeddings.
@@ -53,6 +65,7 @@ def cass_mm_loss(
         text_embeddings: ``(batch, dim)`` text embeddings; row ``i`` is the caption of image ``i``.
         logit_scale: scalar tensor, the exponentiated CLIP temperature (shared by both text terms).
         valid: ``(batch,)`` bool, True where the text truly describes the image; ``None`` means all valid.
+        global_batch: compute over every process's samples; False: this process's alone.
 
     Returns:
         ``(total, parts)``: ``total`` is the scalar to back-propagate; ``parts`` maps ``"cass"``,
@@ -67,18 +80,31 @@ def cass_mm_loss(
             "cnn, vit and text embeddings must have the same (batch, dim) shape, got "
             f"{tuple(cnn_embeddings.shape)}, {tuple(vit_embeddings.shape)} and {tuple(text_embeddings.shape)}"
         )
-    cass = cass_loss(cnn_embeddings, vit_embeddings)
+    cass = cass_loss(cnn_embeddings, vit_embeddings, global_batch=global_batch)
     cnn = F.normalize(cnn_embeddings, dim=-1)
     vit = F.normalize(vit_embeddings, dim=-1)
     text = F.normalize(text_embeddings, dim=-1)
-    clip_cnn = masked_clip_loss(cnn, text, logit_scale, valid)
-    clip_vit = masked_clip_loss(vit, text, logit_scale, valid)
+    if global_batch and world_size() > 1:
+        # Gathered once for both contrastive terms (the text would otherwise be gathered twice).
+        if valid is None:
+            valid = torch.ones(cnn.shape[0], dtype=torch.bool, device=cnn.device)
+        cnn, vit, text, valid = (all_gather_rows(t) for t in (cnn, vit, text, valid))
+    clip_cnn = masked_clip_loss(cnn, text, logit_scale, valid, global_batch=False)
+    clip_vit = masked_clip_loss(vit, text, logit_scale, valid, global_batch=False)
     total = cass + (clip_cnn + clip_vit) / 2
     return total, {"cass": cass.detach(), "clip_cnn": clip_cnn.detach(), "clip_vit": clip_vit.detach()}
 
 
 class CASSMMLoss(nn.Module):
-    """Module form of :func:`cass_mm_loss`; it holds no state (``logit_scale`` belongs to the model)."""
+    """Module form of :func:`cass_mm_loss`; it holds no state (``logit_scale`` belongs to the model).
+
+    Args:
+        global_batch: see :func:`cass_mm_loss`.
+    """
+
+    def __init__(self, global_batch: bool = True):
+        super().__init__()
+        self.global_batch = global_batch
 
     def forward(
         self,
@@ -89,4 +115,11 @@ class CASSMMLoss(nn.Module):
         valid: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """See :func:`cass_mm_loss` for shapes, return value and errors."""
-        return cass_mm_loss(cnn_embeddings, vit_embeddings, text_embeddings, logit_scale, valid)
+        return cass_mm_loss(
+            cnn_embeddings,
+            vit_embeddings,
+            text_embeddings,
+            logit_scale,
+            valid,
+            global_batch=self.global_batch,
+        )

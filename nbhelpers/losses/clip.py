@@ -7,6 +7,11 @@ Our data mixes genuine image-caption pairs with pairs whose text deliberately mi
 (misinformation, satire, false connection). Contrasting those as positives would teach the encoders that
 the lie is the description, so only the valid pairs take part: an invalid sample is neither a positive
 nor a negative for anyone.
+
+Under several processes (``accelerate launch``, ``torchrun``) the features and the mask of every
+process are gathered with their gradients first (:mod:`nbhelpers.losses.distributed`), so every
+process computes the loss of the global batch, every valid pair a negative of every other, as
+open_clip's ``ClipLoss(gather_with_grad=True, local_loss=False)``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nbhelpers.losses.distributed import all_gather_rows, world_size
 
 
 def _check_inputs(image_features: Tensor, text_features: Tensor, logit_scale: Tensor, valid: Tensor | None):
@@ -41,8 +48,10 @@ def masked_clip_loss(
     text_features: Tensor,
     logit_scale: Tensor,
     valid: Tensor | None = None,
+    *,
+    global_batch: bool = True,
 ) -> Tensor:
-    """Symmetric InfoNCE over the valid image-text pairs of a batch.
+    """Symmetric InfoNCE over the valid image-text pairs of the (global) batch.
 
     Follows open_clip's convention: the features are already L2-normalised and ``logit_scale`` is already
     exponentiated (``model.logit_scale.exp()``). The batch is first restricted to the valid samples, so
@@ -58,11 +67,20 @@ def masked_clip_loss(
     gradient of exactly 0, and non-finite values in them cannot leak into the loss. One valid pair gives
     a 1x1 logits matrix whose cross-entropy is exactly 0: a single pair has no negatives to learn from.
 
+    With ``torch.distributed`` initialised and several processes (and ``global_batch``), the batch is
+    the global one: each process's features and mask are gathered, in rank order, with their gradients
+    (:func:`~nbhelpers.losses.distributed.all_gather_rows`), and every process returns the same value,
+    the loss one process would compute on the concatenated batch. Under DDP's gradient averaging this
+    gives exactly that single process's gradient (see :mod:`nbhelpers.losses.distributed`). It is then
+    a collective: call it on every process.
+
     Args:
         image_features: ``(batch, dim)`` L2-normalised image embeddings.
         text_features: ``(batch, dim)`` L2-normalised text embeddings; row ``i`` is paired with image ``i``.
         logit_scale: scalar tensor (``()`` or one element), the exponentiated learnable temperature.
         valid: ``(batch,)`` bool, True where the text truly describes the image. ``None`` means all valid.
+        global_batch: gather the batches of every process first; False computes this process's batch
+            alone (open_clip's ``local_loss`` without gathering). No effect in one process.
 
     Returns:
         Scalar tensor, the loss.
@@ -72,6 +90,12 @@ def masked_clip_loss(
             not hold exactly one value, or ``valid`` is not a ``(batch,)`` bool tensor.
     """
     _check_inputs(image_features, text_features, logit_scale, valid)
+    if global_batch and world_size() > 1:
+        if valid is None:  # gathered all the same: a process with a mask and one without must agree
+            valid = torch.ones(image_features.shape[0], dtype=torch.bool, device=image_features.device)
+        image_features = all_gather_rows(image_features)
+        text_features = all_gather_rows(text_features)
+        valid = all_gather_rows(valid)
     if valid is not None:
         # Boolean indexing keeps the autograd graph; rows that are dropped get a zero gradient.
         image_features = image_features[valid]
@@ -88,10 +112,18 @@ def masked_clip_loss(
 
 
 class MaskedClipLoss(nn.Module):
-    """Module form of :func:`masked_clip_loss`, a drop-in for open_clip's single-process ``ClipLoss``.
+    """Module form of :func:`masked_clip_loss`, a drop-in for open_clip's ``ClipLoss`` (single process, or
+    ``gather_with_grad=True, local_loss=False`` under several).
 
     It holds no state: ``logit_scale`` is a parameter of the model, not of the loss.
+
+    Args:
+        global_batch: see :func:`masked_clip_loss`.
     """
+
+    def __init__(self, global_batch: bool = True):
+        super().__init__()
+        self.global_batch = global_batch
 
     def forward(
         self,
@@ -101,4 +133,6 @@ class MaskedClipLoss(nn.Module):
         valid: Tensor | None = None,
     ) -> Tensor:
         """See :func:`masked_clip_loss` for shapes and errors."""
-        return masked_clip_loss(image_features, text_features, logit_scale, valid)
+        return masked_clip_loss(
+            image_features, text_features, logit_scale, valid, global_batch=self.global_batch
+        )

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nbhelpers.losses.distributed import all_reduce_sum, global_rows
 
 
 class DINOLoss(nn.Module):
@@ -29,6 +30,11 @@ class DINOLoss(nn.Module):
     buffer, so it is saved in ``state_dict`` and resumed with a checkpoint. It is updated after each
     forward in training mode (``self.training``), so evaluating the loss in ``eval()`` mode leaves it
     untouched. Under ``torch.distributed`` the batch mean is all-reduced, as in the reference code.
+
+    Under several processes the loss is also the global batch's (each pair's cross-entropy is summed
+    over every process's samples, with gradients, before the mean), so every process logs what one
+    process would. The gradients are those of the reference's per-process mean (for equal shares), so
+    DDP's average is unchanged. The forward is then a collective: call it on every process.
 
     Args:
         out_dim: K, the number of prototypes (width of the DINO head's output).
@@ -141,6 +147,7 @@ class DINOLoss(nn.Module):
                 f"teacher rows ({n_rows_teacher}) must be a positive multiple of {self.n_global_crops}"
             )
         batch = n_rows_teacher // self.n_global_crops
+        global_batch = global_rows(batch, student_output.device)
         if n_rows_student != self.n_crops * batch:
             raise ValueError(
                 f"student rows ({n_rows_student}) must be n_crops * batch = {self.n_crops} * {batch}"
@@ -153,8 +160,9 @@ class DINOLoss(nn.Module):
         teacher_p = F.softmax((teacher_output.detach().float() - self.center) / temp, dim=-1)
         teacher_p = teacher_p.view(self.n_global_crops, batch, self.out_dim)  # (G, B, K)
 
-        # cross_entropy[g, s] = mean over the batch of -sum_k P_teacher[g] log P_student[s].
-        cross_entropy = -torch.einsum("gbk,sbk->gs", teacher_p, student_log_p) / batch  # (G, S)
+        # cross_entropy[g, s] = mean over the (global) batch of -sum_k P_teacher[g] log P_student[s].
+        summed = -torch.einsum("gbk,sbk->gs", teacher_p, student_log_p)  # (G, S), this process's samples
+        cross_entropy = all_reduce_sum(summed) / global_batch
         # Student crop g is the same view as teacher crop g: drop those pairs.
         same_view = torch.eye(
             self.n_global_crops, self.n_crops, dtype=torch.bool, device=cross_entropy.device
@@ -173,12 +181,8 @@ class DINOLoss(nn.Module):
         Args:
             teacher_output: ``(n_global_crops * batch, out_dim)`` teacher head outputs.
         """
-        batch_sum = teacher_output.detach().float().sum(dim=0, keepdim=True)  # (1, K)
-        n_rows = teacher_output.shape[0]
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(batch_sum)
-            n_rows *= dist.get_world_size()
-        batch_center = batch_sum / n_rows
+        batch_sum = all_reduce_sum(teacher_output.detach().float().sum(dim=0, keepdim=True))  # (1, K)
+        batch_center = batch_sum / global_rows(teacher_output.shape[0], teacher_output.device)
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)
 
 

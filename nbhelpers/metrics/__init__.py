@@ -6,7 +6,12 @@ the form every run's ``metrics.json`` uses), ``retrieval`` (recall@k, zero-shot 
 ``probes`` (linear and kNN probes of frozen features).
 """
 
-from nbhelpers.metrics.classification import binary_report, classification_report, topk_accuracies
+from nbhelpers.metrics.classification import (
+    binary_report,
+    classification_report,
+    one_vs_rest_auroc,
+    topk_accuracies,
+)
 from nbhelpers.metrics.probes import extract_features, knn_probe, linear_probe, probe_scores
 from nbhelpers.metrics.retrieval import recall_at_k, zero_shot_accuracy
 
@@ -16,6 +21,7 @@ __all__ = [
     "extract_features",
     "knn_probe",
     "linear_probe",
+    "one_vs_rest_auroc",
     "probe_scores",
     "recall_at_k",
     "topk_accuracies",

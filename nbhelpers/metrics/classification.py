@@ -31,7 +31,13 @@ def topk_accuracies(
     """
     probs, labels = np.asarray(probs), np.asarray(labels)
     classes = np.arange(num_classes or probs.shape[1])
-    return {f"top{k}": float(top_k_accuracy_score(labels, probs, k=k, labels=classes)) for k in ks}
+    # k >= C counts every sample (scikit-learn says so with a warning): 1 without asking it.
+    return {
+        f"top{k}": 1.0
+        if k >= len(classes)
+        else float(top_k_accuracy_score(labels, probs, k=k, labels=classes))
+        for k in ks
+    }
 
 
 def classification_report(
@@ -40,9 +46,22 @@ def classification_report(
     """Top-k accuracies, per-class precision / recall / F1 / support, macro F1 and the confusion matrix.
 
     The confusion matrix is row-normalised (each true class sums to 1; a class absent from ``labels``
-    is a row of zeros); ``confusion_counts`` keeps the raw counts.
+    is a row of zeros); ``confusion_counts`` keeps the raw counts; ``classes`` names its rows and columns.
+
+    Args:
+        probs: (N, C) scores or probabilities, column ``c`` for ``class_names[c]``.
+        labels: (N,) integer labels in ``0..C-1``.
+        ks: the top-k accuracies to report (each at most C).
+        class_names: the C classes, in column order.
+
+    Raises:
+        ValueError: if ``probs`` does not have one column per class.
     """
     probs, labels = np.asarray(probs), np.asarray(labels)
+    if probs.ndim != 2 or probs.shape[1] != len(class_names):
+        raise ValueError(
+            f"probs: need one column per class ({len(class_names)}: {list(class_names)}), got shape {probs.shape}"
+        )
     classes = np.arange(len(class_names))
     preds = probs.argmax(1)
     report: dict[str, Any] = topk_accuracies(probs, labels, ks, len(class_names))
@@ -59,7 +78,28 @@ def classification_report(
     report["confusion_counts"] = counts.tolist()
     report["confusion"] = confusion_matrix(labels, preds, labels=classes, normalize="true").tolist()
     report["num_samples"] = int(len(labels))
+    report["classes"] = list(class_names)
     return report
+
+
+def one_vs_rest_auroc(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The macro one-vs-rest AUROC of a C-class prediction: the mean over the classes that have both
+    positives and negatives in ``labels`` of the AUROC of ``probs[:, c]`` for ``label == c``.
+
+    With two classes whose probabilities sum to 1 both terms are the binary AUROC of class 1. NaN when no
+    class has both positives and negatives (a single class in ``labels``).
+
+    Args:
+        probs: (N, C) probabilities.
+        labels: (N,) integer labels in ``0..C-1``.
+    """
+    probs, labels = np.asarray(probs, dtype=float), np.asarray(labels).astype(int)
+    scores = [
+        roc_auc_score(labels == c, probs[:, c])
+        for c in range(probs.shape[1])
+        if 0 < int(np.sum(labels == c)) < len(labels)
+    ]
+    return float(np.mean(scores)) if scores else float("nan")
 
 
 def binary_report(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:

@@ -6,6 +6,9 @@ two are then fused either by concatenation, by their element-wise product (``ali
 interaction matrix), or by the flattened outer product (``cross``, the *feature interaction matrix*, whose
 entry ``(i, j)`` is ``img_i * txt_j``). ``cross`` lets a linear layer read any image-text interaction,
 which a hateful meme (benign picture + benign caption = hateful pair) needs.
+
+The head ends in one logit (hateful or not, Hate-CLIPper's task) or, with ``num_outputs = C``, in one
+logit per class of a label set of the user's own.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from nbhelpers.data.taxonomy import UNLABELLED
 from nbhelpers.models.backbones import FeatureBackbone
 
 FUSIONS = ("concat", "align", "cross")
+#: The two classes of the one-logit (binary hateful) head, negative first.
+HATEFUL_CLASSES = ("not hateful", "hateful")
 
 
 class FusionHead(nn.Module):
-    """Projection, L2 normalisation, fusion, pre-output MLP and one logit.
+    """Projection, L2 normalisation, fusion, pre-output MLP and one logit (or one per class).
 
     Layer by layer as the Hate-CLIPper reference code: ``Linear -> Dropout(p0)`` per modality, normalise,
     fuse, ``Dropout(p1)``, then ``pre_output_layers`` blocks of ``Linear -> ReLU -> Dropout(p2)``, then
-    ``Linear(., 1)``.
+    ``Linear(., num_outputs)``.
 
     Args:
         image_dim: size of the image feature.
@@ -38,6 +43,7 @@ class FusionHead(nn.Module):
             goes straight to the output layer).
         dropout: ``(p0, p1, p2)``: after the projections, on the fused vector, after each pre-output block.
         pre_output_dim: width of the pre-output blocks (default ``map_dim``, as the paper).
+        num_outputs: 1 (one logit: hateful or not) or the number of classes ``C >= 2`` of a label set.
 
     Raises:
         ValueError: if ``fusion`` is unknown, ``dropout`` does not hold three probabilities, or a size is
@@ -53,6 +59,7 @@ class FusionHead(nn.Module):
         pre_output_layers: int = 1,
         dropout: Sequence[float] = (0.1, 0.4, 0.2),
         pre_output_dim: int | None = None,
+        num_outputs: int = 1,
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
@@ -65,8 +72,11 @@ class FusionHead(nn.Module):
                 "image_dim, text_dim, map_dim and pre_output_dim must be positive and pre_output_layers >= 0, "
                 f"got {image_dim}, {text_dim}, {map_dim}, {pre_output_dim}, {pre_output_layers}"
             )
+        if num_outputs < 1:
+            raise ValueError(f"num_outputs must be 1 (binary) or a number of classes >= 2, got {num_outputs}")
         self.fusion = fusion
         self.map_dim = map_dim
+        self.num_outputs = num_outputs
         self.image_map = nn.Sequential(nn.Linear(image_dim, map_dim), nn.Dropout(dropout[0]))
         self.text_map = nn.Sequential(nn.Linear(text_dim, map_dim), nn.Dropout(dropout[0]))
         self.fused_dim = {"concat": 2 * map_dim, "align": map_dim, "cross": map_dim * map_dim}[fusion]
@@ -76,7 +86,7 @@ class FusionHead(nn.Module):
             layers += [nn.Linear(width, pre_output_dim), nn.ReLU(), nn.Dropout(dropout[2])]
             width = pre_output_dim
         self.pre_output = nn.Sequential(*layers)
-        self.output = nn.Linear(width, 1)
+        self.output = nn.Linear(width, num_outputs)
 
     def fuse(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """Projected, normalised and fused features.
@@ -105,16 +115,17 @@ class FusionHead(nn.Module):
         return (img.unsqueeze(2) * txt.unsqueeze(1)).flatten(1)
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """One logit per pair.
+        """One logit per pair, or one per pair and class.
 
         Args:
             image_features: ``(B, image_dim)``.
             text_features: ``(B, text_dim)``.
 
         Returns:
-            ``(B,)`` logits (positive class: hateful).
+            ``(B,)`` logits (positive class: hateful) with one output, else ``(B, num_outputs)``.
         """
-        return self.output(self.pre_output(self.fuse(image_features, text_features))).squeeze(-1)
+        logits = self.output(self.pre_output(self.fuse(image_features, text_features)))
+        return logits.squeeze(-1) if self.num_outputs == 1 else logits
 
 
 def binary_logit_loss(
@@ -182,6 +193,6 @@ class HatefulMemesClassifier(nn.Module):
             tokens: a ``TokenBatch`` from ``backbone.tokenize``, ``(B, L)`` token ids, or ``B`` strings.
 
         Returns:
-            ``(B,)`` logits.
+            ``(B,)`` logits, or ``(B, C)`` for a head with one output per class.
         """
         return self.head(self.backbone.encode_image(pixel_values), self.backbone.encode_text(tokens))

@@ -1,4 +1,5 @@
-"""A 7-class head over a CLIP image embedding and text embedding, and the CLIP model that carries it.
+"""A classification head over a CLIP image embedding and text embedding (one output per class: the seven
+merged classes by default, or the classes of the shards a recipe reads), and the CLIP model that carries it.
 
 The head reads the two embeddings as a sequence of two tokens, ``[image, text]``, and lets a small
 transformer encoder (Vaswani et al., 2017, arXiv:1706.03762; pre-LN as in Xiong et al., 2020, "On Layer

@@ -20,12 +20,20 @@ from nbhelpers.data.taxonomy import CLASSES, NUM_CLASSES
 from nbhelpers.models.ssl import build_resnet
 
 
-def label_maps(num_labels: int) -> dict:
-    """``id2label`` / ``label2id`` for a Hugging Face config: the taxonomy's names when there are its
-    seven classes, else nothing (the config's defaults)."""
-    if num_labels != NUM_CLASSES:
-        return {}
-    return {"id2label": dict(enumerate(CLASSES)), "label2id": {c: i for i, c in enumerate(CLASSES)}}
+def label_maps(num_labels: int, class_names: Sequence[str] | None = None) -> dict:
+    """``id2label`` / ``label2id`` for a Hugging Face config: ``class_names``, or without them the
+    taxonomy's names when there are its seven classes, else nothing (the config's defaults).
+
+    Raises:
+        ValueError: if ``class_names`` does not hold ``num_labels`` names.
+    """
+    if class_names is None:
+        if num_labels != NUM_CLASSES:
+            return {}
+        class_names = CLASSES
+    if len(class_names) != num_labels:
+        raise ValueError(f"class_names: need {num_labels} names, got {list(class_names)}")
+    return {"id2label": dict(enumerate(class_names)), "label2id": {c: i for i, c in enumerate(class_names)}}
 
 
 class TextClassifier(nn.Module):
@@ -55,16 +63,22 @@ class TextClassifier(nn.Module):
         name_or_path: str | Path = "bert-base-uncased",
         num_labels: int = NUM_CLASSES,
         max_length: int = 128,
+        class_names: Sequence[str] | None = None,
     ) -> TextClassifier:
-        """Loads encoder weights and tokenizer; the classification head is new unless the checkpoint has one.
+        """Loads encoder weights and tokenizer; the classification head is new unless the checkpoint has one
+        of ``num_labels`` classes (a head of another size is replaced by a new one).
 
         Args:
             name_or_path: a Hub id (``"bert-base-uncased"``) or a local folder.
             num_labels: number of classes of the head.
             max_length: tokens kept per text.
+            class_names: the classes' names (the config's ``id2label``); see :func:`label_maps`.
         """
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            str(name_or_path), num_labels=num_labels, **label_maps(num_labels)
+            str(name_or_path),
+            num_labels=num_labels,
+            ignore_mismatched_sizes=True,
+            **label_maps(num_labels, class_names),
         )
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path))
         return cls(model, tokenizer, max_length)

@@ -44,8 +44,8 @@ from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState, is_initialized
 from accelerate.utils import DistributedType, gather_object, send_to_device, set_seed
 from torch import nn
-from tqdm.auto import tqdm
 
+from nbhelpers.progress import Progress
 from nbhelpers.train.checkpoint import (
     BadCheckpointError,
     capture_rng_state,
@@ -158,7 +158,8 @@ class TrainSpec:
         resume: continue from the run directory's latest checkpoint if there is one.
         gradient_checkpointing: trade compute for memory on modules that support it.
         log_every: optimiser steps between step logs (``history["steps"]``) and progress-bar updates.
-        progress: show a tqdm progress bar.
+        progress: show progress: a bar, or plain lines on stderr when headless (``nbhelpers.progress``;
+            ``MEMELAB_PROGRESS`` picks the kind).
         betas: AdamW betas (CLIP uses ``(0.9, 0.98)``).
         eps: AdamW epsilon (CLIP uses ``1e-6``).
 
@@ -549,18 +550,19 @@ def fit(
     last_good = ckpt_epoch
 
     micro_per_epoch = spec.steps_per_epoch * spec.grad_accum_steps
-    bar = tqdm(
-        total=total_steps,
+    # A widget in an interactive notebook, plain lines on stderr when headless (nbhelpers.progress).
+    bar = Progress(
+        total_steps,
         initial=min(global_step, total_steps),
-        disable=not (spec.progress and main),
+        enabled=spec.progress and main,
         unit="step",
-        dynamic_ncols=True,
-        miniters=max(1, math.ceil(total_steps / PROGRESS_REDRAWS)),
-        mininterval=PROGRESS_MIN_SECONDS,
+        label=run_dir.name,
+        max_redraws=PROGRESS_REDRAWS,
+        min_seconds=PROGRESS_MIN_SECONDS,
     )
     try:
         for epoch in range(start_epoch + 1, spec.epochs + 1):
-            bar.set_description(f"epoch {epoch}/{spec.epochs}", refresh=False)
+            bar.set_description(f"epoch {epoch}/{spec.epochs}")
             prepared.train()
             epoch_sums: dict[str, float] = defaultdict(float)
             log_sums: dict[str, float] = defaultdict(float)
@@ -620,10 +622,8 @@ def fit(
                     entry.update(_means(log_sums, log_count, spec.grad_accum_steps))
                     history["steps"].append(entry)
                     rate = log_samples * accelerator.num_processes / max(now - log_start, 1e-9)
-                    bar.set_postfix(
-                        loss=f"{entry['loss']:.4f}",
-                        samples_s=f"{rate:.0f}" if log_samples else "?",
-                        refresh=False,  # shown at the next redraw
+                    bar.set_postfix(  # shown at the next redraw
+                        loss=f"{entry['loss']:.4f}", samples_s=f"{rate:.0f}" if log_samples else "?"
                     )
                     log_sums, log_count, log_samples, log_start = defaultdict(float), 0, 0, now
             seconds = time.perf_counter() - start
@@ -647,10 +647,8 @@ def fit(
                     record[f"eval_{k}" if k in record else k] = v
             history["epochs"].append(record)
             logger.info("epoch %d/%d: %s", epoch, spec.epochs, record)
-            if spec.progress and main:
-                # One plain line per epoch: it stays readable in an executed notebook, where a
-                # progress-bar widget is saved as its first frame.
-                bar.write(_epoch_line(record, spec.epochs))
+            # One plain line per epoch: above the bar, or on stderr (and in the cell) when headless.
+            bar.write(_epoch_line(record, spec.epochs))
 
             if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs:
                 state = raw.state_dict()

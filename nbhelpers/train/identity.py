@@ -32,6 +32,8 @@ from typing import Any
 from accelerate import PartialState
 
 from nbhelpers.config import ConfigError
+from nbhelpers.data.shards import shard_stats_path
+from nbhelpers.data.taxonomy import LabelSet
 from nbhelpers.fileio import read_json, sha256_file, to_jsonable, write_json_atomic
 
 #: The record of what a run (or a stage of one) is bound to.
@@ -102,13 +104,15 @@ def manifest_digest(manifest: Mapping[str, Any], split: str) -> str:
     """A digest of one split of a shard manifest: its shards, counts and each shard's input fingerprint.
 
     Two builds of the same inputs give the same digest wherever they lie; rebuilt shards from other
-    inputs (another seed, a repaired raw file) give another.
+    inputs (another seed, a repaired raw file) give another. Shards labelled with a label set of the
+    user's own add it (class names and valid-pair classes), so the same samples under other classes are
+    other data; the seven merged classes add nothing (their runs keep the fingerprints they had).
     """
     info = manifest.get("splits", {}).get(split, {})
     shard_prints = []
     folder = Path(manifest.get("_dir", "."))
     for shard in info.get("shards", []):
-        stats = folder / f"{shard}.json"
+        stats = shard_stats_path(folder / shard)
         shard_prints.append(read_json(stats).get("fingerprint", "") if stats.is_file() else "")
     payload = {
         "source": manifest.get("source"),
@@ -119,6 +123,9 @@ def manifest_digest(manifest: Mapping[str, Any], split: str) -> str:
         "class_counts": info.get("class_counts"),
         "shard_fingerprints": shard_prints,
     }
+    labels = LabelSet.from_manifest(manifest)
+    if not labels.is_default:
+        payload.update(labels.to_manifest())
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -15,7 +15,19 @@ ROW = {
 }  # fmt: skip
 
 
-def test_quick_run_writes_json_lines_whose_ratio_is_ours_over_peer(tmp_path):
+@pytest.fixture
+def restored_webdataset(monkeypatch):
+    """The quick run switches webdataset's pickle decoders off for its process, as our open_clip_train entry
+    point does: put the registries back so later tests see webdataset as installed."""
+    import webdataset
+    from webdataset import autodecode, filters
+
+    monkeypatch.setattr(autodecode, "decoders", dict(autodecode.decoders))
+    monkeypatch.setattr(filters, "default_decoders", list(filters.default_decoders))
+    monkeypatch.setattr(webdataset, "decode", webdataset.decode)
+
+
+def test_quick_run_writes_json_lines_whose_ratio_is_ours_over_peer(tmp_path, restored_webdataset):
     out = tmp_path / "peers.jsonl"
     assert peers.main(["--quick", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -47,13 +59,6 @@ def test_table_renders_one_line_per_figure():
         "| loader | torchvision ImageFolder | 64 | 2 | 512 samples/s | 400 | 1.28 |\n"
         "| training | open_clip_train | 64 | 2 | 512 samples/s | 400 | 1.28 |"
     )
-
-
-def test_readme_table_is_the_committed_results():
-    rows = peers.read_results(peers.RESULTS)
-    assert read_block(peers.README.read_text(), peers.BLOCK) == peers.table(rows)
-    for r in rows:
-        assert set(peers.KEYS) <= set(r) and r["ratio"] == round(r["ours"] / r["peer"], 3)
 
 
 def test_render_check_fails_on_a_stale_table(tmp_path):

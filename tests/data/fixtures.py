@@ -519,3 +519,144 @@ def write_coco(root: Path, n_per_split: int = 4, faults: bool = True) -> dict[st
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data), encoding="utf-8")
     return planted.as_dict()
+
+
+# ------------------------------------------------------------------------------------------- own data
+
+#: Colours of the own-data pictures, one per class in order (far apart, so a tiny CNN tells them apart).
+OWN_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (220, 40, 40),
+    (40, 170, 60),
+    (40, 70, 220),
+    (240, 210, 40),
+    (160, 50, 200),
+    (40, 210, 220),
+    (245, 130, 20),
+    (130, 80, 40),
+)
+#: Caption templates of the own-data samples; ``{name}`` is the class name, the one word that tells it.
+OWN_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {name}",
+    "my {name} again",
+    "look at this {name}",
+    "the {name} of the day",
+    "guess what: a {name}",
+)
+#: Table of each split of the own-data folder: the three formats, and one of each kind of image cell.
+OWN_FILES: dict[str, str] = {"train": "train.csv", "val": "val.jsonl", "test": "test.parquet"}
+OWN_COLUMNS: dict[str, str] = {"image": "image", "text": "caption", "label": "label", "id": "id"}
+
+
+def own_picture(label: int, index: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
+    """A picture of class ``label``: a figure of the class's colour on a grey background; its position,
+    size and the background's shade vary with ``index`` (nuisances, independent of the class)."""
+    width, height = size
+    shade = 90 + (37 * index) % 80
+    img = Image.new("RGB", size, (shade, shade, shade))
+    draw = ImageDraw.Draw(img)
+    side = min(width, height) // 2 + (index % 3) * 4
+    x0 = (13 * index) % max(1, width - side)
+    y0 = (7 * index) % max(1, height - side)
+    colour = OWN_COLOURS[label % len(OWN_COLOURS)]
+    if index % 2:
+        draw.ellipse((x0, y0, x0 + side, y0 + side), fill=colour)
+    else:
+        draw.rectangle((x0, y0, x0 + side, y0 + side), fill=colour)
+    return img
+
+
+def write_own_dataset(
+    root: Path,
+    classes: tuple[str, ...] = ("cat", "dog", "bird"),
+    n_per_split: int | dict[str, int] = 30,
+    label_values: tuple[Any, ...] | None = None,
+    faults: bool = False,
+) -> dict[str, Any]:
+    """Writes a learnable own-data folder: images plus one annotation table per split, in three formats.
+
+    Layout::
+
+        root/images/{train,val}/NNNN.png      the pictures the CSV and JSON lines rows name
+        root/train.csv   root/val.jsonl       columns id, image (path relative to root), caption, label
+        root/test.parquet                     the same columns, the image as PNG bytes
+
+    Sample ``i`` of a split has class ``i % len(classes)``: its picture is a figure of that class's
+    colour (:data:`OWN_COLOURS`) and its caption names the class (:data:`OWN_TEMPLATES`), so either
+    modality alone tells the class and every image-text pair is valid. With ``faults``, ``train`` also
+    holds one row of each kind the reader skips: an unmapped label, an empty label, a blank caption, a
+    missing picture, a path leaving ``root``, an absolute path and a repeated id.
+
+    Args:
+        root: the folder to write (``raw_dir``).
+        classes: the class names (the ``classes`` parameter).
+        n_per_split: good samples per split (an int, or ``{"train": ..., "val": ..., "test": ...}``).
+        label_values: the label written for each class (default: the class names themselves, so no
+            ``label_map`` is needed); e.g. ``(0, 1, 2)`` with ``label_map="0:cat,1:dog,2:bird"``.
+        faults: plant the faulty rows in ``train``.
+
+    Returns:
+        ``{"raw_dir": root, "prepare": {the PrepareConfig parameters that convert it}, "splits": {split:
+        {"records", "labels" (id -> label index), "texts", "undecodable", "skips"}}}`` (as the other writers).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    values = tuple(label_values) if label_values is not None else tuple(classes)
+    assert len(values) == len(classes), "one label value per class"
+    sizes = n_per_split if isinstance(n_per_split, dict) else dict.fromkeys(OWN_FILES, n_per_split)
+    planted = _Planted(root, tuple(OWN_FILES))
+    for split, table in OWN_FILES.items():
+        rows: list[dict[str, Any]] = []
+        for i in range(sizes[split]):
+            label = i % len(classes)
+            sample_id = f"{split}{i:04d}"
+            text = OWN_TEMPLATES[(i // len(classes)) % len(OWN_TEMPLATES)].format(name=classes[label])
+            picture = own_picture(label, i)
+            if table.endswith(".parquet"):
+                buffer = io.BytesIO()
+                picture.save(buffer, format="PNG")
+                image: Any = buffer.getvalue()
+            else:
+                image = f"images/{split}/{i:04d}.png"
+                (root / image).parent.mkdir(parents=True, exist_ok=True)
+                picture.save(root / image)
+            rows.append({"id": sample_id, "image": image, "caption": text, "label": values[label]})
+            planted.record(split, sample_id, label, text)
+        if faults and split == "train":
+            good = f"images/{split}/0000.png"
+            for reason, row in (
+                ("unmapped_label", {"id": "f-unmapped", "image": good, "caption": "a zebra", "label": "zebra"}),
+                ("missing_label", {"id": "f-nolabel", "image": good, "caption": "who knows", "label": ""}),
+                ("empty_text", {"id": "f-blank", "image": good, "caption": "   ", "label": values[0]}),
+                ("missing_image", {"id": "f-lost", "image": "images/gone.png", "caption": "lost", "label": values[0]}),
+                ("path_outside_raw_dir", {"id": "f-out", "image": "../outside.png", "caption": "out", "label": values[0]}),
+                ("path_outside_raw_dir", {"id": "f-abs", "image": str((root / good).resolve()), "caption": "abs", "label": values[0]}),
+                ("duplicate_id", dict(rows[0])),
+            ):  # fmt: skip
+                rows.append(row)
+                planted.skip(split, reason)
+        path = root / table
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if table.endswith(".csv"):
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=list(OWN_COLUMNS.values()))
+                writer.writeheader()
+                writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+        elif table.endswith(".jsonl"):
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        else:
+            pq.write_table(pa.Table.from_pylist(rows), path)
+    return {
+        **planted.as_dict(),
+        "prepare": {
+            "source": "own",
+            "raw_dir": str(root),
+            "own_files": ",".join(f"{split}={table}" for split, table in OWN_FILES.items()),
+            "classes": ",".join(classes),
+            "image_column": OWN_COLUMNS["image"],
+            "text_column": OWN_COLUMNS["text"],
+            "label_column": OWN_COLUMNS["label"],
+            "id_column": OWN_COLUMNS["id"],
+        },
+    }

@@ -72,3 +72,13 @@ def test_each_architecture_gets_its_maps(explained):
     vit = VIT_CONFIGS["vit_test"]
     assert ssl[0].encoder_name == "teacher" and ssl[1].probs is None
     assert ssl[1].attention.shape == (vit.depth, vit.num_heads, 2, 2)  # 16-px pictures in 8-px patches
+
+
+@pytest.mark.parametrize("run", ["clip_classifier_lora", "fusion_cross", "unimodal_image"])
+def test_a_run_over_its_own_classes_is_explained_with_them(tiny_label_runs, run):
+    explainer = load_explainer(tiny_label_runs / "runs" / run)
+    explanation = explainer.explain(explainer.split("test", 4), 1)
+    assert explainer.class_names == explanation.class_names == ("cat", "dog", "bird")
+    with np.load(tiny_label_runs / "runs" / run / "predictions_test.npz") as saved:
+        np.testing.assert_allclose(explanation.probs, saved["probs"][1], atol=1e-5, rtol=0)
+        assert explanation.label == saved["labels"][1] == 1

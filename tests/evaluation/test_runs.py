@@ -10,13 +10,17 @@ import pandas as pd
 import pytest
 
 from nbhelpers.config import ConfigError
+from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.evaluation.runs import (
+    BINARY_CLASSES,
     REPREDICTED,
     SAVED,
+    SEVEN_LABEL,
     EvalRunsConfig,
     Evaluation,
     RunRecord,
     agreement_table,
+    by_classes,
     comparison_table,
     discover_runs,
     display_names,
@@ -33,6 +37,7 @@ from nbhelpers.evaluation.runs import (
 )
 from nbhelpers.train.recipes.base import write_metrics
 from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
+from tests.conftest import LABEL_RUNS
 
 TINY_RUNS = ["cass_mm", "clip_classifier_lora", "fusion_cross", "unimodal_image", "unimodal_late_fusion"]
 TINY_RUNS += ["unimodal_text"]
@@ -195,12 +200,48 @@ def test_an_empty_or_absent_runs_dir_gives_empty_tables(tmp_path):
     assert markdown_table(table).splitlines()[1].startswith("|---|")
 
 
-def test_config_rejects_k_above_the_number_of_classes():
+def test_config_k_is_at_least_one_and_clipped_per_run_not_capped():
     assert EvalRunsConfig.from_params("demo").k == 3
-    with pytest.raises(ConfigError, match="^k: must be <= 7"):
-        EvalRunsConfig.from_params("demo", k=8)
+    assert EvalRunsConfig.from_params("demo", k=8).k == 8  # each run scores top-1 .. top-min(8, C)
     with pytest.raises(ConfigError, match="^k: must be >= 1"):
         EvalRunsConfig.from_params("demo", k=0)
+
+
+def test_runs_over_other_classes_are_scored_with_them_and_never_mixed(tiny_runs, tiny_label_runs, tmp_path):
+    """Seven-class, binary and three-class runs under one runs folder: each scored over its own classes,
+    grouped apart in the table, charted and gridded per label set."""
+    runs = tmp_path / "runs"
+    for name in ("unimodal_image", "clip_classifier_lora", "fusion_cross"):
+        shutil.copytree(tiny_runs / "runs" / name, runs / name)
+    for name in LABEL_RUNS:
+        shutil.copytree(tiny_label_runs / "runs" / name, runs / f"three_{name}")
+    found = evaluate_runs(runs, split="test", k=4, progress=None)
+    three = ("cat", "dog", "bird")
+    assert {f.record.name: f.class_names for f in found.runs} == {
+        "unimodal_image": CLASSES, "clip_classifier_lora": CLASSES, "fusion_cross": BINARY_CLASSES,
+        **{f"three_{name}": three for name in LABEL_RUNS},
+    }  # fmt: skip
+    table = comparison_table(found)
+    assert list(table["Task"]) == ["7class"] * 2 + ["multiclass"] * 6 + ["binary"]
+    assert list(table["Classes"]) == [SEVEN_LABEL] * 2 + ["cat, dog, bird"] * 6 + ["not hateful, hateful"]
+    assert (table["Max diff vs metrics.json"] == 0.0).all()  # fresh figures equal each run's metrics.json
+    mine = table[table["Classes"] == "cat, dog, bird"]
+    assert mine["Top-4"].isna().all() and (mine["Top-3"] == 1.0).all()  # k clipped to three classes
+    assert table[table["Task"] == "7class"]["Top-4"].notna().all()
+    assert mine["AUROC"].between(0.0, 1.0).all() and table[table["Task"] == "7class"]["AUROC"].isna().all()
+    fusion = next(f for f in found.runs if f.record.name == "three_fusion_cross")
+    assert fusion.figures["auroc"] == saved_metrics(tiny_label_runs, "fusion_cross")["auroc"]
+    assert fusion.confusion.shape == (3, 3) and fusion.report["classes"] == list(three)
+    assert list(
+        per_class_table(found).loc[table.set_index("Run").loc["three_cass_mm", "Model"]].index
+    ) == list(three)
+    with pytest.raises(ValueError, match="runs over different classes"):
+        topk_long(table, 4)
+    groups = by_classes(found)
+    assert list(groups) == [CLASSES, three, BINARY_CLASSES]
+    assert [f.record.name for f in groups[CLASSES].runs] == list(table["Run"][:2])
+    long = topk_long(comparison_table(groups[three]), 4)
+    assert len(long) == 6 * 3 and set(long["metric"]) == {"Top-1", "Top-2", "Top-3"}
 
 
 def test_binary_runs_rank_by_auroc_not_accuracy(tmp_path):

@@ -32,6 +32,7 @@ from nbhelpers.parameters import notebook_config
 from nbhelpers.train.__main__ import main as train_main
 from nbhelpers.train.checkpoint import save_checkpoint
 from nbhelpers.train.open_clip_cli import check_shards, disable_pickle_decoders, shard_options
+from nbhelpers.train.recipes.clip_classifier import ClipClassifierConfig
 from nbhelpers.train.recipes.ssl import SSLConfig
 from nbhelpers.train.run_dir import list_checkpoints
 from tests.helpers import make_shards
@@ -451,11 +452,13 @@ def test_keep_last_null_on_the_command_line_keeps_every_checkpoint(ssl_shards, t
 
 
 def test_none_still_takes_the_preset_in_notebooks_and_null_means_none():
-    assert SSLConfig.from_params("t4", keep_last=None, warmup_steps=None).warmup_steps == 1000
-    from_notebook = notebook_config(SSLConfig, {"preset": "t4", "keep_last": None, "warmup_steps": None})
-    assert (from_notebook.keep_last, from_notebook.warmup_steps) == (2, 1000)
-    explicit = SSLConfig.from_params("t4", keep_last=NULL, warmup_steps=NULL)
-    assert (explicit.keep_last, explicit.warmup_steps) == (None, None)
+    assert ClipClassifierConfig.from_params("t4", keep_last=None, full_lr=None).full_lr == 1e-5
+    from_notebook = notebook_config(
+        ClipClassifierConfig, {"preset": "t4", "keep_last": None, "full_lr": None}
+    )
+    assert (from_notebook.keep_last, from_notebook.full_lr) == (2, 1e-5)
+    explicit = ClipClassifierConfig.from_params("t4", keep_last=NULL, full_lr=NULL)
+    assert (explicit.keep_last, explicit.full_lr) == (None, None)
     with pytest.raises(ConfigError, match=r"^epochs: expected int, got None"):
         SSLConfig.from_params("demo", epochs=NULL)  # an explicit null where None is not allowed
 

@@ -134,3 +134,15 @@ def test_gradient_reaches_the_head_and_not_the_frozen_backbone(tiny_backbone):
     assert all(p.grad is None for p in model.backbone.parameters())
     with pytest.raises(ValueError, match="backbone gives"):
         HatefulMemesClassifier(tiny_backbone, FusionHead(32, 16))
+
+
+def test_a_head_over_a_label_set_has_one_logit_per_class():
+    torch.manual_seed(0)
+    head = FusionHead(10, 7, fusion="cross", map_dim=4, num_outputs=3).eval()
+    img, txt = torch.randn(5, 10), torch.randn(5, 7)
+    logits = head(img, txt)
+    assert logits.shape == (5, 3) and head.output.out_features == 3
+    torch.testing.assert_close(logits, head.output(head.pre_output(head.fuse(img, txt))))
+    assert FusionHead(10, 7, num_outputs=2)(img, txt).shape == (5, 2)  # two classes: two logits, not one
+    with pytest.raises(ValueError, match="num_outputs must be 1"):
+        FusionHead(10, 7, num_outputs=0)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from nbhelpers.data.taxonomy import CLASSES
-from nbhelpers.models.unimodal import ImageClassifier, TextClassifier, late_fusion
+from nbhelpers.models.unimodal import ImageClassifier, TextClassifier, label_maps, late_fusion
 from tests.helpers import write_bert_vocab
 
 WORDS = ["a", "cat", "on", "mat", "the", "dog", "is", "not"]
@@ -114,3 +114,17 @@ def test_late_fusion_rejects_bad_inputs():
         late_fusion(torch.tensor([[2.0, -1.0, 0.0], [0.0, 0.0, 1.0]]), probs)
     with pytest.raises(ValueError, match="probs_image"):
         late_fusion(probs, torch.tensor([[0.5, 0.5, 0.5], [0.2, 0.2, 0.6]]))
+
+
+def test_a_checkpoint_with_a_seven_class_head_loads_with_a_new_head_over_other_classes(tiny_text, tmp_path):
+    tiny_text.save_pretrained(tmp_path / "ckpt")
+    three = ("cat", "dog", "bird")
+    loaded = TextClassifier.from_pretrained(tmp_path / "ckpt", num_labels=3, max_length=8, class_names=three)
+    assert loaded.num_labels == 3 and loaded.model.config.id2label == {0: "cat", 1: "dog", 2: "bird"}
+    assert loaded.eval()(loaded.tokenize(["a cat"])).shape == (1, 3)
+    encoder = {k: v for k, v in tiny_text.model.state_dict().items() if not k.startswith("classifier")}
+    for key, value in encoder.items():  # the encoder is the checkpoint's, only the head is new
+        torch.testing.assert_close(loaded.model.state_dict()[key], value)
+    assert label_maps(7) == label_maps(7, CLASSES) and label_maps(3) == {}
+    with pytest.raises(ValueError, match="class_names: need 2 names"):
+        label_maps(2, three)

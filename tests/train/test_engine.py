@@ -345,6 +345,7 @@ def test_progress_bar_redraws_a_bounded_number_of_times(tmp_path, monkeypatch):
     must not send one per step (nbval loses the messages past ZMQ's high-water mark)."""
     import tqdm.std
 
+    from nbhelpers import progress
     from nbhelpers.train import engine
 
     redraws = []
@@ -354,7 +355,8 @@ def test_progress_bar_redraws_a_bounded_number_of_times(tmp_path, monkeypatch):
             redraws.append(self.n)
             return super().display(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "tqdm", CountingBar)
+    monkeypatch.setenv("MEMELAB_PROGRESS", "widget")  # the bar a notebook shows (tqdm.auto's)
+    monkeypatch.setattr(progress, "tqdm_auto", CountingBar)
     monkeypatch.setattr(engine, "PROGRESS_MIN_SECONDS", 0.0)  # only the step bound is left
     epochs, steps = 4, 150
     fit(

@@ -140,3 +140,41 @@ def test_recorded_input_is_checked_by_content(tmp_path):
     weights.unlink()
     with pytest.raises(FileNotFoundError, match="is missing"):
         recorded_input(run, "pretrained")
+
+
+def test_the_data_digest_follows_each_shards_inputs_not_only_its_counts(tmp_path):
+    from PIL import Image
+
+    from nbhelpers.data.records import Record
+    from nbhelpers.data.shards import read_manifest, write_manifest, write_split
+    from nbhelpers.train.identity import manifest_digest
+
+    def build(folder, colour):
+        records = [
+            Record(
+                "synthetic",
+                f"id{i}",
+                "train",
+                f"text {i}",
+                i % 2,
+                lambda c=colour: Image.new("RGB", (8, 8), c),
+            )
+            for i in range(4)
+        ]
+        result = write_split(records, folder, "train", shard_size=4, image_size=16, progress=False)
+        write_manifest(folder, "synthetic", 16, {"train": result}, {})
+        return read_manifest(folder)
+
+    first = build(tmp_path / "a", (255, 0, 0))
+    same = build(tmp_path / "b", (255, 0, 0))
+    # Another text, same counts and shard names: other data.
+    records = [
+        Record("synthetic", f"id{i}", "train", f"other {i}", i % 2, lambda: Image.new("RGB", (8, 8)))
+        for i in range(4)
+    ]
+    result = write_split(records, tmp_path / "c", "train", shard_size=4, image_size=16, progress=False)
+    write_manifest(tmp_path / "c", "synthetic", 16, {"train": result}, {})
+    other = read_manifest(tmp_path / "c")
+    assert first["splits"]["train"]["class_counts"] == other["splits"]["train"]["class_counts"]
+    assert manifest_digest(first, "train") == manifest_digest(same, "train")  # wherever it lies
+    assert manifest_digest(first, "train") != manifest_digest(other, "train")

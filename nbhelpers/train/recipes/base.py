@@ -13,8 +13,10 @@ load or resume the same run; another config never continues, overwrites or reuse
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ from nbhelpers.data.memory import TensorSplit, epoch_batches, load_split, normal
 from nbhelpers.data.sampler import SeededBatchSampler, derived_seed
 from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES, get_source
-from nbhelpers.data.taxonomy import CLASSES
+from nbhelpers.data.taxonomy import CLASSES, LabelSet, label_set_of
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD, RandomResizedCropFlip, batch_normalize
 from nbhelpers.metrics.classification import classification_report
 from nbhelpers.train.checkpoint import load_model_weights, verify_checkpoint
@@ -48,9 +50,11 @@ from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint, read_js
 
 C = TypeVar("C", bound="RecipeConfig")
 
-#: The modalities and tasks a run's ``metrics.json`` may name.
+#: The modalities and tasks a run's ``metrics.json`` may name: ``7class`` (the seven merged classes),
+#: ``multiclass`` (a label set of the user's own, named by ``metrics.json``'s ``classes``), ``binary``
+#: (hateful or not) and ``ssl`` (a representation, no classifier).
 MODALITIES = ("image", "text", "late_fusion", "multimodal")
-TASKS = ("7class", "binary", "ssl")
+TASKS = ("7class", "multiclass", "binary", "ssl")
 
 
 @dataclass
@@ -72,7 +76,10 @@ class RecipeConfig(BaseConfig):
     batch_size: int = param(64, min=1)
     lr: float = param(1e-3, above=0.0)
     weight_decay: float = param(0.05, min=0.0)
-    warmup_steps: int | None = param(None, min=0, help="None: 5% of all steps")
+    warmup_steps: int | None = param(
+        None, min=0, help="linear warmup in optimiser steps; None: warmup_fraction"
+    )
+    warmup_fraction: float = param(0.05, min=0.0, help="warmup as a fraction of all optimiser steps (< 1)")
     grad_accum_steps: int = param(1, min=1)
     max_grad_norm: float | None = param(1.0, above=0.0, help="gradient clipping norm (> 0)")
     mixed_precision: str = param("auto", choices=("auto", "no", "fp16", "bf16"))
@@ -89,6 +96,10 @@ class RecipeConfig(BaseConfig):
 
     def check(self) -> None:
         check_run_name(self.run_name)
+        if self.warmup_fraction >= 1:
+            raise ConfigError(
+                f"warmup_fraction: must be < 1 (a fraction of all steps), got {self.warmup_fraction}"
+            )
         if not self.source_list:
             raise ConfigError("sources: name at least one source")
         for source in self.source_list:
@@ -104,19 +115,34 @@ class RecipeConfig(BaseConfig):
         """Whether the run reads notebook 01's shards (False for a recipe reading another dataset)."""
         return True
 
-    def check_splits(self, sources: Sequence[str], splits: Mapping[str, Sequence[str]]) -> None:
+    def check_splits(self, sources: Sequence[str], splits: Mapping[str, Sequence[str] | None]) -> None:
         """Checks ``train_split`` and every eval split against each source's splits.
+
+        A source whose splits are ``None`` (``hf``, ``own``: their splits are whatever notebook 01's
+        parameters made) is not checked here; :func:`manifests` calls this again with the splits its shards
+        have, before any training.
 
         Raises:
             ConfigError: naming the parameter, the split and the splits the source has.
         """
         wanted = [("train_split", self.train_split)] + [("eval_splits", s) for s in self.eval_split_list]
         for source in sources:
+            if splits[source] is None:
+                continue
             for name, split in wanted:
                 if split not in splits[source]:
                     raise ConfigError(
                         f"{name}: {split!r} is not a split of {source!r}; it has: {', '.join(splits[source])}"
                     )
+
+    def label_set(self) -> LabelSet:
+        """The classes of the shards this run reads (:func:`manifests`): the seven unless they record others.
+
+        Raises:
+            FileNotFoundError: a source has no shards.
+            ValueError: the sources are labelled with different label sets.
+        """
+        return label_set_of(manifests(self))
 
     @property
     def source_list(self) -> list[str]:
@@ -156,7 +182,11 @@ class RecipeConfig(BaseConfig):
     ) -> RunIdentity:
         """What this run's weights depend on: its config, the training split's data, its input files."""
         data = {m.get("source", "?"): manifest_digest(m, self.train_split) for m in found}
-        return RunIdentity.of(self.RECIPE, self.to_dict(), data, inputs, exclude=self.identity_exclude())
+        # An explicit warmup_steps makes the fraction irrelevant to the weights.
+        unused = ("warmup_fraction",) if self.warmup_steps is not None else ()
+        return RunIdentity.of(
+            self.RECIPE, self.to_dict(), data, inputs, exclude=self.identity_exclude() + unused
+        )
 
     def weight_inputs(self) -> dict[str, Any]:
         """The local files this run starts from, by content (:func:`~nbhelpers.train.identity.local_inputs`).
@@ -249,6 +279,40 @@ def load_run_weights(model: nn.Module, run_dir: str | os.PathLike, how: str) -> 
     return model.eval()
 
 
+#: The layers :func:`sync_batchnorm` converts.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def sync_batchnorm(model: nn.Module, num_processes: int, device: torch.device | str) -> nn.Module:
+    """The model with its BatchNorm layers normalising over the global batch when several processes train.
+
+    With ``num_processes > 1`` every ``BatchNorm*d`` becomes an ``nn.SyncBatchNorm`` holding the same
+    parameters and running statistics (the state dict's keys and values are unchanged, so a checkpoint
+    loads into either form), as DINO's and Barlow Twins' reference code do: otherwise each process
+    would normalise by the statistics of its own share, and the model trained on N processes would
+    not be the one trained on the global batch. ``SyncBatchNorm`` runs on GPUs only; on CPU processes
+    (``accelerate launch --cpu``) the layers stay per process, with a warning.
+
+    Args:
+        model: the training module, converted in place where possible.
+        num_processes: processes training together (``PartialState().num_processes``).
+        device: this process's device (``PartialState().device``).
+
+    Returns:
+        The model to train (``model`` itself unless it is a bare BatchNorm layer).
+    """
+    if num_processes == 1 or not any(isinstance(m, BATCH_NORMS) for m in model.modules()):
+        return model
+    if torch.device(device).type == "cpu":
+        warnings.warn(
+            f"{num_processes} CPU processes: BatchNorm normalises over each process's share of the batch "
+            "(SyncBatchNorm needs GPUs), so this run differs from one process on the global batch",
+            stacklevel=2,
+        )
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def manifests(config: RecipeConfig) -> list[dict[str, Any]]:
     """The manifests of ``config.sources`` under ``data_dir``, their splits checked against the config.
 
@@ -275,17 +339,18 @@ def manifests(config: RecipeConfig) -> list[dict[str, Any]]:
 
 
 def train_spec(config: RecipeConfig, steps_per_epoch: int, **overrides: Any) -> TrainSpec:
-    """The engine's spec from a recipe config (warmup 5% of all steps unless set)."""
+    """The engine's spec from a recipe config (warmup: ``warmup_steps``, else ``warmup_fraction`` of all
+    optimiser steps, at least 1)."""
     total = steps_per_epoch * config.epochs
+    # round() first, so that 0.29 * 100 gives 29 steps, not 28 (float error below the integer).
+    by_fraction = max(1, math.floor(round(total * config.warmup_fraction, 6)))
     values = dict(
         run_dir=overrides["run_dir"] if "run_dir" in overrides else config.run_dir,
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         lr=config.lr,
         weight_decay=config.weight_decay,
-        warmup_steps=min(
-            total, config.warmup_steps if config.warmup_steps is not None else max(1, total // 20)
-        ),
+        warmup_steps=min(total, config.warmup_steps if config.warmup_steps is not None else by_fraction),
         grad_accum_steps=config.grad_accum_steps,
         max_grad_norm=config.max_grad_norm,
         mixed_precision=config.mixed_precision,
@@ -350,7 +415,7 @@ def train_data(
     are normalised whole.
 
     Args:
-        labels: train on the samples of these classes only (e.g. ``[0]``: the valid pairs).
+        labels: train on the samples of these classes only (e.g. the label set's valid-pair classes).
     """
     micro = max(1, config.batch_size // config.grad_accum_steps)
     if config.in_memory:
@@ -365,19 +430,18 @@ def train_data(
             memory=memory,
         )
     split_counts = [m["splits"][config.train_split]["class_counts"] for m in found]
+    names = label_set_of(found).names
     if labels is None:
         n = sum(m["splits"][config.train_split]["num_samples"] for m in found)
     else:
-        n = sum(counts.get(CLASSES[c], 0) for counts in split_counts for c in labels)
+        n = sum(counts.get(names[c], 0) for counts in split_counts for c in labels)
     if config.limit:
         n = min(n, config.limit)
     steps = epoch_steps(config, n, micro)
     crop = RandomResizedCropFlip(image_size)
     normalise = batch_normalize(mean, std)
     rank = PartialState().process_index
-    class_factors = (
-        None if labels is None else {c: (1.0 if c in labels else 0.0) for c in range(len(CLASSES))}
-    )
+    class_factors = None if labels is None else {c: (1.0 if c in labels else 0.0) for c in range(len(names))}
 
     def stream(epoch: int) -> Iterable[dict[str, Any]]:
         pipeline = make_pipeline(
@@ -453,14 +517,19 @@ def write_metrics(
     epochs: int,
     train_seconds: float,
     stages: Mapping[str, Path] | None = None,
+    classes: Sequence[str] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Writes ``run_dir/metrics.json`` in the suite's common form; returns it.
 
+    Under several processes every process returns the record and only the main one writes it; all of
+    them return once it is written.
+
     ``recipe`` names the recipe that made the run: how evaluation finds its ``load_trained``. The record
     also names the weights the figures were computed from: the run's fingerprint (from ``run.json``) and
     the path and SHA-256 of its last checkpoint, and of each stage's (``stages``: ``{name: stage folder}``,
-    e.g. CASS-MM's classifier head).
+    e.g. CASS-MM's classifier head). A classifier names the ``classes`` its predictions range over, in
+    column order (evaluation reads them: runs of different classes are never compared in one table).
 
     Raises:
         ValueError: for an unknown recipe, or a modality or task outside :data:`MODALITIES` / :data:`TASKS`.
@@ -477,6 +546,7 @@ def write_metrics(
         "method": method,
         "modality": modality,
         "task": task,
+        **({} if classes is None else {"classes": list(classes)}),
         "split": split,
         **metrics,
         "num_samples": int(num_samples),
@@ -490,39 +560,87 @@ def write_metrics(
         },
         **extra,
     }
-    write_json_atomic(Path(run_dir) / "metrics.json", record)
+    state = PartialState()
+    if state.is_main_process:
+        write_json_atomic(Path(run_dir) / "metrics.json", record)
+    state.wait_for_everyone()
     return record
 
 
-#: The 7-class figures every classifier run reports, per split.
+#: The figures every classifier run reports, per split (top-k only for k up to its number of classes).
 CLASS_METRICS = ("top1", "top2", "top3", "macro_f1")
+#: The top-k accuracies a classifier run reports.
+TOP_KS = (1, 2, 3)
 
 
-def evaluate_7class(
-    run_dir: Path, predict_split: Callable[[str], tuple[np.ndarray, np.ndarray]], splits: Sequence[str]
+def class_task(class_names: Sequence[str]) -> str:
+    """The ``task`` of a classifier over ``class_names``: ``7class`` for the seven merged classes, else
+    ``multiclass`` (a label set of the user's own, of any size >= 2)."""
+    return "7class" if tuple(class_names) == CLASSES else "multiclass"
+
+
+def topk_ks(num_classes: int, ks: Sequence[int] = TOP_KS) -> tuple[int, ...]:
+    """``ks`` clipped to the number of classes (top-3 of two classes is not a figure)."""
+    return tuple(k for k in ks if k <= num_classes)
+
+
+def evaluate_classifier(
+    run_dir: Path,
+    predict_split: Callable[[str], tuple[np.ndarray, np.ndarray]],
+    splits: Sequence[str],
+    class_names: Sequence[str],
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
-    """Scores a 7-class run on each split and saves ``predictions_{split}.npz`` (``probs``, ``labels``).
+    """Scores a classifier run on each split and saves ``predictions_{split}.npz`` (``probs``, ``labels``).
+
+    Under several processes each process scores every split and the main one saves the predictions.
 
     Args:
         run_dir: the run directory.
-        predict_split: ``split -> (probs (N, 7), labels (N,))``.
+        predict_split: ``split -> (probs (N, C), labels (N,))``.
         splits: the splits to score.
+        class_names: the ``C`` classes, in column order.
 
     Returns:
         ``(reports, summary)``: the full :func:`~nbhelpers.metrics.classification.classification_report` per
         split, and its :data:`CLASS_METRICS` plus ``num_samples`` per split (for ``metrics.json``).
     """
     reports = {}
+    main = PartialState().is_main_process
     for split in splits:
         probs, labels = predict_split(split)
-        reports[split] = classification_report(probs, labels, ks=(1, 2, 3))
-        np.savez_compressed(Path(run_dir) / f"predictions_{split}.npz", probs=probs, labels=labels)
+        reports[split] = classification_report(
+            probs, labels, ks=topk_ks(len(class_names)), class_names=class_names
+        )
+        if main:
+            np.savez_compressed(Path(run_dir) / f"predictions_{split}.npz", probs=probs, labels=labels)
     return reports, split_summary(reports)
+
+
+def headline(report: Mapping[str, Any]) -> dict[str, float]:
+    """The :data:`CLASS_METRICS` a classification report holds (``metrics.json``'s top-level figures)."""
+    return {k: report[k] for k in CLASS_METRICS if k in report}
 
 
 def split_summary(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The :data:`CLASS_METRICS` and ``num_samples`` of each split's classification report."""
-    return {s: {k: r[k] for k in (*CLASS_METRICS, "num_samples")} for s, r in reports.items()}
+    return {s: {**headline(r), "num_samples": r["num_samples"]} for s, r in reports.items()}
+
+
+def run_class_names(run_dir: str | os.PathLike, config: RecipeConfig) -> tuple[str, ...]:
+    """The classes a classifier run's outputs range over, to rebuild its head: the ``classes`` of its
+    ``metrics.json``; the seven for a ``7class`` run that predates them; else (a run not finished yet)
+    the classes of the shards ``config`` reads.
+
+    Raises:
+        FileNotFoundError: the run has no classes recorded and its shards are missing.
+    """
+    path = Path(run_dir) / "metrics.json"
+    metrics = read_json(path) if path.is_file() else {}
+    if isinstance(metrics, dict) and metrics.get("classes"):
+        return tuple(metrics["classes"])
+    if isinstance(metrics, dict) and metrics.get("task") == "7class":
+        return CLASSES
+    return config.label_set().names
 
 
 def checkpoint_record(folder: Path, relative_to: Path | None = None) -> dict[str, str] | None:

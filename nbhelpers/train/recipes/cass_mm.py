@@ -1,4 +1,4 @@
-"""CASS-MM pre-training, then the 7-class classifier on its frozen features.
+"""CASS-MM pre-training, then the classifier (over the shards' classes) on its frozen features.
 
 Stage 1 trains a CNN, a ViT and a text encoder together with the CASS-MM loss
 (:mod:`nbhelpers.losses.cass_mm`): CNN-ViT agreement on every image, plus each image tower contrasted
@@ -6,7 +6,8 @@ with the captions of the valid pairs. Stage 2 freezes the three towers and train
 classification head (:class:`nbhelpers.models.heads.TransformerClassifierHead`) on the image feature
 (the CNN and ViT embeddings combined) and the text feature: a linear-probe-style evaluation of what the
 pre-training learned, with the one non-linearity the task needs (the class is an interaction of the two
-modalities).
+modalities). The head has one output per class of the shards' label set (the seven merged classes, or the
+user's own); the contrastive terms take the positives the shards mark (``valid_pair``).
 
 Run directory: ``runs/<run_name>/`` holds stage 1 (checkpoints, history) and ``metrics.json``;
 ``runs/<run_name>/classifier/`` holds stage 2's checkpoints and history.
@@ -29,6 +30,7 @@ from torch import nn
 from nbhelpers.config import param
 from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.sampler import SeededBatchSampler
+from nbhelpers.data.taxonomy import NUM_CLASSES, label_set_of
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.losses import cass_mm_loss
 from nbhelpers.models.cass_mm import CASSMM
@@ -37,14 +39,17 @@ from nbhelpers.models.heads import TransformerClassifierHead
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import bind_stage, file_input, local_inputs
 from nbhelpers.train.recipes.base import (
-    CLASS_METRICS,
     RecipeConfig,
     RunResult,
+    class_task,
     eval_batches,
-    evaluate_7class,
+    evaluate_classifier,
+    headline,
     history_seconds,
     load_run_weights,
     manifests,
+    run_class_names,
+    sync_batchnorm,
     train_data,
     train_spec,
     write_metrics,
@@ -116,11 +121,15 @@ def extract_features(model: CASSMM, data: TensorSplit, batch_size: int = 256) ->
 
 
 class FeatureClassifier(nn.Module):
-    """The transformer head on precomputed (image, text) features."""
+    """The transformer head on precomputed (image, text) features, one output per class."""
 
-    def __init__(self, embed_dim: int, num_layers: int = 2, num_heads: int = 8):
+    def __init__(
+        self, embed_dim: int, num_layers: int = 2, num_heads: int = 8, num_classes: int = NUM_CLASSES
+    ):
         super().__init__()
-        self.head = TransformerClassifierHead(embed_dim, num_layers=num_layers, num_heads=num_heads)
+        self.head = TransformerClassifierHead(
+            embed_dim, num_classes, num_layers=num_layers, num_heads=num_heads
+        )
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.head(image, text)
@@ -159,7 +168,7 @@ def head_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.T
 
 @torch.no_grad()
 def predict_features(head: nn.Module, features: dict[str, torch.Tensor]) -> np.ndarray:
-    """Class probabilities ``(N, 7)`` from precomputed features."""
+    """Class probabilities ``(N, C)`` from precomputed features."""
     head.eval()
     return head(features["image"], features["text"]).softmax(-1).numpy()
 
@@ -168,10 +177,12 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     """Pre-trains CASS-MM, trains the classifier on its frozen features, evaluates both stages' output."""
     config = CassMMConfig.coerce(config)
     found = manifests(config)
+    class_names = label_set_of(found).names
     weights = config.pretrained or None
     config.bind(found)
     set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
     model, tokenizer, size = build_model(config, weights)
+    model = sync_batchnorm(model, PartialState().num_processes, PartialState().device)  # the ResNet's
     data = train_data(config, found, size, tokenizer)
     history = fit(
         model,
@@ -187,7 +198,7 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     # (never reused) if they changed.
     towers = latest_checkpoint(config.run_dir)
     bind_stage(config.run_dir / CLASSIFIER_DIR, config.identity(found, {"towers": file_input(towers)}))
-    head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads)
+    head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads, len(class_names))
     share = len(train_features["label"]) // PartialState().num_processes  # each process's samples
     if share < 1:
         raise ValueError(f"{len(train_features['label'])} training samples: fewer than one per process")
@@ -208,7 +219,7 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
         features = extract_features(model, load_split(found, split, size, tokenizer, limit=config.limit))
         return predict_features(head, features), features["label"].numpy()
 
-    reports, summary = evaluate_7class(config.run_dir, predict_split, config.eval_split_list)
+    reports, summary = evaluate_classifier(config.run_dir, predict_split, config.eval_split_list, class_names)
     primary = config.eval_split_list[0]
     metrics = write_metrics(
         config.run_dir,
@@ -216,9 +227,10 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
         notebook="05_train_cass_mm",
         method="cass_mm",
         modality="multimodal",
-        task="7class",
+        task=class_task(class_names),
+        classes=class_names,
         split=primary,
-        metrics={k: reports[primary][k] for k in CLASS_METRICS},
+        metrics=headline(reports[primary]),
         num_samples=data.num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history, head_history),
@@ -239,8 +251,9 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
 
     Returns:
         A :class:`TrainedRun` whose ``model`` is the three towers (:class:`CASSMM`), with parts
-        ``"towers"`` (the same), ``"head"`` (the :class:`FeatureClassifier`), ``"clip"`` (the ViT and text
-        towers), ``"image_tower"`` (the ViT) and ``"cnn"`` (the ResNet).
+        ``"towers"`` (the same), ``"head"`` (the :class:`FeatureClassifier`, over the run's classes:
+        ``class_names``), ``"clip"`` (the ViT and text towers), ``"image_tower"`` (the ViT) and ``"cnn"``
+        (the ResNet).
 
     Raises:
         RunNotFoundError: if the run, its config.json or a checkpoint (towers or head) is missing.
@@ -248,7 +261,8 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
     config = CassMMConfig.load(run_dir, RECIPE.how)
     model, tokenizer, size = build_model(config)
     load_run_weights(model, run_dir, RECIPE.how)
-    head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads)
+    names = run_class_names(run_dir, config)
+    head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads, len(names))
     load_run_weights(head, Path(run_dir) / CLASSIFIER_DIR, RECIPE.how)
     parts = {
         "towers": model,
@@ -259,13 +273,13 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
     }
     return TrainedRun(
         recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=tokenizer,
-        image_size=size, mean=CLIP_MEAN, std=CLIP_STD, parts=parts,
+        image_size=size, mean=CLIP_MEAN, std=CLIP_STD, parts=parts, class_names=names,
     )  # fmt: skip
 
 
 def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Re-scores a finished run on ``split``: the towers and the head from their last checkpoints,
-    ``(N, 7)`` probabilities and ``(N,)`` labels.
+    ``(N, C)`` probabilities and ``(N,)`` labels.
 
     Raises:
         RunNotFoundError: if the run, its config.json or a checkpoint (towers or head) is missing.

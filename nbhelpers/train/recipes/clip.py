@@ -2,15 +2,17 @@
 
 CLIP (Radford et al., 2021, "Learning Transferable Visual Models From Natural Language Supervision")
 pulls each image towards its own caption and away from the other captions of the batch. Only pairs
-whose text truly describes the picture (class 0, ``valid_pair``) are positives here: a satirical or
-hateful caption is not a description of its picture. Since the masked loss ignores every other sample,
-``valid_only=True`` (the default) trains on the valid pairs alone, which gives exactly the same
+whose text truly describes the picture (``valid_pair``: class 0 of the seven merged classes, or the
+valid-pair classes a label set of the user's own names) are positives here: a satirical or hateful
+caption is not a description of its picture. Since the masked loss ignores every other sample,
+``valid_only=True`` (the default) trains on the valid-pair classes alone, which gives exactly the same
 gradient per valid pair as masking inside a larger batch, at a fraction of the cost.
 
 Evaluation: image-to-text and text-to-image recall@1/5/10 over the valid pairs of each eval split, and
-zero-shot classification from prompts: the seven classes' prompts on real data; on the synthetic
-benchmark, colour prompts ("a red shape") scored against the picture's true colour, which is what a CLIP
-trained on it should have learned to see.
+zero-shot classification from prompts: the seven classes' prompts (:data:`CLASS_PROMPTS`) on real data,
+or for a label set of the user's own one generic prompt per class (:data:`GENERIC_PROMPT`, "a meme about
+{name}"); on the synthetic benchmark, colour prompts ("a red shape") scored against the picture's true
+colour, which is what a CLIP trained on it should have learned to see.
 
 The trained weights are exported as a plain open_clip state dict, ``runs/<run_name>/clip_weights.pt``,
 which :func:`nbhelpers.models.clip.create_clip` (and every other recipe's ``pretrained``) loads.
@@ -25,13 +27,14 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from accelerate.utils import set_seed
 from torch import nn
 
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES
-from nbhelpers.data.taxonomy import CLASSES, TRUE_NEUTRAL
+from nbhelpers.data.taxonomy import SEVEN_CLASSES, LabelSet, label_set_of
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.losses import masked_clip_loss
 from nbhelpers.metrics.retrieval import recall_at_k, zero_shot_accuracy
@@ -65,6 +68,16 @@ CLASS_PROMPTS: dict[str, list[str]] = {
     "Manipulated Content": ["a photoshopped image", "a manipulated photo"],
     "Hate": ["a hateful meme", "a meme attacking a group of people"],
 }
+#: The zero-shot prompt of each class of a label set of the user's own (no hand-written prompts for it).
+GENERIC_PROMPT = "a meme about {name}"
+
+
+def class_prompts(labels: LabelSet) -> list[list[str]]:
+    """The zero-shot prompts of each class of ``labels``, in label order: :data:`CLASS_PROMPTS` for the
+    seven merged classes, else :data:`GENERIC_PROMPT` filled with each class name."""
+    if all(name in CLASS_PROMPTS for name in labels.names):
+        return [CLASS_PROMPTS[name] for name in labels.names]
+    return [[GENERIC_PROMPT.format(name=name)] for name in labels.names]
 
 
 class StartsFromClip:
@@ -73,7 +86,11 @@ class StartsFromClip:
     def pretrained_weights(self) -> str | None:
         """``pretrained`` resolved (``run:<name>`` -> that CLIP run's weights file); never trains."""
         return resolve_pretrained(
-            self.pretrained, runs_dir=self.runs_dir, data_dir=self.data_dir, preset=self.preset
+            self.pretrained,
+            runs_dir=self.runs_dir,
+            data_dir=self.data_dir,
+            preset=self.preset,
+            sources=self.sources,
         )
 
     def weight_inputs(self) -> dict[str, Any]:
@@ -143,8 +160,14 @@ def embed(model: nn.Module, data: TensorSplit, batch_size: int = 256) -> tuple[t
     return torch.cat(images), torch.cat(texts)
 
 
-def evaluate_split(model: nn.Module, tokenizer, data: TensorSplit) -> dict[str, Any]:
-    """Retrieval over the split's valid pairs and zero-shot accuracy (see the module docstring)."""
+def evaluate_split(
+    model: nn.Module, tokenizer, data: TensorSplit, labels: LabelSet = SEVEN_CLASSES
+) -> dict[str, Any]:
+    """Retrieval over the split's valid pairs and zero-shot accuracy (see the module docstring).
+
+    Args:
+        labels: the classes of the split's shards (the zero-shot targets off the synthetic benchmark).
+    """
     image_emb, text_emb = embed(model, data)
     valid = data.valid_pair
     report: dict[str, Any] = {"num_pairs": int(valid.sum())}
@@ -157,9 +180,9 @@ def evaluate_split(model: nn.Module, tokenizer, data: TensorSplit) -> dict[str, 
         targets = torch.tensor([COLOUR_NAMES.index(c) for c in colours])
         report["zero_shot_target"] = "picture colour (7 colours)"
     else:
-        prompts = [CLASS_PROMPTS[name] for name in CLASSES]
+        prompts = class_prompts(labels)
         targets = data.labels
-        report["zero_shot_target"] = "7 classes"
+        report["zero_shot_target"] = f"{len(labels)} classes"
     with torch.no_grad():
         prompt_emb = torch.stack(
             [
@@ -186,15 +209,26 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
     config = ClipConfig.coerce(config)
     found = manifests(config)
     weights = config.pretrained_weights()
+    labels = label_set_of(found)
+    if config.valid_only and not labels.valid_pair:
+        raise ConfigError(
+            f"valid_only: the shards' classes {list(labels.names)} mark no class as a valid pair (an image "
+            "with the text that truly belongs to it): nothing to train on; set valid_only=False"
+        )
     config.bind(found)
     set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
     model, tokenizer, size = build_model(config, weights)
-    data = train_data(config, found, size, tokenizer, labels=[TRUE_NEUTRAL] if config.valid_only else None)
+    data = train_data(
+        config, found, size, tokenizer, labels=sorted(labels.valid_pair) if config.valid_only else None
+    )
     spec = train_spec(config, data.steps_per_epoch, betas=(0.9, 0.98), eps=1e-6)
     history = fit(model, step, data.batches, spec, config=config.to_dict())
-    export_weights(model, config.run_dir / WEIGHTS_FILE)
+    if PartialState().is_main_process:  # every process holds the same weights; one writes them
+        export_weights(model, config.run_dir / WEIGHTS_FILE)
     splits = {
-        split: evaluate_split(model, tokenizer, load_split(found, split, size, tokenizer, limit=config.limit))
+        split: evaluate_split(
+            model, tokenizer, load_split(found, split, size, tokenizer, limit=config.limit), labels
+        )
         for split in config.eval_split_list
     }
     primary = config.eval_split_list[0]
@@ -237,6 +271,7 @@ def resolve_pretrained(
     runs_dir: str | os.PathLike = "runs",
     data_dir: str | os.PathLike = "data/shards",
     preset: str = "demo",
+    sources: str = "synthetic",
 ) -> str | None:
     """Maps ``"run:<name>"`` to that CLIP run's exported weights; never trains.
 
@@ -249,11 +284,12 @@ def resolve_pretrained(
         runs_dir: the folder holding the runs.
         data_dir: the shards ``run:clip`` was trained on.
         preset: the preset ``run:clip`` was trained with.
+        sources: the sources ``run:clip`` was trained on.
 
     Raises:
         RunNotFoundError: the run (or its exported weights) is missing, naming what makes it.
     """
-    weights = run_weights_path(pretrained, runs_dir, data_dir=data_dir, preset=preset)
+    weights = run_weights_path(pretrained, runs_dir, data_dir=data_dir, preset=preset, sources=sources)
     if weights is None:
         return pretrained or None
     if not weights.is_file():
@@ -262,7 +298,7 @@ def resolve_pretrained(
         raise RunNotFoundError(
             weights,
             f"notebook 03_train_clip (preset {preset!r}), or: python -m nbhelpers.train clip preset={preset} "
-            f"data_dir={data_dir} runs_dir={runs_dir}{named}",
+            f"data_dir={data_dir} sources={sources} runs_dir={runs_dir}{named}",
             what=f"the CLIP weights that pretrained={pretrained!r} names,",
         )
     return str(weights)
@@ -274,12 +310,13 @@ def run_weights_path(
     *,
     data_dir: str | os.PathLike = "data/shards",
     preset: str = "demo",
+    sources: str = "synthetic",
 ) -> Path | None:
     """Where the CLIP run that ``pretrained = "run:<name>"`` names exports its weights, whether or not
     they exist yet; None for anything else (a tag, a path, empty).
 
     ``run:<name>`` is the run folder ``runs_dir/<name>``. ``run:clip``, when no folder has that name, is
-    notebook 03's run of ``preset`` on ``data_dir``: the folder its fingerprint names
+    notebook 03's run of ``preset`` on ``sources`` under ``data_dir``: the folder its fingerprint names
     (``runs_dir/clip-<fingerprint>``), so it follows the preset and the data, never a stale run.
     """
     if not pretrained or not str(pretrained).startswith(RUN_PREFIX):
@@ -287,7 +324,9 @@ def run_weights_path(
     name = check_run_name(str(pretrained)[len(RUN_PREFIX) :], "pretrained")
     folder = Path(runs_dir) / name
     if name == RECIPE_NAME and not folder.is_dir():
-        default = ClipConfig.from_params(preset, runs_dir=str(runs_dir), data_dir=str(data_dir))
+        default = ClipConfig.from_params(
+            preset, runs_dir=str(runs_dir), data_dir=str(data_dir), sources=sources
+        )
         folder = default.planned_run_dir(manifests(default))
     return folder / WEIGHTS_FILE
 

@@ -1,7 +1,8 @@
 """CLIP + a transformer classification head, fine-tuned fully (``baseline``) or with LoRA (``lora``).
 
 The loss is a masked contrastive loss (CLIP's symmetric InfoNCE over the pairs whose text truly
-describes the image, i.e. class 0) plus cross-entropy on the 7 classes, with equal weights by default.
+describes the image: ``valid_pair``, class 0 of the seven merged classes, or the valid-pair classes of the
+shards' own label set) plus cross-entropy over the shards' classes, with equal weights by default.
 In ``lora`` mode only the LoRA adapters on every attention ``out_proj`` of both towers (see
 :mod:`nbhelpers.lora`) and the head train; in ``baseline`` mode every weight does.
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import load_split
+from nbhelpers.data.taxonomy import NUM_CLASSES, label_set_of
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.fileio import sha256_file
 from nbhelpers.lora import add_lora
@@ -34,14 +36,16 @@ from nbhelpers.models.heads import CLIPClassifier
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import read_run_record
 from nbhelpers.train.recipes.base import (
-    CLASS_METRICS,
     RecipeConfig,
     RunResult,
+    class_task,
     eval_batches,
-    evaluate_7class,
+    evaluate_classifier,
+    headline,
     history_seconds,
     load_run_weights,
     manifests,
+    run_class_names,
     train_data,
     train_spec,
     write_metrics,
@@ -66,6 +70,9 @@ class ClipClassifierConfig(StartsFromClip, RecipeConfig):
     pretrained: str = param(
         "", help="open_clip tag (laion2b_s34b_b79k) or a local checkpoint; empty: random init"
     )
+    full_lr: float | None = param(
+        None, above=0.0, help="learning rate of baseline mode, where every weight trains (None: lr)"
+    )
     lora_rank: int = param(4, min=1)
     head_layers: int = param(2, min=1)
     head_heads: int = param(8, min=1)
@@ -76,6 +83,17 @@ class ClipClassifierConfig(StartsFromClip, RecipeConfig):
     def default_run_name(self) -> str:
         return f"clip_classifier_{self.mode}"
 
+    @property
+    def mode_lr(self) -> float:
+        """The peak learning rate of this mode: pretrained weights take a far smaller step when they all
+        train (``full_lr``) than when only new adapters and the head do (``lr``)."""
+        return self.full_lr if self.mode == "baseline" and self.full_lr is not None else self.lr
+
+    def identity_exclude(self) -> tuple[str, ...]:
+        if self.mode == "lora":
+            return ("full_lr",)
+        return ("lr",) if self.full_lr is not None else ()
+
     def check(self) -> None:
         super().check()
         check_patch_divides(self.model, self.image_size)
@@ -83,18 +101,21 @@ class ClipClassifierConfig(StartsFromClip, RecipeConfig):
             raise ConfigError("ce_weight: contrastive_weight and ce_weight cannot both be 0")
 
 
-def build_model(config: ClipClassifierConfig, weights: str | None = None) -> tuple[CLIPClassifier, Any, int]:
+def build_model(
+    config: ClipClassifierConfig, weights: str | None = None, num_classes: int = NUM_CLASSES
+) -> tuple[CLIPClassifier, Any, int]:
     """The classifier (with LoRA in ``lora`` mode), its tokenizer and its input image size.
 
     Args:
         config: the recipe's config.
         weights: the CLIP weights to start from, as :func:`~nbhelpers.train.recipes.clip.resolve_pretrained`
             gives them (None: random init, e.g. to load a trained run's checkpoint into).
+        num_classes: the head's outputs (the shards' classes).
     """
     clip, _, _, tokenizer = create_clip(config.model, pretrained=weights)
     if config.mode == "lora":
         add_lora(clip, rank=config.lora_rank)  # freezes every base weight of both towers
-    model = CLIPClassifier(clip, num_layers=config.head_layers, num_heads=config.head_heads)
+    model = CLIPClassifier(clip, num_classes, num_layers=config.head_layers, num_heads=config.head_heads)
     size = config.image_size or clip_image_size(clip)
     return model, tokenizer, size
 
@@ -115,7 +136,7 @@ def step(
 
 @torch.no_grad()
 def predict(model: nn.Module, data, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities ``(N, 7)`` and labels ``(N,)`` of a split held in memory."""
+    """Class probabilities ``(N, C)`` and labels ``(N,)`` of a split held in memory."""
     model.eval()
     device = next(model.parameters()).device
     probs, labels = [], []
@@ -130,17 +151,19 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     """Trains the classifier, evaluates it on ``eval_splits`` and writes the run directory."""
     config = ClipClassifierConfig.coerce(config)
     found = manifests(config)
+    class_names = label_set_of(found).names
     weights = config.pretrained_weights()
     config.bind(found)
     set_seed(config.seed)  # the initial weights are a function of the seed, whatever ran before
-    model, tokenizer, size = build_model(config, weights)
+    model, tokenizer, size = build_model(config, weights, len(class_names))
     data = train_data(config, found, size, tokenizer)
-    spec = train_spec(config, data.steps_per_epoch)
+    spec = train_spec(config, data.steps_per_epoch, lr=config.mode_lr)
     history = fit(model, lambda m, b: step(m, b, config), data.batches, spec, config=config.to_dict())
-    splits, summary = evaluate_7class(
+    splits, summary = evaluate_classifier(
         config.run_dir,
         lambda split: predict(model, load_split(found, split, size, tokenizer, limit=config.limit)),
         config.eval_split_list,
+        class_names,
     )
     primary = config.eval_split_list[0]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -150,9 +173,10 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
         notebook="06_train_clip_lora_classifier",
         method=f"clip_{config.mode}",
         modality="multimodal",
-        task="7class",
+        task=class_task(class_names),
+        classes=class_names,
         split=primary,
-        metrics={k: splits[primary][k] for k in CLASS_METRICS},
+        metrics=headline(splits[primary]),
         num_samples=data.num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history),
@@ -173,18 +197,20 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
 
     Returns:
         A :class:`TrainedRun` whose ``model`` is the :class:`CLIPClassifier` (with LoRA in ``lora``
-        mode), with parts ``"clip"`` (its CLIP), ``"image_tower"`` (``clip.visual``) and ``"head"``.
+        mode) over the run's classes (``class_names``), with parts ``"clip"`` (its CLIP), ``"image_tower"``
+        (``clip.visual``) and ``"head"``.
 
     Raises:
         RunNotFoundError: if the run, its config.json or every checkpoint is missing.
     """
     config = ClipClassifierConfig.load(run_dir, RECIPE.how)
-    model, tokenizer, size = build_model(config)
+    names = run_class_names(run_dir, config)
+    model, tokenizer, size = build_model(config, num_classes=len(names))
     load_run_weights(model, run_dir, RECIPE.how)
     return TrainedRun(
         recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=tokenizer,
         image_size=size, mean=CLIP_MEAN, std=CLIP_STD,
-        parts={"clip": model.clip, "image_tower": model.clip.visual, "head": model.head},
+        parts={"clip": model.clip, "image_tower": model.clip.visual, "head": model.head}, class_names=names,
     )  # fmt: skip
 
 
@@ -240,7 +266,7 @@ def comparison_table(results: dict[str, RunResult]) -> pd.DataFrame:
 
 
 def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Re-scores a finished run on ``split`` from config.json + its last checkpoint: ``(N, 7)`` probabilities
+    """Re-scores a finished run on ``split`` from config.json + its last checkpoint: ``(N, C)`` probabilities
     and ``(N,)`` labels, the split loaded as the run loaded it (image size, tokenizer, ``limit``).
 
     Raises:

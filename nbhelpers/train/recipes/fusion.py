@@ -17,6 +17,18 @@ Evaluation covers the source's seen and unseen development splits (``dev_seen``/
 Hateful Memes, whose test labels are not public; ``val``/``test``/``unseen`` for the synthetic
 benchmark) in one table; ``metrics.json`` carries the primary split's AUROC and accuracy.
 
+**What the heads predict** follows from the shards' label set alone (:func:`target_classes`), never from
+which samples happen to carry a ``hateful`` field:
+
+* the seven merged classes (every built-in source): the binary hateful label (the sample's ``hateful``:
+  Hateful Memes' own label, or the Hate class), one logit, BCE, ``task="binary"``, as above;
+* a label set of the user's own (any C >= 2 classes): the classes themselves, C logits, cross-entropy,
+  ``task="multiclass"``; reported as top-1 (``accuracy``) to top-3 accuracy (k <= C), macro F1 and the
+  macro one-vs-rest AUROC (with two classes: the binary AUROC of the second class, and its ROC curve).
+  ``prior_bias`` starts the output biases at the training split's log class frequencies (add-one
+  smoothed); ``pos_weight`` is for the binary task only. To train the binary hateful task on data of
+  your own, label it with the two classes ``("not hateful", "hateful")``.
+
 ``python -m nbhelpers.train fusion fusion=concat epochs=20`` runs it from the command line.
 """
 
@@ -34,6 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from torch import nn
@@ -42,21 +55,30 @@ from torchvision.transforms import v2
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.sampler import SeededBatchSampler
-from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED
-from nbhelpers.fileio import sha256_file
-from nbhelpers.metrics.classification import binary_report
+from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED, LabelSet, label_set_of
+from nbhelpers.fileio import read_json, sha256_file
+from nbhelpers.metrics.classification import binary_report, classification_report, one_vs_rest_auroc
 from nbhelpers.models.backbones import FeatureBackbone, OpenClipBackbone, build_backbone
-from nbhelpers.models.fusion import FUSIONS, FusionHead, HatefulMemesClassifier, binary_logit_loss
+from nbhelpers.models.fusion import (
+    FUSIONS,
+    HATEFUL_CLASSES,
+    FusionHead,
+    HatefulMemesClassifier,
+    binary_logit_loss,
+)
 from nbhelpers.train.engine import fit, resolve_mixed_precision
 from nbhelpers.train.identity import local_inputs, recorded_input
 from nbhelpers.train.recipes.base import (
+    CLASS_METRICS,
     RecipeConfig,
     RunResult,
     Timer,
+    class_task,
     epoch_steps,
     history_seconds,
     load_run_weights,
     manifests,
+    topk_ks,
     train_data,
     train_spec,
     write_metrics,
@@ -69,6 +91,8 @@ from nbhelpers.train.run_dir import RunNotFoundError, atomic_open
 NOTEBOOK = "07_hateful_memes_fusion"
 FEATURE_CACHE_DIR = ".features"
 _METRIC_KEYS = ("auroc", "accuracy", "positive_rate", "num_samples")
+#: The per-split figures of a head over a label set of the user's own (top-k for k up to its C classes).
+_CLASS_METRIC_KEYS = ("auroc", "accuracy", *CLASS_METRICS, "num_samples")
 
 
 @dataclass(frozen=True)
@@ -121,7 +145,10 @@ class FusionConfig(StartsFromClip, RecipeConfig):
         False, help="train the backbone end to end (slow) instead of freezing it"
     )
     pos_weight: float | None = param(None, min=0.0, help="weight of the hateful term of the BCE; None: 1")
-    prior_bias: bool = param(True, help="start the output bias at the training split's hateful log-odds")
+    prior_bias: bool = param(
+        True,
+        help="start the output bias at the training split's hateful log-odds (own classes: log class rates)",
+    )
     eval_splits: str = param("", help="comma-separated; empty: the source's seen and unseen splits")
     feature_batch_size: int = param(256, min=1, help="batch size of feature extraction and evaluation")
     feature_cache: bool = param(True, help="cache a frozen backbone's features under runs_dir/.features/")
@@ -174,9 +201,26 @@ class FusionConfig(StartsFromClip, RecipeConfig):
         return list(self.eval_plan.kinds)
 
 
+def target_classes(labels: LabelSet) -> tuple[str, ...] | None:
+    """What the heads predict on shards labelled with ``labels`` (see the module docstring): None for the
+    seven merged classes (the binary hateful label, one logit), else ``labels``' own classes."""
+    return None if labels.names == CLASSES else labels.names
+
+
+def run_target_classes(run_dir: str | os.PathLike, config: FusionConfig) -> tuple[str, ...] | None:
+    """What a run's head predicts, as :func:`target_classes` says: from its ``metrics.json`` (``task`` and
+    ``classes``), or for a run not finished yet from the shards ``config`` reads."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = read_json(path) if path.is_file() else None
+    if isinstance(metrics, dict) and metrics.get("task") in ("binary", "multiclass"):
+        return None if metrics["task"] == "binary" else tuple(metrics["classes"])
+    return target_classes(config.label_set())
+
+
 @dataclass
 class FeatureSplit:
-    """A split as backbone features: ``image`` (N, Di), ``text`` (N, Dt), ``target`` (N,) in {-1, 0, 1}."""
+    """A split as backbone features: ``image`` (N, Di), ``text`` (N, Dt), ``target`` (N,): the hateful
+    target in {-1, 0, 1} for a binary head, else the class label in ``-1..C-1`` (-1: unlabelled)."""
 
     image: torch.Tensor
     text: torch.Tensor
@@ -194,7 +238,7 @@ class FeatureSplit:
 
 
 def hateful_targets(labels: torch.Tensor, hateful: torch.Tensor) -> torch.Tensor:
-    """The binary target ``(N,)``: ``hateful`` (0/1), or ``UNLABELLED`` where the 7-class label is."""
+    """The binary target ``(N,)``: ``hateful`` (0/1), or ``UNLABELLED`` where the class label is."""
     return torch.where(labels == UNLABELLED, torch.full_like(hateful, UNLABELLED), hateful.long())
 
 
@@ -205,8 +249,8 @@ def resolve_weights(config: FusionConfig) -> str | None:
     return config.pretrained_weights()
 
 
-def build_head(config: FusionConfig, backbone: FeatureBackbone) -> FusionHead:
-    """A ``FusionHead`` sized for ``backbone``'s features."""
+def build_head(config: FusionConfig, backbone: FeatureBackbone, num_outputs: int = 1) -> FusionHead:
+    """A ``FusionHead`` sized for ``backbone``'s features, with one logit (binary) or one per class."""
     return FusionHead(
         backbone.image_dim,
         backbone.text_dim,
@@ -215,21 +259,25 @@ def build_head(config: FusionConfig, backbone: FeatureBackbone) -> FusionHead:
         pre_output_layers=config.pre_output_layers,
         dropout=(config.dropout_map, config.dropout_fused, config.dropout_pre_output),
         pre_output_dim=config.pre_output_dim,
+        num_outputs=num_outputs,
     )
 
 
-def build_model(config: FusionConfig, weights: str | None = None) -> HatefulMemesClassifier:
+def build_model(
+    config: FusionConfig, weights: str | None = None, num_outputs: int = 1
+) -> HatefulMemesClassifier:
     """The backbone (frozen unless ``trainable_backbone``) with ``weights`` and a fresh fusion head.
 
     Args:
         config: the recipe's config.
         weights: what :func:`resolve_weights` gives (None: random init, or the hf: id's own weights).
+        num_outputs: 1 (the binary hateful task) or the number of classes of the shards' own label set.
     """
     # The head's initial weights must not depend on what ran before in the process (e.g. training the
     # CLIP that ``run:clip`` names): seed here, not only in ``fit``.
     set_seed(config.seed)
     backbone = build_backbone(config.backbone, pretrained=weights, trainable=config.trainable_backbone)
-    return HatefulMemesClassifier(backbone, build_head(config, backbone))
+    return HatefulMemesClassifier(backbone, build_head(config, backbone, num_outputs))
 
 
 def training_positive_rate(found: Sequence[Mapping], split: str) -> float:
@@ -260,6 +308,27 @@ def init_prior_bias(head: FusionHead, positive_rate: float, pos_weight: float | 
         head.output.bias.fill_(math.log(odds))
 
 
+def training_class_rates(found: Sequence[Mapping], split: str, classes: Sequence[str]) -> list[float]:
+    """Each class's share of ``split`` across the manifests (from their class counts), add-one smoothed
+    (``(n_c + 1) / (N + C)``) so that a class absent from training still has a finite log-prior."""
+    counts = [sum(m["splits"][split]["class_counts"].get(name, 0) for m in found) for name in classes]
+    total = sum(counts) + len(classes)
+    return [(n + 1) / total for n in counts]
+
+
+def init_class_prior_bias(head: FusionHead, class_rates: Sequence[float]) -> None:
+    """Sets a C-output head's biases to the log class rates, so that the untrained head predicts the
+    training split's class frequencies (:func:`init_prior_bias`'s prior initialisation, per class).
+
+    Raises:
+        ValueError: if there is not one rate per output.
+    """
+    if len(class_rates) != head.num_outputs:
+        raise ValueError(f"class_rates: need {head.num_outputs} rates, got {len(class_rates)}")
+    with torch.no_grad():
+        head.output.bias.copy_(torch.log(torch.tensor(list(class_rates), dtype=head.output.bias.dtype)))
+
+
 def image_normalisation(backbone: FeatureBackbone) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The ``(mean, std)`` the backbone's ``image_transform`` normalises with.
 
@@ -280,7 +349,7 @@ def _autocast(config: FusionConfig, device: torch.device):
 
 @torch.no_grad()
 def extract_features(
-    backbone: FeatureBackbone, data: TensorSplit, batch_size: int = 256, autocast=None
+    backbone: FeatureBackbone, data: TensorSplit, batch_size: int = 256, autocast=None, binary: bool = True
 ) -> FeatureSplit:
     """Pooled image and text features of every sample of a split held in memory.
 
@@ -289,9 +358,10 @@ def extract_features(
         data: a split loaded at ``backbone.image_size`` (uint8 images and raw texts).
         batch_size: samples per forward pass.
         autocast: an optional autocast context (half precision on a GPU).
+        binary: targets are the hateful label (True) or the class labels (a label set of the user's own).
 
     Returns:
-        Float32 features on the CPU, with the hateful targets of the split.
+        Float32 features on the CPU, with the targets of the split.
     """
     was_training = backbone.training
     backbone.eval()
@@ -307,12 +377,14 @@ def extract_features(
     return FeatureSplit(
         image=torch.cat(images),
         text=torch.cat(texts),
-        target=hateful_targets(data.labels, data.hateful),
+        target=hateful_targets(data.labels, data.hateful) if binary else data.labels.clone(),
         keys=list(data.keys),
     )
 
 
-def _cache_file(config: FusionConfig, weights: str | None, found: Sequence[Mapping], split: str) -> Path:
+def _cache_file(
+    config: FusionConfig, weights: str | None, found: Sequence[Mapping], split: str, binary: bool = True
+) -> Path:
     """Where a frozen backbone's features of ``split`` are cached: a hash of everything they depend on."""
 
     def stamp(path: str | os.PathLike) -> list:
@@ -327,6 +399,8 @@ def _cache_file(config: FusionConfig, weights: str | None, found: Sequence[Mappi
         "split": split,
         "limit": config.limit,
     }
+    if not binary:  # class targets (binary caches keep the key they always had)
+        key["target"] = "classes"
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return Path(config.runs_dir) / FEATURE_CACHE_DIR / f"{split}-{digest}.pt"
 
@@ -337,6 +411,7 @@ def split_features(
     found: Sequence[Mapping],
     split: str,
     weights: str | None,
+    binary: bool = True,
 ) -> FeatureSplit:
     """The features of ``split``: read from the cache when allowed and present, else extracted (and cached).
 
@@ -346,15 +421,16 @@ def split_features(
         found: the sources' manifests.
         split: the split to read.
         weights: the resolved ``pretrained`` (part of the cache key).
+        binary: hateful targets (True) or class labels (see :func:`extract_features`).
     """
-    path = _cache_file(config, weights, found, split)
+    path = _cache_file(config, weights, found, split, binary)
     if config.feature_cache and path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         return FeatureSplit(saved["image"], saved["text"], saved["target"], saved["keys"])
     device = PartialState().device
     backbone.to(device)
     data = load_split(found, split, backbone.image_size, None, limit=config.limit)
-    features = extract_features(backbone, data, config.feature_batch_size, _autocast(config, device))
+    features = extract_features(backbone, data, config.feature_batch_size, _autocast(config, device), binary)
     if config.feature_cache and PartialState().is_main_process:
         with atomic_open(path, "wb") as f:
             torch.save(vars(features), f)
@@ -382,27 +458,31 @@ def feature_batches(
             yield {
                 "image_features": features.image[index],
                 "text_features": features.text[index],
-                "hateful": features.target[index],
+                "target": features.target[index],
             }
 
     return batches
 
 
 def step(
-    model: nn.Module, batch: dict[str, Any], pos_weight: float | None = None
+    model: nn.Module, batch: dict[str, Any], pos_weight: float | None = None, binary: bool = True
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """BCE on one batch: of precomputed features (a ``FusionHead``) or of images and texts (a classifier)."""
+    """The loss of one batch, of precomputed features (a ``FusionHead``) or of images and texts (a
+    classifier): BCE on the hateful target (``binary``), else cross-entropy on the class labels."""
     if "image_features" in batch:
         logits = model(batch["image_features"], batch["text_features"])
-        target = batch["hateful"]
+        target = batch["target"]
     else:
         logits = model(batch["image"], batch["text"])
-        target = hateful_targets(batch["label"], batch["hateful"])
-    loss = binary_logit_loss(logits, target, pos_weight)
+        target = hateful_targets(batch["label"], batch["hateful"]) if binary else batch["label"]
     keep = target != UNLABELLED
-    accuracy = (
-        ((logits[keep] > 0).long() == target[keep]).float().mean() if keep.any() else logits.new_zeros(())
-    )
+    if binary:
+        loss = binary_logit_loss(logits, target, pos_weight)
+        predicted = (logits > 0).long()
+    else:
+        loss = F.cross_entropy(logits[keep], target[keep]) if keep.any() else logits.sum() * 0.0
+        predicted = logits.argmax(-1)
+    accuracy = (predicted[keep] == target[keep]).float().mean() if keep.any() else logits.new_zeros(())
     return loss, {"train_acc": accuracy.item()}
 
 
@@ -410,13 +490,15 @@ def step(
 def predict(
     head: FusionHead, features: FeatureSplit, batch_size: int = 1024
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hateful probabilities ``(N,)`` and targets ``(N,)`` of the labelled samples of a feature split."""
+    """The labelled samples' predictions and targets ``(N,)``: hateful probabilities ``(N,)`` of a binary
+    head, class probabilities ``(N, C)`` of a head with one output per class."""
     was_training = head.training
     head.eval()
     device = next(head.parameters()).device
     features = features.labelled()
+    normalise = torch.sigmoid if head.num_outputs == 1 else (lambda logits: logits.softmax(-1))
     scores = [
-        torch.sigmoid(
+        normalise(
             head(
                 features.image[i : i + batch_size].to(device), features.text[i : i + batch_size].to(device)
             ).float()
@@ -427,16 +509,43 @@ def predict(
     return torch.cat(scores).numpy(), features.target.numpy()
 
 
+def class_report(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """The figures of a head over a label set of the user's own: the classification report (top-k for
+    k <= min(3, C), per class, macro F1, confusion), ``accuracy`` (its top-1), ``auroc`` (macro one-vs-rest;
+    the binary AUROC of the second class when C = 2) and, for C = 2, the ``roc`` of the second class."""
+    report = classification_report(probs, labels, topk_ks(len(classes)), classes)
+    report["accuracy"] = report["top1"]
+    report["auroc"] = one_vs_rest_auroc(probs, labels)
+    if len(classes) == 2:
+        report["roc"] = binary_report(probs[:, 1], labels)["roc"]
+    return report
+
+
+def score_split(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str] | None) -> dict[str, Any]:
+    """:func:`~nbhelpers.metrics.classification.binary_report` of a binary head (``classes`` None), else
+    :func:`class_report`; both hold ``auroc`` and ``accuracy``."""
+    return binary_report(scores, labels) if classes is None else class_report(scores, labels, classes)
+
+
 def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     """Trains the fusion head (and the backbone if ``trainable_backbone``), evaluates, writes the run."""
     config = FusionConfig.coerce(config)
     found = manifests(config)
     plan = config.eval_plan
+    classes = target_classes(label_set_of(found))
+    binary = classes is None
+    if not binary and config.pos_weight is not None:
+        raise ConfigError(
+            f"pos_weight: weighs the hateful term of the binary task; these shards' classes {list(classes)} "
+            "are trained with cross-entropy: leave it None"
+        )
     weights = config.pretrained_weights()
     config.bind(found)
-    model = build_model(config, weights)
-    if config.prior_bias:
+    model = build_model(config, weights, 1 if binary else len(classes))
+    if config.prior_bias and binary:
         init_prior_bias(model.head, training_positive_rate(found, config.train_split), config.pos_weight)
+    elif config.prior_bias:
+        init_class_prior_bias(model.head, training_class_rates(found, config.train_split, classes))
     backbone = model.backbone
 
     with Timer() as feature_timer:
@@ -448,7 +557,7 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
             trained: nn.Module = model
         else:
             features = {
-                s: split_features(config, backbone, found, s, weights)
+                s: split_features(config, backbone, found, s, weights, binary)
                 for s in [config.train_split, *plan.kinds]
             }
             train = features[config.train_split].labelled()
@@ -461,17 +570,17 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     def dev_features(m: nn.Module) -> FeatureSplit:
         if not config.trainable_backbone:
             return features[plan.dev]
-        return extract_features(m.backbone, dev_data, config.feature_batch_size)
+        return extract_features(m.backbone, dev_data, config.feature_batch_size, binary=binary)
 
     def evaluate(m: nn.Module, epoch: int) -> dict[str, float]:
         head = m.head if isinstance(m, HatefulMemesClassifier) else m
-        report = binary_report(*predict(head, dev_features(m)))
+        report = score_split(*predict(head, dev_features(m)), classes)
         return {"dev_auroc": report["auroc"], "dev_accuracy": report["accuracy"]}
 
     spec = train_spec(config, steps)
     history = fit(
         trained,
-        lambda m, b: step(m, b, config.pos_weight),
+        lambda m, b: step(m, b, config.pos_weight, binary),
         batches,
         spec,
         evaluate=evaluate,
@@ -482,22 +591,29 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     for split in plan.kinds:
         if config.trainable_backbone:
             data_split = load_split(found, split, backbone.image_size, None, limit=config.limit)
-            split_feats = extract_features(backbone, data_split, config.feature_batch_size)
+            split_feats = extract_features(backbone, data_split, config.feature_batch_size, binary=binary)
         else:
             split_feats = features[split]
         scores, labels = predict(model.head, split_feats)
-        reports[split] = binary_report(scores, labels)
-        np.savez_compressed(config.run_dir / f"predictions_{split}.npz", scores=scores, labels=labels)
+        reports[split] = score_split(scores, labels, classes)
+        if PartialState().is_main_process:  # every process predicts the same; one writes
+            # A binary run saves its hateful probabilities as "scores", a class run its (N, C) "probs".
+            saved = {"scores": scores} if binary else {"probs": scores}
+            np.savez_compressed(config.run_dir / f"predictions_{split}.npz", labels=labels, **saved)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    keys = _METRIC_KEYS if binary else _CLASS_METRIC_KEYS
+    top_level = ("auroc", "accuracy") if binary else tuple(k for k in keys if k != "num_samples")
+    primary_report = reports[plan.primary]
     metrics = write_metrics(
         config.run_dir,
         recipe="fusion",
         notebook=NOTEBOOK,
         method=f"hateclipper_{config.fusion}",
         modality="multimodal",
-        task="binary",
+        task="binary" if binary else class_task(classes),
+        classes=HATEFUL_CLASSES if binary else classes,
         split=plan.primary,
-        metrics={k: reports[plan.primary][k] for k in ("auroc", "accuracy")},
+        metrics={k: primary_report[k] for k in top_level if k in primary_report},
         num_samples=num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history),
@@ -508,7 +624,7 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
         trainable_backbone=config.trainable_backbone,
         trainable_parameters=trainable,
         dev_split=plan.dev,
-        splits={s: {"kind": plan.kinds[s], **{k: r[k] for k in _METRIC_KEYS}} for s, r in reports.items()},
+        splits={s: {"kind": plan.kinds[s], **{k: r[k] for k in keys if k in r}} for s, r in reports.items()},
     )
     return RunResult(config.run_dir, metrics, history, extra={"reports": reports, "model": model})
 
@@ -546,14 +662,16 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
     Returns:
         A :class:`TrainedRun` whose ``model`` is the :class:`HatefulMemesClassifier` (it takes raw
         captions: ``tokenizer`` is None), with parts ``"backbone"`` and ``"head"``, and for an open_clip
-        backbone ``"clip"`` (its CLIP) and ``"image_tower"`` (``clip.visual``).
+        backbone ``"clip"`` (its CLIP) and ``"image_tower"`` (``clip.visual``); ``class_names`` are
+        :data:`~nbhelpers.models.fusion.HATEFUL_CLASSES` for a binary head, else the run's classes.
 
     Raises:
         RunNotFoundError: if the run, its config.json, the last checkpoint or the backbone weights of
             ``run:<name>`` are missing.
     """
     config = FusionConfig.load(run_dir, RECIPE.how)
-    model = build_model(config, backbone_weights(run_dir, config))
+    classes = run_target_classes(run_dir, config)
+    model = build_model(config, backbone_weights(run_dir, config), 1 if classes is None else len(classes))
     load_run_weights(model if config.trainable_backbone else model.head, run_dir, RECIPE.how)
     model.eval()
     backbone = model.backbone
@@ -564,11 +682,13 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
     return TrainedRun(
         recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=None,
         image_size=backbone.image_size, mean=mean, std=std, parts=parts,
+        class_names=HATEFUL_CLASSES if classes is None else classes,
     )  # fmt: skip
 
 
 def split_table(metrics: Mapping[str, Any], name: str | None = None) -> pd.DataFrame:
-    """One row per evaluated split of a run's ``metrics.json``: kind (seen/unseen), AUROC, accuracy, n."""
+    """One row per evaluated split of a run's ``metrics.json``: kind (seen/unseen), AUROC, accuracy, n
+    (and a class run's top-k and macro F1)."""
     rows = [{"split": split, **values} for split, values in metrics["splits"].items()]
     frame = pd.DataFrame(rows).set_index("split")
     if name is not None:
@@ -577,10 +697,12 @@ def split_table(metrics: Mapping[str, Any], name: str | None = None) -> pd.DataF
 
 
 def roc_curves(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """``{split: (fpr, tpr, auroc)}`` from a run's reports, as :func:`nbhelpers.plots.roc_plot` takes."""
+    """``{split: (fpr, tpr, auroc)}`` from a run's reports, as :func:`nbhelpers.plots.roc_plot` takes
+    (empty for a head over three or more classes: one-vs-rest has no single curve)."""
     return {
         split: (np.asarray(r["roc"]["fpr"]), np.asarray(r["roc"]["tpr"]), r["auroc"])
         for split, r in reports.items()
+        if "roc" in r
     }
 
 
@@ -620,8 +742,9 @@ def comparison_table(results: Mapping[str, RunResult]) -> pd.DataFrame:
 
 
 def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Re-scores a finished run on ``split``: hateful probabilities ``(N,)`` and targets ``(N,)`` of its
-    labelled samples, from the backbone's weights and the head's last checkpoint.
+    """Re-scores a finished run on ``split``: hateful probabilities ``(N,)`` (a binary run) or class
+    probabilities ``(N, C)``, and targets ``(N,)`` of its labelled samples, from the backbone's weights and
+    the head's last checkpoint.
 
     The features are extracted afresh by the rebuilt backbone (the feature cache is not read), so the
     scores come from the run's weights alone.
@@ -633,7 +756,10 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     trained = load_trained(run_dir)
     config, model = trained.config, trained.model
     data = load_split(manifests(config), split, model.backbone.image_size, None, limit=config.limit)
-    return predict(model.head, extract_features(model.backbone, data, config.feature_batch_size))
+    binary = model.head.num_outputs == 1
+    return predict(
+        model.head, extract_features(model.backbone, data, config.feature_batch_size, binary=binary)
+    )
 
 
 def display_name(metrics: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ class TrainedRun:
         mean, std: the per-channel normalisation of the model's pictures (None: no pictures).
         parts: named sub-modules an explainer needs, documented by each recipe's ``load_trained``
             (e.g. ``"image_tower"``, ``"head"``, ``"cnn"``).
+        class_names: the classes the model's outputs range over, in order (None: no classifier).
     """
 
     recipe: str
@@ -57,6 +58,7 @@ class TrainedRun:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     parts: dict[str, nn.Module] = field(default_factory=dict)
+    class_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,12 @@ Methods (``method``):
 One ``nn.Module`` per method holds every network and the loss (DINO's centre is a buffer), so one
 checkpoint captures the whole training state.
 
+**Several processes** (``accelerate launch --num_processes N``): every statistic over the batch is over
+the global batch. The losses gather or all-reduce theirs (:mod:`nbhelpers.losses.distributed`: Barlow
+Twins' standardisation and cross-correlation, DINO's centre and mean, CASS's mean), and the networks'
+BatchNorm layers (ResNets, the Barlow Twins projector, DINO's head on a ResNet) become ``SyncBatchNorm``
+(:func:`~nbhelpers.train.recipes.base.sync_batchnorm`), as in the reference code of DINO and Barlow Twins.
+
 **Views.** The augmentations are DINO's / Barlow Twins' (crop, flip, colour jitter, grayscale, blur,
 solarize), applied here to whole uint8 batches on the training device with per-sample random
 parameters: a torchvision per-image pipeline costs about 8 ms an image for 6 crops on one CPU core, as
@@ -37,7 +43,8 @@ backbone features of the train split, scored on each eval split, next to the sam
 architecture at its initial weights (the run's seed). On the synthetic benchmark the 7-class label is an
 interaction of picture and caption, so an image-only probe of it is at chance by construction; the probes
 therefore read out the picture's own colour (``attributes.image.colour`` in each sample's json), and the
-7-class probe is reported next to it.
+7-class probe is reported next to it. Shards labelled with a label set of the user's own have the probe
+``classes`` (over its classes) instead of ``7class``; with no colour recorded, ``auto`` probes it.
 
 ``python -m nbhelpers.train ssl method=barlow_twins epochs=3`` runs it from the command line.
 """
@@ -65,6 +72,7 @@ from nbhelpers.config import ConfigError, param
 from nbhelpers.data.loader import make_loader, make_pipeline
 from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES, UNSEEN_SHAPES
+from nbhelpers.data.taxonomy import CLASSES, label_set_of
 from nbhelpers.losses import (
     BarlowTwinsLoss,
     CASSLoss,
@@ -91,6 +99,7 @@ from nbhelpers.train.recipes.base import (
     history_seconds,
     load_run_weights,
     manifests,
+    sync_batchnorm,
     train_spec,
     write_metrics,
 )
@@ -103,8 +112,11 @@ BACKBONES = (*CNN_BACKBONES, *VIT_CONFIGS)
 SHARDS = "shards"
 #: The synthetic pictures' ground-truth attributes (json ``attributes.image``) and their values.
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": COLOUR_NAMES, "shape": (*SEEN_SHAPES, *UNSEEN_SHAPES)}
-#: Labels of the shards the probes can read out: a picture attribute, or the 7-class label.
-SHARD_LABELS = (*ATTRIBUTES, "7class")
+#: The shards' class label as a probe: ``7class`` for the seven merged classes, ``classes`` for a label set
+#: of the user's own.
+CLASS_LABELS = ("7class", "classes")
+#: Labels of the shards the probes can read out: a picture attribute, or the shards' class label.
+SHARD_LABELS = (*ATTRIBUTES, *CLASS_LABELS)
 NOTEBOOK = "04_train_ssl_vision"
 
 
@@ -128,7 +140,9 @@ class SSLConfig(RecipeConfig):
     image_column: str = param("", help="HF dataset: the image column ('': the first Image feature)")
     label_column: str = param("", help="HF dataset: the label column ('': the first ClassLabel feature)")
     probe_label: str = param(
-        "auto", help="auto (shards: colour; HF: the label column) | colour | shape | 7class"
+        "auto",
+        help="auto (shards: colour, else their classes; HF: the label column) | colour | shape | 7class | "
+        "classes (shards of your own label set)",
     )
     # Views
     global_scale_min: float = param(0.4, min=0.01, help="global crops cover [this, 1] of the image")
@@ -245,14 +259,15 @@ def _to_uint8(size: int) -> v2.Compose:
 def load_shard_images(
     found: list[dict[str, Any]], split: str, size: int, limit: int | None = None
 ) -> ImageSet:
-    """A split of the shards at ``size`` px, with the 7-class label and, for the synthetic benchmark, the
+    """A split of the shards at ``size`` px, with their class label (``7class`` for the seven merged
+    classes, ``classes`` for a label set of the user's own) and, for the synthetic benchmark, the
     picture's ground-truth colour and shape (from each sample's json ``attributes.image``).
 
     Raises:
         ValueError: if the split has no labelled sample.
     """
-    from nbhelpers.data.taxonomy import CLASSES
-
+    classes = label_set_of(found).names
+    class_label = "7class" if classes == CLASSES else "classes"
     pipeline = make_pipeline(found, split, batch_size=256, image_transform=_to_uint8(size), limit=limit)
     images, labels, colours, shapes = [], [], [], []
     for batch in make_loader(pipeline):
@@ -264,8 +279,8 @@ def load_shard_images(
             shapes.append(ATTRIBUTES["shape"].index(picture["shape"]) if "shape" in picture else -1)
     if not labels:
         raise ValueError(f"split {split!r} has no labelled samples")
-    named = {"7class": torch.cat(labels)}
-    names = {"7class": CLASSES}
+    named = {class_label: torch.cat(labels)}
+    names = {class_label: classes}
     for key, values in (("colour", colours), ("shape", shapes)):
         if min(values) >= 0:  # only sources that record the attribute (the synthetic benchmark)
             named[key] = torch.tensor(values)
@@ -695,19 +710,30 @@ def probe_table(probes: dict[str, dict[str, dict[str, float]]], method: str) -> 
 # ------------------------------------------------------------------------------------------------- run
 
 
+def probe_label_of(config: SSLConfig, data: ImageSet) -> str:
+    """The label the run's headline probe reads out: ``probe_label``, or for ``auto`` on shards that
+    record no picture colour (shards of the user's own), their class label.
+
+    Raises:
+        ConfigError: if the data does not record that label.
+    """
+    label = config.primary_label
+    if config.probe_label == "auto" and config.reads_shards and label not in data.labels:
+        label = next((lb for lb in CLASS_LABELS if lb in data.labels), label)
+    if label not in data.labels:
+        raise ConfigError(f"probe_label: {label!r} is not recorded by this data; it has {list(data.labels)}")
+    return label
+
+
 def run(config: SSLConfig | dict[str, Any]) -> RunResult:
     """Pre-trains the encoder(s), probes them and their initialisation, and writes the run directory."""
     config = SSLConfig.coerce(config)
     config.bind(manifests(config) if config.reads_shards else [])
     train = load_images(config, config.train_split)
-    labels = [config.primary_label] + [
-        lb for lb in ("7class",) if lb in train.labels and lb != config.primary_label
-    ]
-    if config.primary_label not in train.labels:
-        raise ConfigError(
-            f"probe_label: {config.primary_label!r} is not recorded by this data; it has {list(train.labels)}"
-        )
-    model = build_model(config)
+    primary_label = probe_label_of(config, train)
+    labels = [primary_label] + [lb for lb in CLASS_LABELS if lb in train.labels and lb != primary_label]
+    state = PartialState()
+    model = sync_batchnorm(build_model(config), state.num_processes, state.device)
     views = make_views(config)
     batches, steps = train_batches(config, train)
     spec = train_spec(config, steps)
@@ -726,7 +752,7 @@ def run(config: SSLConfig | dict[str, Any]) -> RunResult:
     probes = probe_encoders(
         {**trained, **{k: m.to(device) for k, m in initial.items()}}, train, evals, labels, config
     )
-    primary, label = config.eval_split_list[0], config.primary_label
+    primary, label = config.eval_split_list[0], primary_label
     main_encoder = next(iter(trained))
     scores, random_scores = (
         probes[primary][label][main_encoder],

@@ -2,7 +2,8 @@
 
 Kiela et al. (2020, "The Hateful Memes Challenge") built their benchmark so that unimodal models fail:
 a meme's meaning lies in how its picture and its text combine. This recipe trains the two unimodal
-baselines of that paper on the same 7-class task:
+baselines of that paper on the same classification task (the seven merged classes, or the shards' own
+label set):
 
 * ``text``: a BERT-family sequence classifier (Devlin et al., 2019) on the caption, tokenised inside the
   training step by the model's own Hugging Face tokenizer (``bert-base-uncased`` on a T4; in the demo a
@@ -18,7 +19,8 @@ engine, so a killed run resumes and a finished one is only re-evaluated.
 
 On the synthetic benchmark the label is ``(picture colour - caption colour) mod 7``, independent of each
 modality alone, so all three stay at chance (1/7) on held-out data by construction: the premise every
-multimodal notebook after this one starts from.
+multimodal notebook after this one starts from. On shards of another label set, chance is 1/C for its C
+classes (``chance_top1`` in ``metrics.json``).
 
 ``python -m nbhelpers.train unimodal model=text epochs=3`` runs it from the command line.
 """
@@ -26,7 +28,6 @@ multimodal notebook after this one starts from.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,11 +39,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import transformers
+from accelerate import PartialState
 from torch import nn
 
 from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
-from nbhelpers.data.taxonomy import NUM_CLASSES
+from nbhelpers.data.taxonomy import CLASSES, label_set_of
 from nbhelpers.metrics.classification import classification_report
 from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD
 from nbhelpers.models.unimodal import (
@@ -56,16 +58,19 @@ from nbhelpers.models.unimodal import (
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import bind_run, file_input, local_inputs
 from nbhelpers.train.recipes.base import (
-    CLASS_METRICS,
     RecipeConfig,
     RunResult,
     TrainData,
+    class_task,
     eval_batches,
+    headline,
     history_seconds,
     load_run_weights,
     manifests,
     read_metrics,
+    run_class_names,
     split_summary,
+    topk_ks,
     train_data,
     train_spec,
     write_metrics,
@@ -86,8 +91,6 @@ TINY_BERT_CONFIG = {
     "num_attention_heads": 2,
     "intermediate_size": 256,
 }
-#: log(7): the cross-entropy of a uniform guess over the seven classes, where an uninformed model sits.
-CHANCE_LOSS = math.log(NUM_CLASSES)
 NOTEBOOK = "02_unimodal_baselines"
 
 
@@ -186,14 +189,18 @@ def resolve_text_model(name: str) -> str:
     return name
 
 
-def build_text_model(config: UnimodalConfig, pretrained: bool = True) -> TextClassifier:
-    """The text classifier of ``config.text_model`` with a new 7-class head.
+def build_text_model(
+    config: UnimodalConfig, pretrained: bool = True, class_names: Sequence[str] = CLASSES
+) -> TextClassifier:
+    """The text classifier of ``config.text_model`` with a new head over ``class_names``.
 
     Args:
         config: the recipe config.
         pretrained: load the encoder's weights; False builds the architecture only (to load a run's
             checkpoint without fetching weights that would be overwritten).
+        class_names: the classes of the head.
     """
+    num = len(class_names)
     if config.text_model == TINY_BERT:
         # bert-base-uncased's WordPiece vocabulary, from the packaged MiniLM when installed (same vocab).
         tokenizer = transformers.AutoTokenizer.from_pretrained(
@@ -202,29 +209,34 @@ def build_text_model(config: UnimodalConfig, pretrained: bool = True) -> TextCla
         bert = transformers.BertConfig(
             vocab_size=tokenizer.vocab_size,
             max_position_embeddings=config.text_max_length,
-            num_labels=NUM_CLASSES,
+            num_labels=num,
             **TINY_BERT_CONFIG,
-            **label_maps(NUM_CLASSES),
+            **label_maps(num, class_names),
         )
         return TextClassifier.from_config(bert, tokenizer, config.text_max_length)
     source = resolve_text_model(config.text_model)
     if pretrained:
-        return TextClassifier.from_pretrained(source, NUM_CLASSES, config.text_max_length)
+        return TextClassifier.from_pretrained(source, num, config.text_max_length, class_names)
     hf_config = transformers.AutoConfig.from_pretrained(
-        source, num_labels=NUM_CLASSES, **label_maps(NUM_CLASSES)
+        source, num_labels=num, **label_maps(num, class_names)
     )
     tokenizer = transformers.AutoTokenizer.from_pretrained(source)
     return TextClassifier.from_config(hf_config, tokenizer, config.text_max_length)
 
 
-def build_image_model(config: UnimodalConfig, pretrained: bool = True) -> ImageClassifier:
-    """ResNet-18 with a 7-class head (ImageNet weights when ``image_weights`` names them and ``pretrained``)."""
+def build_image_model(
+    config: UnimodalConfig, pretrained: bool = True, num_classes: int = len(CLASSES)
+) -> ImageClassifier:
+    """ResNet-18 with a new ``num_classes`` head (ImageNet weights when ``image_weights`` names them and
+    ``pretrained``)."""
     weights = (config.image_weights or None) if pretrained else None
-    return ImageClassifier(NUM_CLASSES, small_image=config.small_image_stem, weights=weights)
+    return ImageClassifier(num_classes, small_image=config.small_image_stem, weights=weights)
 
 
-def build_model(config: UnimodalConfig, kind: str, pretrained: bool = True) -> nn.Module:
-    """The ``text`` or ``image`` model, initialised from ``config.seed``.
+def build_model(
+    config: UnimodalConfig, kind: str, pretrained: bool = True, class_names: Sequence[str] = CLASSES
+) -> nn.Module:
+    """The ``text`` or ``image`` model over ``class_names``, initialised from ``config.seed``.
 
     Raises:
         ValueError: for a kind other than ``text`` or ``image``.
@@ -232,7 +244,9 @@ def build_model(config: UnimodalConfig, kind: str, pretrained: bool = True) -> n
     if kind not in ("text", "image"):
         raise ValueError(f"kind must be 'text' or 'image' (late fusion has no model), got {kind!r}")
     torch.manual_seed(config.seed)
-    return build_text_model(config, pretrained) if kind == "text" else build_image_model(config, pretrained)
+    if kind == "text":
+        return build_text_model(config, pretrained, class_names)
+    return build_image_model(config, pretrained, len(class_names))
 
 
 def model_inputs(batch: Mapping[str, Any], kind: str) -> Any:
@@ -252,7 +266,7 @@ def step(model: nn.Module, batch: Mapping[str, Any], kind: str) -> tuple[torch.T
 def predict(
     model: nn.Module, data: TensorSplit, kind: str, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities ``(N, 7)`` and labels ``(N,)`` of a split held in memory, in its order."""
+    """Class probabilities ``(N, C)`` and labels ``(N,)`` of a split held in memory, in its order."""
     model.eval()
     device = next(model.parameters()).device
     probs, labels = [], []
@@ -279,7 +293,10 @@ def _monitor(data: TensorSplit, split: str, kind: str):
 def _save_predictions(
     run_dir: Path, split: str, labels: np.ndarray, keys: list[str], **arrays: np.ndarray
 ) -> None:
-    np.savez_compressed(run_dir / f"predictions_{split}.npz", labels=labels, keys=np.asarray(keys), **arrays)
+    if PartialState().is_main_process:  # every process predicts the same; one writes
+        np.savez_compressed(
+            run_dir / f"predictions_{split}.npz", labels=labels, keys=np.asarray(keys), **arrays
+        )
 
 
 def train_one(
@@ -288,14 +305,18 @@ def train_one(
     data: TrainData,
     evals: Mapping[str, TensorSplit],
     monitor: TensorSplit | None = None,
+    class_names: Sequence[str] = CLASSES,
 ) -> RunResult:
     """Trains the ``kind`` model with the engine, scores it on ``evals`` and writes its run directory.
 
     ``train_seconds`` is the sum of the engine's per-epoch times in ``history.json``, so a resumed or
     re-evaluated run reports the training it actually cost, not the seconds of the last call.
+
+    Args:
+        class_names: the classes of the shards (the model's outputs, in order).
     """
     run_dir = config.model_run_dir(kind)  # bound by run()
-    model = build_model(config, kind)
+    model = build_model(config, kind, class_names=class_names)
     spec = train_spec(
         config, data.steps_per_epoch, run_dir=run_dir, lr=config.text_lr if kind == "text" else config.lr
     )
@@ -306,7 +327,7 @@ def train_one(
     reports = {}
     for split, split_data in evals.items():
         probs, labels = predict(model, split_data, kind)
-        reports[split] = classification_report(probs, labels, ks=(1, 2, 3))
+        reports[split] = classification_report(probs, labels, topk_ks(len(class_names)), class_names)
         _save_predictions(run_dir, split, labels, split_data.keys, probs=probs)
     primary = config.eval_split_list[0]
     metrics = write_metrics(
@@ -315,14 +336,15 @@ def train_one(
         notebook=NOTEBOOK,
         method="bert_classifier" if kind == "text" else "resnet18_classifier",
         modality=kind,
-        task="7class",
+        task=class_task(class_names),
+        classes=class_names,
         split=primary,
-        metrics={k: reports[primary][k] for k in CLASS_METRICS},
+        metrics=headline(reports[primary]),
         num_samples=data.num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history),
         model=config.text_model if kind == "text" else "resnet18",
-        chance_top1=1 / NUM_CLASSES,
+        chance_top1=1 / len(class_names),
         trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         splits=split_summary(reports),
     )
@@ -333,13 +355,14 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
     """Late fusion of the finished ``text`` and ``image`` runs of ``config``: ``argmax(p_text + p_image)``.
 
     Reads both runs' ``predictions_<split>.npz`` for every eval split and writes the late-fusion run:
-    ``predictions_<split>.npz`` with ``scores`` (the sum, ``(N, 7)``), ``probs`` (the sum halved, a
+    ``predictions_<split>.npz`` with ``scores`` (the sum, ``(N, C)``), ``probs`` (the sum halved, a
     probability vector with the same argmax) and ``labels``; ``metrics.json`` with ``epochs`` 0 and
     ``train_seconds`` the two trainings' sum.
 
     Raises:
         FileNotFoundError: if a run or one of its prediction files is missing.
-        ValueError: if the two runs scored different samples, or in a different order.
+        ValueError: if the two runs scored different samples, or in a different order, or over different
+            classes.
     """
     found = manifests(config) if found is None else found
     for kind in ("text", "image"):
@@ -356,7 +379,7 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
             )
         inputs[kind] = file_input(checkpoint)
     out = config.bind_kind("late_fusion", found, inputs)
-    reports = {}
+    predictions = {}
     for split in config.eval_split_list:
         loaded = {}
         for kind, run_dir in dirs.items():
@@ -367,12 +390,21 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
             np.array_equal(text["labels"], image["labels"]) and np.array_equal(text["keys"], image["keys"])
         ):
             raise ValueError(f"{split}: the text and image runs scored different samples; re-run both")
+        predictions[split] = text, image
+    parts = {kind: read_metrics(run_dir) for kind, run_dir in dirs.items()}
+    classes = {kind: tuple(part.get("classes", CLASSES)) for kind, part in parts.items()}
+    if classes["text"] != classes["image"]:
+        raise ValueError(
+            f"the text run predicts {list(classes['text'])}, the image run {list(classes['image'])}: re-run both"
+        )
+    class_names = classes["text"]
+    reports = {}
+    for split, (text, image) in predictions.items():
         preds, scores = late_fusion(torch.from_numpy(text["probs"]), torch.from_numpy(image["probs"]))
         probs = (scores / 2).numpy()
-        reports[split] = classification_report(probs, text["labels"], ks=(1, 2, 3))
+        reports[split] = classification_report(probs, text["labels"], topk_ks(len(class_names)), class_names)
         assert np.array_equal(probs.argmax(1), preds.numpy())  # the report scores the fusion's own argmax
         _save_predictions(out, split, text["labels"], list(text["keys"]), probs=probs, scores=scores.numpy())
-    parts = {kind: read_metrics(run_dir) for kind, run_dir in dirs.items()}
     primary = config.eval_split_list[0]
     metrics = write_metrics(
         out,
@@ -380,14 +412,15 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
         notebook=NOTEBOOK,
         method="late_fusion",
         modality="late_fusion",
-        task="7class",
+        task=class_task(class_names),
+        classes=class_names,
         split=primary,
-        metrics={k: reports[primary][k] for k in CLASS_METRICS},
+        metrics=headline(reports[primary]),
         num_samples=parts["text"]["num_samples"],
         epochs=0,
         train_seconds=sum(p["train_seconds"] for p in parts.values()),
         model=f"{parts['text']['model']} + {parts['image']['model']}",
-        chance_top1=1 / NUM_CLASSES,
+        chance_top1=1 / len(class_names),
         fusion="argmax(p_text + p_image) of the two runs' saved test probabilities; no training of its own",
         fused_from={kind: str(run_dir) for kind, run_dir in dirs.items()},
         splits=split_summary(reports),
@@ -404,6 +437,7 @@ def run(config: UnimodalConfig | dict[str, Any]) -> RunResult:
     """
     config = UnimodalConfig.coerce(config)
     found = manifests(config)
+    class_names = label_set_of(found).names
     for kind in config.kinds:
         config.bind_kind(kind, found)
     data = train_data(config, found, config.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -417,7 +451,7 @@ def run(config: UnimodalConfig | dict[str, Any]) -> RunResult:
         monitor = (
             evals[config.monitor_split] if config.monitor_split in evals else split_data(config.monitor_split)
         )
-    runs = {kind: train_one(config, kind, data, evals, monitor) for kind in config.kinds}
+    runs = {kind: train_one(config, kind, data, evals, monitor, class_names) for kind in config.kinds}
     if config.model == "both":
         runs["late_fusion"] = fuse_runs(config, found)
     last = runs[list(runs)[-1]]
@@ -439,7 +473,7 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
         A :class:`TrainedRun` whose ``model`` is the :class:`ImageClassifier` (parts: ``"cnn"``, its
         ResNet; pictures at ``image_size``, ImageNet normalisation) or the :class:`TextClassifier`
         (parts: ``"encoder"``, its Hugging Face model; it tokenises raw captions itself, so
-        ``tokenizer`` and ``image_size`` are None).
+        ``tokenizer`` and ``image_size`` are None), over the run's classes (``class_names``).
 
     Raises:
         RunNotFoundError: if the run, its config.json or every checkpoint is missing.
@@ -451,19 +485,23 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
     config = UnimodalConfig.load(run_dir, RECIPE.how)
     if config.model not in ("text", "image"):
         raise ValueError(f"{run_dir} is not a text or image run of this recipe (model={config.model!r})")
-    model = load_run_weights(build_model(config, config.model, pretrained=False), run_dir, RECIPE.how)
+    names = run_class_names(run_dir, config)
+    model = build_model(config, config.model, pretrained=False, class_names=names)
+    model = load_run_weights(model, run_dir, RECIPE.how)
     if config.model == "image":
         return TrainedRun(
             recipe=RECIPE.name, run_dir=run_dir, config=config, model=model, image_size=config.image_size,
-            mean=IMAGENET_MEAN, std=IMAGENET_STD, parts={"cnn": model.net},
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, parts={"cnn": model.net}, class_names=names,
         )  # fmt: skip
     return TrainedRun(
-        recipe=RECIPE.name, run_dir=run_dir, config=config, model=model, parts={"encoder": model.model}
-    )
+        recipe=RECIPE.name, run_dir=run_dir, config=config, model=model, parts={"encoder": model.model},
+        class_names=names,
+    )  # fmt: skip
 
 
 def results_table(result: RunResult | Mapping[str, Path | str]) -> pd.DataFrame:
-    """One row per run: Model | Modality | Top-1 | Top-2 | Chance top-1 | Chance top-2.
+    """One row per run: Model | Modality | Top-1 | Top-2 | Chance top-1 | Chance top-2 | Top-1 - chance,
+    chance being ``k / C`` for the run's ``C`` classes.
 
     Args:
         result: what :func:`run` returned, or ``{kind: run_dir}``.
@@ -472,22 +510,24 @@ def results_table(result: RunResult | Mapping[str, Path | str]) -> pd.DataFrame:
     rows = []
     for found in runs.values():
         m = found.metrics if isinstance(found, RunResult) else read_metrics(Path(found))
+        n = len(m.get("classes", CLASSES))  # a run written before label sets: the seven
         rows.append(
             {
                 "Model": m["model"],
                 "Modality": m["modality"],
                 "Top-1": m["top1"],
                 "Top-2": m["top2"],
-                "Chance top-1": 1 / NUM_CLASSES,
-                "Chance top-2": 2 / NUM_CLASSES,
-                "Top-1 - chance": m["top1"] - 1 / NUM_CLASSES,
+                "Chance top-1": 1 / n,
+                "Chance top-2": 2 / n,
+                "Top-1 - chance": m["top1"] - 1 / n,
             }
         )
     return pd.DataFrame(rows).set_index("Model")
 
 
 def confusions(result: RunResult, split: str | None = None) -> dict[str, np.ndarray]:
-    """``{kind: row-normalised (7, 7) confusion matrix}`` of every run of ``result`` on ``split``."""
+    """``{kind: row-normalised (C, C) confusion matrix}`` of every run of ``result`` on ``split`` (its
+    classes: ``result.metrics["classes"]``)."""
     out = {}
     for kind, found in result.extra["runs"].items():
         report = found.extra["reports"][split or found.metrics["split"]]
@@ -496,7 +536,7 @@ def confusions(result: RunResult, split: str | None = None) -> dict[str, np.ndar
 
 
 def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Re-scores a finished run on ``split`` from its checkpoint: probabilities ``(N, 7)`` and labels ``(N,)``.
+    """Re-scores a finished run on ``split`` from its checkpoint: probabilities ``(N, C)`` and labels ``(N,)``.
 
     A text or image run is rebuilt by :func:`load_trained` and predicts the split again (loaded as its
     config.json says: image size, ``limit``). A late-fusion run has no weights: its text and image runs

@@ -29,8 +29,8 @@ shards: setup
 
 ## Lint, every unit test, then the committed notebooks re-executed by nbval.
 test: lint
-	$(VENV)/bin/pytest -q tests
-	$(VENV)/bin/pytest -q --nbval-lax notebooks/
+	$(VENV)/bin/pytest -q -n 2 --durations=15 tests
+	$(VENV)/bin/pytest -q --durations=12 --nbval-lax notebooks/
 
 lint: setup
 	$(VENV)/bin/ruff check .

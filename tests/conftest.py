@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from nbhelpers.models.clip import TINY_VIT, create_clip
 from nbhelpers.train.recipes import get_recipe
 from tests.helpers import make_label_shards, make_shards, save_tiny_bert
+
+# Under pytest-xdist (`make test` runs two workers on two cores) each worker, and every process a test
+# starts, computes on one thread: two workers with two OpenMP threads each would spin against each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 #: The ssl recipe's smallest DINO: a 2-layer ViT on 16-px pictures.
 TINY_DINO = dict(

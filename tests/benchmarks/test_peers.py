@@ -113,3 +113,8 @@ def test_steps_are_timed_inside_the_trainer_and_the_rate_skips_the_warm_up(tmp_p
     times = json.loads(out.read_text())
     assert len(times) == 5 and times == sorted(times)
     assert peers.steady_rate([0.0, 1.0, 2.0, 3.0, 5.0], warmup=2, batch=64) == 3 * 64 / 4.0
+
+
+def test_readme_table_is_the_committed_results():
+    readme = (peers.ROOT / "README.md").read_text()
+    assert read_block(readme, peers.BLOCK) == peers.table(peers.read_results(peers.RESULTS))

@@ -518,7 +518,8 @@ def render(document: Mapping[str, Any]) -> str:
         f"Mean ± sample standard deviation over seeds {seeds} (n = {len(demo['seeds'])}; the recipes' `seed`: "
         f"initialisation and data order; the data's seed fixed at {data['data_seed']}), on the synthetic "
         f"`test` split ({data['samples'].get('test')} samples) and `unseen` ({data['samples'].get('unseen')}). "
-        f"Measured {demo['date']} on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, no GPU) by "
+        f"Measured {demo['date']} on {m['cpu']} ({m['cores']} cores, torch {m['torch']} with "
+        f"{m['torch_threads']} thread{'s' if m['torch_threads'] != 1 else ''}, no GPU) by "
         f"`{demo['command']}`; every figure per seed is in `benchmarks/results/seeds.json`.",
     ]
 

@@ -373,12 +373,17 @@ class Evaluation:
     split: str
 
 
-def _first_line(err: BaseException, limit: int = 160) -> str:
+def _first_line(err: BaseException, limit: int = 400) -> str:
+    """The error's type and first line; a longer one loses its middle, never its end (what is wrong comes
+    after the path, and paths can be long)."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     text = f"{type(err).__name__}: {text}" if text else type(err).__name__
     if isinstance(err, RunNotFoundError):  # whole: its end names the notebook that makes the run
         return text
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    keep = (limit - 5) // 2
+    return f"{text[:keep]} ... {text[-keep:]}"
 
 
 def evaluate_runs(

@@ -396,3 +396,14 @@ def test_a_missing_run_a_run_needs_is_named_and_never_trained(workspace, tmp_pat
         evaluate_run(late)
     assert missing.value.path == runs / "unimodal_text"
     assert _files(tmp_path) == before  # nothing trained, nothing written
+
+
+def test_a_long_reason_keeps_its_end_where_it_says_what_is_wrong():
+    from nbhelpers.evaluation.runs import _first_line
+
+    path = "/" + "/".join(["a-long-folder-name"] * 40) + "/epoch_0002.pt"
+    reason = _first_line(ValueError(f"checkpoint {path} is not a checkpoint\nsecond line"))
+    assert len(reason) <= 400
+    assert reason.startswith("ValueError: checkpoint /a-long-folder-name/")
+    assert reason.endswith("/epoch_0002.pt is not a checkpoint")
+    assert " ... " in reason and "second line" not in reason

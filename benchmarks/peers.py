@@ -60,7 +60,10 @@ from typing import Any
 
 import torch
 
-from benchmarks.readme_tables import markdown_table, read_block, replace_block
+if __package__ in (None, ""):  # run as a file (`python benchmarks/peers.py`): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.readme_tables import markdown_table, read_block, replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "peers.jsonl"

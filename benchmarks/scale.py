@@ -43,7 +43,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.readme_tables import markdown_table, replace_block
+if __package__ in (None, ""):  # run as a file (`python benchmarks/scale.py`): the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.readme_tables import markdown_table, replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "scale.jsonl"

@@ -63,7 +63,7 @@ import torch
 if __package__ in (None, ""):  # run as a file (`python benchmarks/peers.py`): the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.readme_tables import markdown_table, read_block, replace_block  # noqa: E402
+from benchmarks.readme_tables import markdown_table, render_command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "peers.jsonl"
@@ -471,19 +471,10 @@ def table(rows: Sequence[dict]) -> str:
 
 
 def render(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.peers render")
-    parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README differs, change nothing")
-    args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    body = table(read_results(args.results))
-    if args.check:
-        same = read_block(text, BLOCK) == body
-        print("README table up to date" if same else "README table differs from the results")
-        return 0 if same else 1
-    args.readme.write_text(replace_block(text, BLOCK, body))
-    return 0
+    return render_command(
+        argv, prog="python -m benchmarks.peers render", block=BLOCK, results=RESULTS, readme=README,
+        body=lambda path: table(read_results(path)),
+    )  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------------- profile

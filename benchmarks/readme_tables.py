@@ -7,7 +7,9 @@ results' and a test can check that they still are (render again, compare).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -78,3 +80,23 @@ def render_table(
     """
     table = markdown_table(header, rows)
     return replace_block(text, name, f"{note}\n\n{table}" if note else table)
+
+
+def render_command(
+    argv: Sequence[str], *, prog: str, block: str, results: Path, readme: Path, body: Callable[[Path], str]
+) -> int:
+    """A benchmark's ``render [--results FILE] [--readme FILE] [--check]``: writes the README's block
+    ``block`` as ``body(results)``, or with ``--check`` changes nothing and returns 1 if it differs."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--results", type=Path, default=results)
+    parser.add_argument("--readme", type=Path, default=readme)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README differs, change nothing")
+    args = parser.parse_args(argv)
+    text, new = args.readme.read_text(), body(args.results)
+    if args.check:
+        same = read_block(text, block) == new.strip("\n")
+        print("README table up to date" if same else "README table differs from the results")
+        return 0 if same else 1
+    args.readme.write_text(replace_block(text, block, new))
+    print(f"rendered {args.results} into {args.readme}")
+    return 0

@@ -42,7 +42,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file (`python benchmarks/seeds.py`): the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.readme_tables import markdown_table, replace_block  # noqa: E402
+from benchmarks.readme_tables import markdown_table, render_command, replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "seeds.json"
@@ -611,13 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line (see the module docstring); returns the exit status (1 if a run failed)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["render"]:
-        parser = argparse.ArgumentParser(prog="python -m benchmarks.seeds render")
-        parser.add_argument("--results", type=Path, default=RESULTS)
-        parser.add_argument("--readme", type=Path, default=README)
-        args = parser.parse_args(argv[1:])
-        args.readme.write_text(update_readme(args.readme.read_text(), json.loads(args.results.read_text())))
-        print(f"rendered {args.results} into {args.readme}")
-        return 0
+        return render_command(
+            argv[1:], prog="python -m benchmarks.seeds render", block=BLOCK, results=RESULTS, readme=README,
+            body=lambda path: render(json.loads(path.read_text())),
+        )  # fmt: skip
     parser = argparse.ArgumentParser(prog="python -m benchmarks.seeds", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(

@@ -43,7 +43,6 @@ import datetime
 import functools
 import json
 import os
-import platform
 import runpy
 import shutil
 import signal
@@ -63,6 +62,7 @@ import torch
 if __package__ in (None, ""):  # run as a file (`python benchmarks/peers.py`): the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from benchmarks.readme_tables import markdown_table, render_command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,14 +98,7 @@ QUICK = Plan(QUICK_SIZES, 16, (8,), (0,), 16, 1, (1, 2), ())
 
 def machine() -> str:
     """CPU model, cores, torch version and threads, and the date: where a figure was measured."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     return (
         f"{model}, {os.cpu_count()} cores, torch {torch.__version__.split('+')[0]} "

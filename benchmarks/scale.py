@@ -32,7 +32,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -46,6 +45,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file (`python benchmarks/scale.py`): the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from benchmarks.readme_tables import markdown_table, render_command, replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,15 +166,7 @@ def machine() -> str:
     """The CPU model, its cores and torch's version and threads, in one line."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    cpu = cpu_model()
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), no GPU"
 
 

@@ -42,6 +42,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file (`python benchmarks/seeds.py`): the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import cpu_model  # noqa: E402
 from benchmarks.readme_tables import markdown_table, render_command, replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -327,15 +328,7 @@ def machine() -> dict[str, Any]:
     """The machine the figures come from: CPU model, cores, OS, Python, torch and its threads."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    cpu = cpu_model()
     return {
         "cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),

@@ -14,9 +14,13 @@ contiguous slice of the permutation. Only the incomplete tail of a permutation i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def derived_seed(*parts: int | str) -> int:
@@ -120,3 +124,65 @@ class SeededBatchSampler:
             if not endless:
                 return
             index += 1
+
+
+@dataclass(frozen=True)
+class BatchDraw:
+    """One training batch as drawn by :func:`seeded_batches`, for its ``make_batch`` to fill.
+
+    Attributes:
+        indices: this process's samples of the batch, ``(batch_size,)`` int64.
+        epoch: the engine's epoch number (1-based).
+        step: the batch's global number in its epoch, counted over every process
+            (``index * world_size + rank``): two processes never share one.
+        generator: this process's augmentation stream for the epoch (seeded by ``(seed, epoch, "augment",
+            rank)``), shared by the epoch's batches in order.
+    """
+
+    indices: torch.Tensor
+    epoch: int
+    step: int
+    generator: torch.Generator
+
+
+def seeded_batches(
+    num_samples: int,
+    batch_size: int,
+    make_batch: Callable[[BatchDraw], T],
+    *,
+    seed: int,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> Callable[[int], Iterator[T]]:
+    """The engine's ``batches(epoch)`` over ``num_samples`` samples held in memory.
+
+    The one in-memory training stream of every recipe (a split of pictures, cached features): an endless
+    run of :class:`SeededBatchSampler` batches (as many permutations as an epoch needs; each one's
+    incomplete tail dropped), each turned into a batch by ``make_batch``. Epoch ``e``'s batches are a
+    function of ``(seed, e)`` only, as bit-exact resumption needs.
+
+    Args:
+        num_samples: samples to draw from.
+        batch_size: samples per batch of one process (the micro-batch under accumulation).
+        make_batch: ``BatchDraw -> batch``: takes the samples (and augments them with ``draw.generator``).
+        seed: the run's seed.
+        rank, world_size: this process and the number of processes (default: Accelerate's
+            ``PartialState``; one process outside ``accelerate launch``).
+
+    Raises:
+        ValueError: ``num_samples`` is fewer than one batch for every process: raised here, before any
+            training, not on the first epoch's first batch.
+    """
+    if rank is None or world_size is None:
+        from accelerate import PartialState
+
+        state = PartialState()
+        rank, world_size = state.process_index, state.num_processes
+    sampler = SeededBatchSampler(num_samples, batch_size, seed=seed, rank=rank, world_size=world_size)
+
+    def batches(epoch: int) -> Iterator[T]:
+        generator = torch.Generator().manual_seed(derived_seed(seed, epoch, "augment", rank))
+        for index, indices in enumerate(sampler.epoch_indices(epoch, endless=True)):
+            yield make_batch(BatchDraw(indices, epoch, index * world_size + rank, generator))
+
+    return batches

@@ -186,20 +186,7 @@ class BaseConfig:
         Raises:
             ConfigError: naming the first parameter that is not allowed.
         """
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            value = _check_type(f.name, getattr(self, f.name), hints[f.name])
-            setattr(self, f.name, value)
-            choices, low = f.metadata.get("choices"), f.metadata.get("min")
-            if choices is not None and value is not None and value not in choices:
-                raise ConfigError(
-                    f"{f.name}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}"
-                )
-            if low is not None and value is not None and value < low:
-                raise ConfigError(f"{f.name}: must be >= {low}, got {value!r}")
-            above = f.metadata.get("above")
-            if above is not None and value is not None and value <= above:
-                raise ConfigError(f"{f.name}: must be > {above}, got {value!r}")
+        check_fields(self)
         self.check()
 
     def check(self) -> None:
@@ -212,3 +199,29 @@ class BaseConfig:
     def describe(self) -> str:
         """One ``name = value`` line per field, for the notebook to print."""
         return "\n".join(f"{k} = {v!r}" for k, v in self.to_dict().items())
+
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Checks (and normalises: ints to floats) every field of the dataclass ``obj`` against its type and
+    its :func:`param` rules.
+
+    Args:
+        obj: a dataclass instance whose fields were made by :func:`param`.
+        prefix: put before each field's name in messages (``"method_kwargs."``: a nested parameter).
+
+    Raises:
+        ConfigError: naming the first field (with ``prefix``) whose value is not allowed.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        name = prefix + f.name
+        value = _check_type(name, getattr(obj, f.name), hints[f.name])
+        setattr(obj, f.name, value)
+        choices, low = f.metadata.get("choices"), f.metadata.get("min")
+        if choices is not None and value is not None and value not in choices:
+            raise ConfigError(f"{name}: {value!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+        if low is not None and value is not None and value < low:
+            raise ConfigError(f"{name}: must be >= {low}, got {value!r}")
+        above = f.metadata.get("above")
+        if above is not None and value is not None and value <= above:
+            raise ConfigError(f"{name}: must be > {above}, got {value!r}")

@@ -10,7 +10,8 @@
   ``exp(similarity / temperature)``; no parameter is fitted.
 
 Both are functions of arrays; :func:`extract_features` turns an encoder and a uint8 image tensor into
-those arrays.
+those arrays;
+:func:`probe_encoders` runs both probes for several encoders, splits and labels.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
+
+from nbhelpers.data.image_sets import ImageSet
 
 
 def _check_pair(features: np.ndarray, labels: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -185,3 +188,42 @@ def probe_scores(
         ],
         "knn": knn_probe(train_features, train_labels, eval_features, eval_labels, k, temperature)["top1"],
     }
+
+
+def probe_encoders(
+    encoders: dict[str, nn.Module],
+    train: ImageSet,
+    evals: dict[str, ImageSet],
+    labels: Sequence[str],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    k: int = 20,
+    temperature: float = 0.07,
+    seed: int = 0,
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """Linear probe and kNN of each encoder's frozen features, per eval split and label.
+
+    Args:
+        encoders: ``{name: (B, 3, S, S) -> (B, D)}``.
+        train: the split the probes are fitted on (kNN: its features are the neighbours).
+        evals: ``{split: images}`` the probes are scored on.
+        labels: names of ``train.labels`` (and every eval split's) to read out.
+        mean, std: the encoders' per-channel normalisation.
+        k, temperature: the kNN's neighbours and temperature (:func:`knn_probe`).
+        seed: the linear probe's seed.
+
+    Returns:
+        ``{split: {label: {encoder: {"linear_probe": top1, "knn": top1}}}}``.
+    """
+    results: dict[str, dict[str, dict[str, dict[str, float]]]] = {s: {lb: {} for lb in labels} for s in evals}
+    for name, encoder in encoders.items():
+        train_x = extract_features(encoder, train.images, mean, std)
+        for split, data in evals.items():
+            eval_x = extract_features(encoder, data.images, mean, std)
+            for label in labels:
+                results[split][label][name] = probe_scores(
+                    train_x, train.labels[label].numpy(), eval_x, data.labels[label].numpy(),
+                    k=k, temperature=temperature, seed=seed,
+                )  # fmt: skip
+    return results

@@ -20,7 +20,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 #: The ssl recipe's smallest DINO: a 2-layer ViT on 16-px pictures.
 TINY_DINO = dict(
     method="dino", backbone="vit_test", vit_backbone="vit_test", image_size=16, small_image=True,
-    n_local_crops=2, out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16,
+    method_kwargs=dict(n_local_crops=2, out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16),
 )  # fmt: skip
 
 

@@ -5,8 +5,9 @@ Barlow Twins (Zbontar et al., 2021): random resized crop and flip, colour jitter
 solarize. A torchvision per-image pipeline costs about 8 ms an image for 6 crops on one CPU core, as much
 as the SSL demo's whole model; here one call makes a view of a whole batch (a batched ``grid_sample``, a
 grouped convolution), so augmentation stays a small part of a step on a CPU and a GPU alike. kornia's
-``augmentation`` module does the same per-sample work (with more ops); on the demo's batches ours was
-faster on a CPU (see the ssl_methods branch notes), so no dependency is added for it.
+``augmentation`` module does the same per-sample work; timed on one CPU thread for a ``(64, 3, 32, 32)``
+uint8 batch and the demo's 6 crops (2 global, 4 local), ours took 26-46 ms and kornia 0.9's equivalent
+pipeline 83-145 ms, so we keep ours and add no dependency.
 """
 
 from __future__ import annotations

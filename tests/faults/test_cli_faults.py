@@ -430,9 +430,9 @@ def test_the_watchdog_alone_ends_workers_of_a_killed_parent(tmp_path, method):
 # --- 18: an explicit null on the command line -----------------------------------------------------------
 
 TINY_SSL = [
-    "backbone=vit_test", "image_size=16", "small_image=true", "n_local_crops=2", "batch_size=16",
-    "out_dim=64", "head_hidden_dim=32", "head_bottleneck_dim=16", "projector_sizes=[32, 32]",
-    "cass_dim=16", "epochs=3", "progress=false",
+    "backbone=vit_test", "image_size=16", "small_image=true", "batch_size=16",
+    'method_kwargs={"projector_sizes": [32, 32]}',
+    "epochs=3", "progress=false",
 ]  # fmt: skip
 
 

@@ -25,8 +25,8 @@ from nbhelpers.train.recipes import RECIPE_MODULES, RECIPES, TrainedRun, get_rec
 from nbhelpers.train.recipes.cass_mm import CLASSIFIER_DIR
 from nbhelpers.train.recipes.clip_classifier import ClipClassifierConfig
 from nbhelpers.train.recipes.fusion import FusionConfig
-from nbhelpers.train.recipes.ssl import DINOModel
 from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
+from nbhelpers.train.ssl_methods.dino import DINOModel
 
 REPO = Path(__file__).resolve().parents[3]
 NAMES = ["unimodal", "clip", "ssl", "cass_mm", "clip_classifier", "fusion"]

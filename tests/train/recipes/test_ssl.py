@@ -10,32 +10,31 @@ import torch
 from PIL import Image
 
 from nbhelpers.config import ConfigError
-from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD
+from nbhelpers.data.image_sets import hf_columns
+from nbhelpers.evaluation.ssl_tables import probe_table
 from nbhelpers.train.checkpoint import load_checkpoint
 from nbhelpers.train.recipes.ssl import (
-    BatchViews,
-    DINOModel,
     SSLConfig,
-    ViewSpec,
     build_backbones,
     build_model,
-    colour_jitter,
     example_views,
-    gaussian_blur,
-    hf_columns,
     load_trained,
-    resized_crop,
     run,
 )
 from nbhelpers.train.run_dir import latest_checkpoint
+from nbhelpers.train.ssl_methods.dino import DINOModel
 from tests.helpers import make_shards
 
 TINY = dict(
-    backbone="vit_test", vit_backbone="vit_test", image_size=16, small_image=True, n_local_crops=2,
-    batch_size=16, epochs=1,
-    out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, projector_sizes=[32, 32], cass_dim=16,
+    backbone="vit_test", vit_backbone="vit_test", image_size=16, small_image=True, batch_size=16, epochs=1,
     lr=1e-3, progress=False, resume=False,
 )  # fmt: skip
+#: Every method at test size, as a preset gives them (``preset_method_kwargs``).
+TINY_DINO = dict(n_local_crops=2, out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16)
+TINY_METHODS = dict(
+    dino=TINY_DINO, dino_twins=TINY_DINO, barlow_twins=dict(projector_sizes=[32, 32]), cass=dict(proj_dim=16)
+)
+TINY["preset_method_kwargs"] = TINY_METHODS
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,7 @@ def test_run_writes_metrics_and_checkpoint(shards, method, extra):
     # The 7-class probe is reported next to the colour one, for the trained and the initial encoder.
     encoders = metrics["probes"]["test"]["7class"]
     assert len(encoders) == (4 if method == "cass" else 2)
-    table = result.extra["table"]
+    table = probe_table(result.metrics)
     assert list(table.columns) == ["method", "label", "encoder", "linear probe", "kNN"]
     # The checkpoint holds the whole training state and loads back into a fresh model.
     state = load_checkpoint(latest_checkpoint(result.run_dir))["model"]
@@ -92,7 +91,7 @@ def test_barlow_twins_loss_falls_and_probes_beat_chance(shards):
 
 
 def test_dino_teacher_is_the_ema_of_the_student():
-    config = SSLConfig.from_params("demo", **{**TINY, "method": "dino", "momentum_teacher": 0.9})
+    config = SSLConfig.from_params("demo", **TINY, method="dino", method_kwargs={"momentum_teacher": 0.9})
     model = build_model(config)
     assert isinstance(model, DINOModel)
     before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
@@ -115,67 +114,6 @@ def test_random_baseline_is_the_trained_encoders_initialisation():
             torch.testing.assert_close(a, b, msg=name)
 
 
-def solid(colour, n=4, size=16):
-    return torch.tensor(colour, dtype=torch.uint8).view(1, 3, 1, 1).expand(n, 3, size, size).contiguous()
-
-
-def denorm(x):
-    return x * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-
-
-def test_views_keep_colour_without_jitter_and_change_it_with():
-    images = solid((220, 30, 30))
-    specs = [ViewSpec(16, (0.4, 1.0), 1.0, 0.0), ViewSpec(8, (0.05, 0.4), 0.5, 0.0)]
-    plain = BatchViews(specs, colour_jitter=0.0, grayscale_p=0.0)(images, torch.Generator().manual_seed(0))
-    assert [tuple(v.shape) for v in plain] == [(4, 3, 16, 16), (4, 3, 8, 8)]
-    for view in plain:  # crops, flips and blurs of a flat colour are that colour
-        torch.testing.assert_close(
-            denorm(view), images[:, :, :1, :1].float().expand_as(view) / 255, atol=1e-5, rtol=0
-        )
-    jittered = BatchViews(specs[:1], colour_jitter=1.0, colour_jitter_p=1.0, grayscale_p=0.0)(
-        images, torch.Generator().manual_seed(0)
-    )[0]
-    assert (denorm(jittered) - denorm(plain[0])).abs().amax(dim=(1, 2, 3)).min() > 0.01
-    gray = BatchViews(specs[:1], colour_jitter=0.0, grayscale_p=1.0)(
-        images, torch.Generator().manual_seed(0)
-    )[0]
-    rgb = denorm(gray)
-    torch.testing.assert_close(rgb[:, 0], rgb[:, 1], atol=1e-5, rtol=0)
-
-
-def test_views_are_a_function_of_the_seed_and_differ_per_sample():
-    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
-    views = BatchViews([ViewSpec(16, (0.2, 1.0), 0.5, 0.2)], colour_jitter=1.0)
-    a = views(images, torch.Generator().manual_seed(3))[0]
-    b = views(images, torch.Generator().manual_seed(3))[0]
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
-    same = views(images[:1].expand(6, -1, -1, -1), torch.Generator().manual_seed(3))[0]
-    assert (same[0] - same[1:]).abs().amax() > 0.1  # one image, six different views
-
-
-def test_resized_crop_of_the_whole_image_is_the_image():
-    x = torch.rand(3, 3, 12, 12)
-    middle = lambda low=0.0, high=1.0: torch.full((3,), (low + high) / 2)  # noqa: E731
-    torch.testing.assert_close(resized_crop(x, 12, (1.0, 1.0), middle), x, atol=1e-5, rtol=0)
-
-
-def test_gaussian_blur_matches_torchvision_per_sample():
-    from torchvision.transforms.v2 import functional as TF
-
-    x = torch.rand(3, 3, 10, 10)
-    sigma = torch.tensor([0.3, 0.8, 1.5])
-    out = gaussian_blur(x, sigma, max_sigma=1.5)
-    for i in range(3):
-        expected = TF.gaussian_blur(x[i], kernel_size=[11, 11], sigma=[float(sigma[i])] * 2)
-        torch.testing.assert_close(out[i], expected, atol=1e-5, rtol=0)
-
-
-def test_colour_jitter_of_strength_zero_is_identity():
-    x = torch.rand(4, 3, 5, 5)
-    draw = lambda low=0.0, high=1.0: torch.rand(4) * (high - low) + low  # noqa: E731
-    torch.testing.assert_close(colour_jitter(x, 0.0, draw), x, atol=1e-5, rtol=0)
-
-
 def test_example_views_are_the_training_views():
     config = SSLConfig.from_params("demo", **TINY, method="dino")
     views, names = example_views(config, torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8))
@@ -190,8 +128,37 @@ def test_config_errors_name_the_parameter():
         SSLConfig.from_params("demo", backbone="vit_test", image_size=20)
     with pytest.raises(ConfigError, match="probe_label"):
         SSLConfig.from_params("demo", probe_label="size")
-    with pytest.raises(ConfigError, match="local_scale"):
-        SSLConfig.from_params("demo", local_scale=[0.5, 0.1])
+    with pytest.raises(ConfigError, match="^method_kwargs.local_scale"):
+        SSLConfig.from_params("demo", method="dino", method_kwargs={"local_scale": [0.5, 0.1]})
+
+
+def test_method_kwargs_over_the_presets_entry_make_the_config_and_its_identity():
+    config = SSLConfig.from_params("demo", method="dino", method_kwargs={"out_dim": 256})
+    # The preset's DINO sizes, the user's out_dim over them, DINO's defaults for the rest.
+    assert (config.params.out_dim, config.params.head_hidden_dim, config.params.teacher_temp) == (
+        256,
+        512,
+        0.04,
+    )
+    stored = config.to_dict()
+    assert "preset_method_kwargs" not in stored and stored["method_kwargs"]["out_dim"] == 256
+    assert SSLConfig.coerce(stored).params == config.params  # config.json rebuilds the same method
+    # Another method's preset entry is not part of the run's identity.
+    other = SSLConfig.from_params(
+        "demo", method="dino", method_kwargs={"out_dim": 256},
+        preset_method_kwargs={**config.preset_method_kwargs, "cass": {"proj_dim": 7}},
+    )  # fmt: skip
+    assert other.identity().fingerprint == config.identity().fingerprint
+    assert (
+        SSLConfig.from_params("demo", method="dino").identity().fingerprint != config.identity().fingerprint
+    )
+
+
+def test_method_kwargs_come_from_the_command_line_as_json():
+    from nbhelpers.train.__main__ import parse_args
+
+    _, params = parse_args(["ssl", "method=dino", 'method_kwargs={"out_dim": 1024}'])
+    assert SSLConfig.coerce(params).params.out_dim == 1024
 
 
 def tiny_hf_dataset(n=48):

@@ -4,6 +4,7 @@ papermill runs that stop (or not) at the config cell."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import json
 import sys
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import nbformat
 import papermill as pm
 import pytest
 
@@ -47,7 +49,7 @@ class ToyConfig(_ToyBase):
 TOY = sync_parameters.NotebookParameters(
     f"{__name__}:ToyConfig",
     "ToyConfig",
-    defaults={"preset": ("demo", '"demo": quick'), "epochs": (3, None), "data_dir": ("d", None)},
+    sync_parameters.knobs('"demo": quick', "mode", "width", epochs=(3, "how many")),
     extras={"compare": (True, "also compare")},
     config_lines=("print(config.width)",),
 )
@@ -55,13 +57,15 @@ TOY = sync_parameters.NotebookParameters(
 
 def test_the_cells_are_written_from_the_config_class():
     assert sync_parameters.parameters_cell(TOY) == (
-        "# Parameters: every field of ToyConfig (None: the preset's value); any other name stops the next cell\n"
+        "# Parameters: the knobs of ToyConfig people turn (None: the preset's value); any other name stops "
+        "the next cell\n"
         'preset = "demo"  # "demo": quick\n'
-        "width = None  # how wide it is\n"
         "mode = None  # a | b\n"
-        'data_dir = "d"  # the toy\'s data\n'
-        "# From _ToyBase: Fields every toy has.\n"
-        "epochs = 3\n"
+        "width = None  # how wide it is\n"
+        "epochs = 3  # how many\n"
+        "# Any other field of ToyConfig goes in overrides (or papermill -p name value); the next cell prints "
+        "them all\n"
+        'overrides = {}  # {"field": value, ...} for the fields not listed above (None: the preset\'s value)\n'
         "# This notebook only (not config fields)\n"
         "compare = True  # also compare"
     )
@@ -73,21 +77,82 @@ def test_the_cells_are_written_from_the_config_class():
     )
 
 
+def test_a_cell_listing_every_field_says_overrides_stays_empty():
+    spec = dataclasses.replace(TOY, knobs=sync_parameters.knobs("q", "data_dir", "epochs", "width", "mode"))
+    assert "# Every field of ToyConfig is above: overrides stays empty\noverrides = {}" in (
+        sync_parameters.parameters_cell(spec)
+    )
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        (
+            sync_parameters.knobs("q", "width", "n_local_crops"),
+            r"^nb: ToyConfig has no field 'n_local_crops' \(a knob",
+        ),
+        ({"width": (None, None), "preset": ("demo", "q")}, "^nb: ToyConfig: the first knob must be 'preset'"),
+        ({"preset": ("demo", "q"), **{f"k{i}": (None, None) for i in range(12)}}, "has no field 'k0'"),
+        (sync_parameters.knobs("q", data_dir=(None, "")), r"^nb: ToyConfig: no help for data_dir"),
+        (sync_parameters.knobs("q", data_dir=(None, "1 = one")), "the comment of data_dir holds '='"),
+    ],
+)
+def test_a_table_the_cell_cannot_be_written_from_stops_with_a_clear_message(knobs, message):
+    with pytest.raises(ValueError, match=message):
+        sync_parameters.parameters_cell(dataclasses.replace(TOY, knobs=knobs), "nb")
+
+
+def test_more_than_twelve_knobs_stop(monkeypatch):
+    monkeypatch.setattr(sync_parameters, "MAX_KNOBS", 3)
+    with pytest.raises(ValueError, match="^nb: ToyConfig: 4 knobs, at most 3; move some to overrides"):
+        sync_parameters.parameters_cell(
+            dataclasses.replace(TOY, knobs=sync_parameters.knobs("q", "width", "mode", "epochs")), "nb"
+        )
+
+
+def test_sync_reports_a_knob_that_is_no_field_and_fails(tmp_path, monkeypatch, capsys):
+    committed = ROOT / "notebooks" / "09_eval_topk.ipynb"
+    (tmp_path / committed.name).write_bytes(committed.read_bytes())
+    spec = dataclasses.replace(
+        sync_parameters.NOTEBOOKS["09_eval_topk"], knobs=sync_parameters.knobs("q", "splt")
+    )
+    monkeypatch.setitem(sync_parameters.NOTEBOOKS, "09_eval_topk", spec)
+    assert sync_parameters.main(["--check", "--notebooks", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(
+        "error: 09_eval_topk.ipynb: EvalRunsConfig has no field 'splt' (a knob in tools/sync_parameters.py's "
+        "NOTEBOOKS); its fields: preset, runs_dir, split, k, repredict"
+    )
+
+
 def test_no_committed_notebook_has_an_injected_parameters_cell():
     for path in NOTEBOOKS:
         cells = json.loads(path.read_text())["cells"]
         assert [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])] == [], path.name
 
 
-def test_every_parameters_cell_assigns_exactly_its_config_fields_and_extras():
+def test_every_parameters_cell_assigns_its_knobs_overrides_and_extras_only():
     assert {p.stem for p in NOTEBOOKS} == set(sync_parameters.NOTEBOOKS)
     for path in NOTEBOOKS:
         spec = sync_parameters.NOTEBOOKS[path.stem]
         notebook = notebook_cells.read_notebook(path)
         source = notebook_cells.cell_source(notebook["cells"][notebook_cells.parameters_index(notebook)])
         assert source.startswith(PARAMETERS_MARKER), path.name
-        expected = [*field_names(spec.config_class()), *spec.extras]
-        assert sorted(assigned_names(source)) == sorted(expected), path.name
+        names = assigned_names(source)
+        fields = field_names(spec.config_class())
+        knobs = [n for n in names if n in fields]
+        assert names == [*knobs, "overrides", *spec.extras], path.name
+        assert knobs[0] == "preset" and len(knobs) <= 12, path.name  # the knobs people turn, at most 12
+        assert "overrides = {}  #" in source and "goes in overrides" in source or len(knobs) == len(fields)
+
+
+def test_papermill_reads_every_line_of_each_parameters_cell():
+    # papermill skips (with a warning) a parameters line holding a second "=", so no comment may hold one
+    from papermill.translators import PythonTranslator
+
+    for path in NOTEBOOKS:
+        notebook = nbformat.read(path, as_version=4)
+        cell = notebook.cells[notebook_cells.parameters_index(notebook)]
+        assert [p.name for p in PythonTranslator.inspect(cell)] == assigned_names(cell.source), path.name
 
 
 def test_sync_check_passes_on_the_committed_notebooks(capsys):
@@ -177,13 +242,28 @@ def test_papermill_stops_at_the_config_cell_on_a_misspelt_parameter(tmp_path):
     )
 
 
-@pytest.mark.slow
-def test_papermill_sets_a_field_the_old_parameters_cell_lacked(tmp_path):
-    executed = _run_to_config_cell("05_train_cass_mm.ipynb", tmp_path, {"cnn_image_size": 64})
-    printed = "".join(
+def _printed(executed: dict) -> list[str]:
+    return "".join(
         "".join(output.get("text", ""))
         for output in executed["cells"][-1]["outputs"]
         if output["output_type"] == "stream"
     ).splitlines()
-    assert "cnn_image_size = 64" in printed
+
+
+@pytest.mark.slow
+def test_papermill_sets_a_field_that_is_no_knob_and_overrides(tmp_path):
+    # -p head_lr 0.01 (no knob of 05) and -y 'overrides: {head_layers: 3}' (a dict), in one run
+    parameters = {"head_lr": 0.01, "overrides": {"head_layers": 3}}
+    printed = _printed(_run_to_config_cell("05_train_cass_mm.ipynb", tmp_path, parameters))
+    assert "head_lr = 0.01" in printed and "head_layers = 3" in printed
     assert "epochs = 5" in printed  # the demo preset's, untouched
+
+
+@pytest.mark.slow
+def test_papermill_stops_at_the_config_cell_on_a_misspelt_override(tmp_path):
+    # -p overrides '{"head_lrr": 0.01}': papermill passes the text, the config cell parses it
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        _run_to_config_cell("05_train_cass_mm.ipynb", tmp_path, {"overrides": '{"head_lrr": 0.01}'})
+    assert err.value.ename == "ConfigError"
+    assert err.value.evalue.startswith("head_lrr (closest: head_lr")
+    assert "unknown key in overrides for CassMMConfig" in err.value.evalue

@@ -5,9 +5,10 @@ python tools/run_notebooks.py --preset demo --out runs/executed
 python tools/run_notebooks.py --only 05 -p epochs 20        # one notebook, extra parameters
 python tools/run_notebooks.py -p sources own -p source own -p raw_dir /data/mine ...
 
-A ``-p`` parameter goes to each notebook whose parameters cell assigns it (``source`` to 01, ``sources`` to the
-training notebooks), so one command can set every notebook; a name no notebook has stops the run before any
-notebook starts.
+A ``-p`` parameter goes to each notebook that takes it: a field of its config class, whether or not its
+parameters cell lists it (``source`` to 01, ``sources`` to the training notebooks), ``overrides``, or a name
+its parameters cell assigns; so one command can set every notebook. A name no notebook takes stops the run
+before any notebook starts.
 
 Notebooks written in place lose papermill's ``injected-parameters`` cell: a committed notebook keeps its
 own parameters cell only, so a value set there in Jupyter or Colab is the value the notebook runs with.
@@ -28,22 +29,26 @@ from pathlib import Path
 
 import papermill as pm
 from notebook_cells import PARAMETERS_TAG, cell_source, read_notebook, strip_injected_file, tags
+from sync_parameters import NOTEBOOKS
 
-from nbhelpers.parameters import assigned_names
+from nbhelpers.parameters import OVERRIDES, assigned_names, field_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parameter_names(path: Path) -> set[str]:
-    """The names the ``parameters`` cell of the notebook at ``path`` assigns."""
+    """The names the notebook at ``path`` takes: those its ``parameters`` cell assigns, and every field of
+    its config class (any field may be set with ``-p``, listed in the cell or not)."""
+    spec = NOTEBOOKS.get(path.stem)
+    fields = {*field_names(spec.config_class()), OVERRIDES} if spec else set()
     for cell in read_notebook(path)["cells"]:
         if PARAMETERS_TAG in tags(cell):
-            return set(assigned_names(cell_source(cell)))
+            return set(assigned_names(cell_source(cell))) | fields
     raise ValueError(f"{path.name} has no cell tagged {PARAMETERS_TAG!r}")
 
 
 def route_parameters(params: dict[str, object], notebooks: list[Path]) -> dict[Path, dict[str, object]]:
-    """Each notebook's share of ``params``: the ones its parameters cell assigns.
+    """Each notebook's share of ``params``: the ones it takes (:func:`parameter_names`).
 
     Raises:
         SystemExit: naming any parameter that none of ``notebooks`` has.

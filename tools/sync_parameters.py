@@ -1,13 +1,15 @@
-"""Writes each notebook's parameters cell and config cell from its config class.
+"""Writes each notebook's parameters cell and config cell from its config class and :data:`NOTEBOOKS`.
 
 python tools/sync_parameters.py            # rewrite the cells that are out of sync
 python tools/sync_parameters.py --check    # exit 1 (naming them) if any notebook is out of sync
 
-The parameters cell assigns every field of the notebook's config class (``None``: the preset's value,
-unless :data:`NOTEBOOKS` gives the notebook a literal default), each with its ``help`` (or its choices) as
-a comment, then the notebook-only parameters; the next cell builds the config with
-:func:`nbhelpers.parameters.notebook_config`. Run it after adding, removing or documenting a config field.
-Only cell sources change (and papermill's injected cells are removed); outputs are left as they are.
+The parameters cell assigns the notebook's knobs, the fields of its config class people turn (at most
+:data:`MAX_KNOBS`, ``preset`` first; ``None``: the preset's value unless :data:`NOTEBOOKS` gives a
+literal), each with its ``help`` (or the table's comment, or its choices) as a comment; then
+``overrides = {}`` (a dict of any other field -> value); then the notebook-only parameters. The next
+cell builds the config with :func:`nbhelpers.parameters.notebook_config` and prints every field. Run it
+after changing a notebook's knobs or documenting one. Only cell sources change (and papermill's injected
+cells are removed); outputs are left as they are.
 """
 
 from __future__ import annotations
@@ -31,11 +33,25 @@ from notebook_cells import (
     write_notebook,
 )
 
-from nbhelpers.parameters import PARAMETERS_MARKER, field_names
+from nbhelpers.parameters import OVERRIDES, PARAMETERS_MARKER, field_names
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = ROOT / "notebooks"
 IMPORT_LINE = "from nbhelpers.parameters import notebook_config"
+
+
+#: The most knobs (``preset`` included) a parameters cell lists; every other field goes in overrides.
+MAX_KNOBS = 12
+
+#: Comments for knobs whose field has no ``help`` (fields of the shared recipe base class).
+KNOB_HELP = {
+    "epochs": "passes over the training split",
+    "batch_size": "samples per optimiser step",
+    "lr": "peak learning rate (after the warmup)",
+    "seed": "seed of the weights' init, the data order and the augmentations",
+    "lora_rank": "rank of the LoRA adapters",
+    "runs_dir": "folder holding every run",
+}
 
 
 @dataclass(frozen=True)
@@ -45,15 +61,16 @@ class NotebookParameters:
     Attributes:
         config: the config class as ``"module:Class"``.
         expression: how the notebook's code names that class (as its imports cell imports it).
-        defaults: ``{field: (literal, comment)}`` for the fields whose cell value is not ``None``
-            (comment ``None``: the field's help).
+        knobs: ``{field: (literal, comment)}``, in cell order, ``preset`` first: the fields the cell lists
+            (literal ``None``: the preset's value; comment ``None``: the field's help, else
+            :data:`KNOB_HELP`, else its choices). Every other field goes in ``overrides``.
         extras: ``{name: (literal, comment)}``: the notebook-only parameters, not config fields.
         config_lines: lines of the config cell after ``print(config.describe())``.
     """
 
     config: str
     expression: str
-    defaults: dict[str, tuple[Any, str | None]] = field(default_factory=dict)
+    knobs: dict[str, tuple[Any, str | None]] = field(default_factory=dict)
     extras: dict[str, tuple[Any, str]] = field(default_factory=dict)
     config_lines: tuple[str, ...] = ()
 
@@ -62,73 +79,89 @@ class NotebookParameters:
         return getattr(importlib.import_module(module), name)
 
 
+def knobs(preset: str, *names: str, **literals: Any) -> dict[str, tuple[Any, str | None]]:
+    """A :attr:`NotebookParameters.knobs` table: ``preset`` (its literal ``"demo"``, comment ``preset``),
+    then ``names`` (``None``, the field's help), then ``literals`` (``name=literal`` or
+    ``name=(literal, comment)``)."""
+    table: dict[str, tuple[Any, str | None]] = {"preset": ("demo", preset)}
+    table.update((name, (None, None)) for name in names)
+    for name, value in literals.items():
+        table[name] = value if isinstance(value, tuple) else (value, None)
+    return table
+
+
 RECIPES = "nbhelpers.train.recipes"
 #: Every notebook with parameters, by file name without ``.ipynb``.
 NOTEBOOKS: dict[str, NotebookParameters] = {
     "01_prepare_webdataset": NotebookParameters(
         "nbhelpers.data.prepare:PrepareConfig",
         "PrepareConfig",
-        defaults={"preset": ("demo", '"demo": CPU, about a minute; "t4": the full-size synthetic benchmark')},
+        knobs(
+            '"demo": CPU, about a minute; "t4": the full-size synthetic benchmark',
+            *("source", "raw_dir", "out_dir", "image_size", "limit", "seed", "workers"),
+            *("hf_dataset", "hf_layout", "own_files", "label_map"),
+        ),
     ),
     "02_unimodal_baselines": NotebookParameters(
         f"{RECIPES}.unimodal:UnimodalConfig",
         "UnimodalConfig",
-        defaults={
-            "preset": (
-                "demo",
-                '"demo": CPU, about 2 minutes; "t4": bert-base-uncased + ImageNet ResNet-18 on a Colab T4',
-            )
-        },
+        knobs(
+            '"demo": CPU, about 2 minutes; "t4": bert-base-uncased + ImageNet ResNet-18 on a Colab T4',
+            *("model", "data_dir", "sources", "epochs", "batch_size", "lr", "text_model", "text_lr"),
+            *("image_size", "mixed_precision", "seed"),
+        ),
     ),
     "03_train_clip": NotebookParameters(
         f"{RECIPES}.clip:ClipConfig",
         "clip.ClipConfig",
-        defaults={
-            "preset": (
-                "demo",
-                '"demo": tiny CLIP from scratch on CPU; "t4": fine-tune ViT-B-32 (laion2b_s34b_b79k)',
-            ),
-            "eval_splits": ("test,unseen", None),
-        },
+        knobs(
+            '"demo": tiny CLIP from scratch on CPU; "t4": fine-tune ViT-B-32 (laion2b_s34b_b79k)',
+            *("model", "pretrained", "data_dir", "sources", "epochs", "batch_size", "lr", "image_size"),
+            *("mixed_precision", "seed"),
+            eval_splits="test,unseen",
+        ),
     ),
+    # Only fields that stay top-level: SSL's per-method fields (out_dim, head_*, teacher temperatures,
+    # projector_sizes, n_local_crops, ...) go in overrides.
     "04_train_ssl_vision": NotebookParameters(
         f"{RECIPES}.ssl:SSLConfig",
         "SSLConfig",
-        defaults={
-            "preset": (
-                "demo",
-                '"demo": CPU, about 2 minutes on the synthetic benchmark; "t4": Barlow Twins ResNet-18 on CIFAR-10',
-            )
-        },
+        knobs(
+            '"demo": CPU, about 2 minutes on the synthetic benchmark; "t4": Barlow Twins ResNet-18 on CIFAR-10',
+            *("method", "backbone", "dataset", "image_size", "epochs", "batch_size", "lr"),
+            *("mixed_precision", "seed"),
+            colour_jitter=(None, "jitter strength s (1: DINO's); 0 turns it off"),
+            method_kwargs=(None, "the method's own parameters, e.g. {\"out_dim\": 1024} (None: the preset's)"),
+        ),
     ),
     "05_train_cass_mm": NotebookParameters(
         f"{RECIPES}.cass_mm:CassMMConfig",
         "cass_mm.CassMMConfig",
-        defaults={
-            "preset": ("demo", '"demo": tiny towers on CPU; "t4": ResNet-50 + ViT-B-32 (laion2b) on a T4')
-        },
+        knobs(
+            '"demo": tiny towers on CPU; "t4": ResNet-50 + ViT-B-32 (laion2b) on a T4',
+            *("model", "pretrained", "cnn", "cnn_image_size", "data_dir", "sources", "epochs"),
+            *("batch_size", "lr", "head_epochs", "seed"),
+        ),
     ),
     "06_train_clip_lora_classifier": NotebookParameters(
         f"{RECIPES}.clip_classifier:ClipClassifierConfig",
         "clip_classifier.ClipClassifierConfig",
-        defaults={
-            "preset": (
-                "demo",
-                '"demo": tiny CLIP from notebook 03 on CPU; "t4": ViT-B-32 laion2b_s34b_b79k on a T4',
-            ),
-            "eval_splits": ("test,unseen", None),
-        },
+        knobs(
+            '"demo": tiny CLIP from notebook 03 on CPU; "t4": ViT-B-32 laion2b_s34b_b79k on a T4',
+            *("mode", "model", "pretrained", "data_dir", "sources", "epochs", "batch_size", "lr"),
+            *("lora_rank", "seed"),
+            eval_splits="test,unseen",
+        ),
         extras={"compare_modes": (True, "also train the other mode, for the comparison table")},
     ),
     "07_hateful_memes_fusion": NotebookParameters(
         f"{RECIPES}.fusion:FusionConfig",
         "FusionConfig",
-        defaults={
-            "preset": (
-                "demo",
-                '"demo": CPU, about 2 minutes, synthetic benchmark; "t4": CLIP ViT-L/14 on Hateful Memes',
-            )
-        },
+        knobs(
+            '"demo": CPU, about 2 minutes, synthetic benchmark; "t4": CLIP ViT-L/14 on Hateful Memes',
+            *("backbone", "pretrained", "fusion", "map_dim", "trainable_backbone", "data_dir", "sources"),
+            *("epochs", "batch_size", "lr", "seed"),
+        ),
         extras={"compare_fusions": (True, "also train the other two fusions on the same cached features")},
         config_lines=(
             'print("evaluated on:", config.eval_plan.kinds, "| primary:", config.eval_plan.primary)',
@@ -137,17 +170,22 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
     "08_inspect_attention": NotebookParameters(
         "nbhelpers.evaluation.attention:AttentionConfig",
         "AttentionConfig",
-        defaults={"preset": ("demo", "the preset a missing default run is trained with")},
+        knobs(
+            "the preset a missing default run is trained with",
+            *("run_name", "recipe", "cnn_run_name", "ssl_run_name", "runs_dir", "data_dir", "split"),
+            *("sample", "num_samples", "layer", "mass"),
+        ),
     ),
     "09_eval_topk": NotebookParameters(
         "nbhelpers.evaluation.runs:EvalRunsConfig",
         "EvalRunsConfig",
-        defaults={
-            "preset": (
-                "demo",
-                "the evaluation is the same for every preset; the runs it finds are what differ",
-            )
-        },
+        knobs(
+            "the evaluation is the same for every preset; the runs it finds are what differ",
+            "runs_dir",
+            "split",
+            "k",
+            "repredict",
+        ),
     ),
 }
 
@@ -165,53 +203,87 @@ def _line(name: str, value: Any, comment: str | None) -> str:
     return f"{text}  # {comment}" if comment else text
 
 
-def _field_groups(config_class: type) -> list[tuple[type, list[str]]]:
-    """The fields of ``config_class`` grouped by the class that declares them, the config class first.
+def check_knobs(spec: NotebookParameters, name: str = "notebook") -> None:
+    """Stops on a table entry the cell could not be written from.
 
-    ``preset`` is left out (the cell assigns it first); a field a subclass declares again counts as the
-    subclass's.
+    Raises:
+        ValueError: if a knob is not a field of the config class, ``preset`` is not the first knob, there
+            are more than :data:`MAX_KNOBS`, a knob has no comment (no help, :data:`KNOB_HELP` entry or
+            choices) or one holding ``=`` (papermill skips such a line), or an extra is a field or
+            ``overrides``.
     """
-    names = set(field_names(config_class)) - {"preset"}
-    owner: dict[str, type] = {}
-    for cls in reversed(config_class.__mro__):
-        for name in vars(cls).get("__annotations__", {}):
-            if name in names:
-                owner[name] = cls
-    groups = []
-    for cls in config_class.__mro__:
-        declared = [n for n in vars(cls).get("__annotations__", {}) if owner.get(n) is cls]
-        # The config class's own fields in its order; inherited ones in the dataclass's field order.
-        order = declared if cls is config_class else [n for n in field_names(config_class) if n in declared]
-        if order:
-            groups.append((cls, order))
-    return groups
-
-
-def parameters_cell(spec: NotebookParameters) -> str:
-    """The source of the notebook's parameters cell."""
     config_class = spec.config_class()
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    fields = field_names(config_class)
+    where = f"{name}: {config_class.__name__}"
+    unknown = [knob for knob in spec.knobs if knob not in fields]
+    if unknown:
+        raise ValueError(
+            f"{where} has no field {', '.join(map(repr, unknown))} (a knob in tools/sync_parameters.py's "
+            f"NOTEBOOKS); its fields: {', '.join(fields)}"
+        )
+    if next(iter(spec.knobs), None) != "preset":
+        raise ValueError(f"{where}: the first knob must be 'preset'")
+    if len(spec.knobs) > MAX_KNOBS:
+        raise ValueError(f"{where}: {len(spec.knobs)} knobs, at most {MAX_KNOBS}; move some to overrides")
+    silent = [knob for knob in spec.knobs if not _comment(config_class, knob, spec.knobs[knob][1])]
+    if silent:
+        raise ValueError(
+            f"{where}: no help for {', '.join(silent)}; give a comment in the table or KNOB_HELP"
+        )
+    equals = [knob for knob in spec.knobs if "=" in _comment(config_class, knob, spec.knobs[knob][1])]
+    if equals:  # papermill skips (with a warning) a parameters line holding a second "="
+        raise ValueError(
+            f"{where}: the comment of {', '.join(equals)} holds '='; give one without in the table"
+        )
+    bad = [extra for extra in spec.extras if extra in fields or extra == OVERRIDES]
+    if bad:
+        raise ValueError(
+            f"{where}: the extra {bad[0]!r} is a field or {OVERRIDES!r}, not a notebook-only name"
+        )
 
-    def field_line(name: str) -> str:
-        value, comment = spec.defaults.get(name, (None, None))
-        if comment is None:  # the field's help, else its choices
-            metadata = fields[name].metadata
-            comment = metadata.get("help") or " | ".join(map(str, metadata.get("choices") or ()))
-        return _line(name, value, comment)
 
+def _comment(config_class: type, name: str, comment: str | None) -> str:
+    if comment is None:  # the field's help, else the table's, else its choices
+        metadata = next(f for f in dataclasses.fields(config_class) if f.name == name).metadata
+        comment = (
+            metadata.get("help") or KNOB_HELP.get(name) or " | ".join(map(str, metadata.get("choices") or ()))
+        )
+    return comment
+
+
+def parameters_cell(spec: NotebookParameters, name: str = "notebook") -> str:
+    """The source of the notebook's parameters cell.
+
+    Raises:
+        ValueError: see :func:`check_knobs`.
+    """
+    check_knobs(spec, name)
+    config_class = spec.config_class()
+    cls = config_class.__name__
+    rest = [f for f in field_names(config_class) if f not in spec.knobs]
     lines = [
-        f"{PARAMETERS_MARKER} every field of {config_class.__name__} (None: the preset's value); "
+        f"{PARAMETERS_MARKER} the knobs of {cls} people turn (None: the preset's value); "
         "any other name stops the next cell",
-        field_line("preset"),
+        *(
+            _line(knob, value, _comment(config_class, knob, comment))
+            for knob, (value, comment) in spec.knobs.items()
+        ),
     ]
-    for cls, names in _field_groups(config_class):
-        if cls is not config_class:
-            doc = (cls.__doc__ or "").strip().split("\n")[0]
-            lines.append(f"# From {cls.__name__}: {doc}" if doc else f"# From {cls.__name__}")
-        lines.extend(field_line(name) for name in names)
+    if rest:
+        lines.append(
+            f"# Any other field of {cls} goes in overrides (or papermill -p name value); "
+            "the next cell prints them all"
+        )
+    else:
+        lines.append(f"# Every field of {cls} is above: overrides stays empty")
+    lines.append(
+        _line(
+            OVERRIDES, {}, '{"field": value, ...} for the fields not listed above (None: the preset\'s value)'
+        )
+    )
     if spec.extras:
         lines.append("# This notebook only (not config fields)")
-        lines.extend(_line(name, value, comment) for name, (value, comment) in spec.extras.items())
+        lines.extend(_line(extra, value, comment) for extra, (value, comment) in spec.extras.items())
     return "\n".join(lines)
 
 
@@ -254,7 +326,7 @@ def sync_notebook(path: Path, spec: NotebookParameters, *, write: bool) -> list[
     if not any(IMPORT_LINE in cell_source(cell) for cell in cells[:index] if cell["cell_type"] == "code"):
         raise ValueError(f"{path.name}: the cells before the parameters cell must hold {IMPORT_LINE!r}")
     for i, text, what in (
-        (index, parameters_cell(spec), "parameters"),
+        (index, parameters_cell(spec, path.name), "parameters"),
         (after[0], config_cell(spec), "config"),
     ):
         if cell_source(cells[i]) != text:
@@ -280,8 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no entry in NOTEBOOKS for {', '.join(missing)}", file=sys.stderr)
         return 1
     problems = []
-    for path in paths:
-        problems += sync_notebook(path, NOTEBOOKS[path.stem], write=not args.check)
+    try:
+        for path in paths:
+            problems += sync_notebook(path, NOTEBOOKS[path.stem], write=not args.check)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     for problem in problems:
         print(problem)
     if args.check and problems:

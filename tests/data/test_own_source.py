@@ -32,7 +32,7 @@ from nbhelpers.data.sources._rows import (
 )
 from nbhelpers.data.taxonomy import CLASSES, SEVEN_CLASSES, LabelSet
 from nbhelpers.data.verify import check_shards
-from nbhelpers.parameters import field_names
+from nbhelpers.parameters import assigned_names
 from nbhelpers.train.recipes import clip
 from nbhelpers.train.recipes.base import manifests
 
@@ -447,7 +447,7 @@ def test_papermill_reads_every_parameter_of_notebook_01():
         Path(__file__).parents[2] / "notebooks" / "01_prepare_webdataset.ipynb", as_version=4
     )
     cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-    assert [p.name for p in PythonTranslator.inspect(cell)] == list(field_names(PrepareConfig))
+    assert [p.name for p in PythonTranslator.inspect(cell)] == assigned_names(cell.source)
 
 
 def test_own_module_interface():

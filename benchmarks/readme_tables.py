@@ -99,11 +99,7 @@ def render_command(
     text, new = args.page.read_text(), body(args.results)
     if args.check:
         same = read_block(text, block) == new.strip("\n")
-        print(
-            f"{args.page.name}: table up to date"
-            if same
-            else f"{args.page.name}: table differs from the results"
-        )
+        print(f"{args.page.name}: " + ("table up to date" if same else "table differs from the results"))
         return 0 if same else 1
     args.page.write_text(replace_block(text, block, new))
     print(f"rendered {args.results} into {args.page}")

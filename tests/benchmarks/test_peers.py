@@ -68,9 +68,8 @@ def test_render_check_fails_on_a_stale_table(tmp_path):
     results.write_text(json.dumps(ROW) + "\n")
     assert peers.main(["render", "--check", "--page", str(page), "--results", str(results)]) == 1
     assert peers.main(["render", "--page", str(page), "--results", str(results)]) == 0
-    assert (
-        peers.main(["render", "--check", "--readme", str(page), "--results", str(results)]) == 0
-    )  # old name
+    # --readme: the flag's name from when the table was in README.md
+    assert peers.main(["render", "--check", "--readme", str(page), "--results", str(results)]) == 0
     assert read_block(page.read_text(), "peers") == peers.table([ROW])
 
 

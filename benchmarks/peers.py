@@ -1,8 +1,8 @@
 """Our data loader and trainer against the peers, on the same shards, as ratios measured in one run.
 
     python -m benchmarks.peers                 # minutes on 2 cores; writes benchmarks/results/peers.jsonl
-    python -m benchmarks.peers render          # the README's "Against the peers" table from those results
-    python -m benchmarks.peers render --check  # exit 1 if the README's table is not what the results give
+    python -m benchmarks.peers render          # docs/performance.md's "Against the peers" table from those results
+    python -m benchmarks.peers render --check  # exit 1 if that table is not what the results give
     python -m benchmarks.peers profile         # where a streamed training step's time goes (stack samples)
     python -m benchmarks.peers --quick --out /tmp/p.jsonl   # a smoke test of seconds, tiny data
 
@@ -67,9 +67,10 @@ from benchmarks.readme_tables import markdown_table, render_command  # noqa: E40
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "peers.jsonl"
-README = ROOT / "README.md"
+#: The documentation page whose generated block this benchmark renders.
+PAGE = ROOT / "docs" / "performance.md"
 BLOCK = "peers"
-#: The keys of every JSON line (the schema the README table and the tests read).
+#: The keys of every JSON line (the schema the docs table and the tests read).
 KEYS = ("benchmark", "ours", "peer", "ratio", "unit", "machine", "command")
 MODEL = "memelab-tiny-vit"
 IMAGE_SIZE = 64
@@ -439,7 +440,7 @@ def read_results(path: Path = RESULTS) -> list[dict]:
 
 
 def table(rows: Sequence[dict]) -> str:
-    """The README block: which machine and command, then one line per figure."""
+    """The docs/performance.md block: which machine and command, then one line per figure."""
     machines = sorted({r["machine"] for r in rows})
     commands = sorted({r["command"] for r in rows})
     note = (
@@ -465,7 +466,7 @@ def table(rows: Sequence[dict]) -> str:
 
 def render(argv: Sequence[str]) -> int:
     return render_command(
-        argv, prog="python -m benchmarks.peers render", block=BLOCK, results=RESULTS, readme=README,
+        argv, prog="python -m benchmarks.peers render", block=BLOCK, results=RESULTS, page=PAGE,
         body=lambda path: table(read_results(path)),
     )  # fmt: skip
 

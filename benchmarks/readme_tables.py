@@ -1,8 +1,9 @@
-"""Generated README blocks: a Markdown table (or any text) between two HTML comment markers.
+"""Generated documentation blocks: a Markdown table (or any text) between two HTML comment markers.
 
-A benchmark writes its figures to ``benchmarks/results/`` and renders them into the README between
-``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``, so that the README's tables are always the committed
-results' and a test can check that they still are (render again, compare).
+A benchmark writes its figures to ``benchmarks/results/`` and renders them into its documentation page
+(``docs/performance.md``, ``docs/reproducing.md``) between ``<!-- NAME:begin -->`` and
+``<!-- NAME:end -->``, so that the page's tables are always the committed results' and a test can check
+that they still are (render again, compare).
 """
 
 from __future__ import annotations
@@ -83,20 +84,23 @@ def render_table(
 
 
 def render_command(
-    argv: Sequence[str], *, prog: str, block: str, results: Path, readme: Path, body: Callable[[Path], str]
+    argv: Sequence[str], *, prog: str, block: str, results: Path, page: Path, body: Callable[[Path], str]
 ) -> int:
-    """A benchmark's ``render [--results FILE] [--readme FILE] [--check]``: writes the README's block
-    ``block`` as ``body(results)``, or with ``--check`` changes nothing and returns 1 if it differs."""
+    """A benchmark's ``render [--results FILE] [--page FILE] [--check]``: writes the block ``block`` of its
+    documentation page as ``body(results)``, or with ``--check`` changes nothing and returns 1 if it differs.
+
+    ``--readme`` is accepted as another name of ``--page`` (the tables were in README.md before ``docs/``).
+    """
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--results", type=Path, default=results)
-    parser.add_argument("--readme", type=Path, default=readme)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README differs, change nothing")
+    parser.add_argument("--page", "--readme", dest="page", type=Path, default=page, help=f"default: {page}")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the page differs, change nothing")
     args = parser.parse_args(argv)
-    text, new = args.readme.read_text(), body(args.results)
+    text, new = args.page.read_text(), body(args.results)
     if args.check:
         same = read_block(text, block) == new.strip("\n")
-        print("README table up to date" if same else "README table differs from the results")
+        print(f"{args.page.name}: " + ("table up to date" if same else "table differs from the results"))
         return 0 if same else 1
-    args.readme.write_text(replace_block(text, block, new))
-    print(f"rendered {args.results} into {args.readme}")
+    args.page.write_text(replace_block(text, block, new))
+    print(f"rendered {args.results} into {args.page}")
     return 0

@@ -1,7 +1,7 @@
 """How time and memory grow with the training split: 1k, 10k, 100k synthetic samples at 64 px.
 
     python -m benchmarks.scale --sizes 1000 10000        # appends to benchmarks/results/scale.jsonl
-    python -m benchmarks.scale render                    # README table from scale.jsonl
+    python -m benchmarks.scale render                    # docs/performance.md's table from scale.jsonl
 
 For each size N it builds synthetic shards of N training samples at 64 px (``data/scale/n<N>``; the
 demo's 256 px would make 100k samples take hours to write here), then measures, each in a fresh
@@ -50,7 +50,8 @@ from benchmarks.readme_tables import markdown_table, render_command, replace_blo
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "scale.jsonl"
-README = ROOT / "README.md"
+#: The documentation page whose generated block this benchmark renders.
+PAGE = ROOT / "docs" / "performance.md"
 BLOCK = "scale"
 IMAGE_SIZE = 64
 BATCH = 64
@@ -225,7 +226,7 @@ def run_sizes(
 
 
 def render(lines: Sequence[Mapping[str, Any]]) -> str:
-    """The README's block ``scale``: one row per measurement (the latest of each kind and size)."""
+    """docs/performance.md's block ``scale``: one row per measurement (the latest of each kind and size)."""
     latest = {(r["what"], r["samples"]): r for r in lines}
     rows = []
     for what in KINDS:
@@ -251,8 +252,8 @@ def render(lines: Sequence[Mapping[str, Any]]) -> str:
     return note + "\n\n" + markdown_table(header, rows)
 
 
-def update_readme(text: str, lines: Sequence[Mapping[str, Any]]) -> str:
-    """``text`` (the README) with its block ``scale`` rendered from ``lines``."""
+def update_page(text: str, lines: Sequence[Mapping[str, Any]]) -> str:
+    """``text`` (docs/performance.md) with its block ``scale`` rendered from ``lines``."""
     return replace_block(text, BLOCK, render(lines))
 
 
@@ -261,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["render"]:
         return render_command(
-            argv[1:], prog="python -m benchmarks.scale render", block=BLOCK, results=RESULTS, readme=README,
+            argv[1:], prog="python -m benchmarks.scale render", block=BLOCK, results=RESULTS, page=PAGE,
             body=lambda path: render(read_results(path)),
         )  # fmt: skip
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])

@@ -4,7 +4,7 @@
     python -m benchmarks.seeds --seeds 0 1 2 --recipes cass_mm clip_classifier_baseline \\
         --variant epochs_x2 cass_mm.epochs=10 clip_classifier_baseline.epochs=6
     python -m benchmarks.seeds --seeds 0 1 2 --recipes cass_mm --variant train_x2 data.synthetic_train=8000
-    python -m benchmarks.seeds render                         # README table from results/seeds.json
+    python -m benchmarks.seeds render                         # docs/reproducing.md's tables from results/seeds.json
 
 Each run is one ``python -m nbhelpers.train RECIPE preset=demo seed=S run_name=NAME runs_dir=...`` into
 ``runs/seeds/<variant>/seed<S>/NAME``, on the synthetic shards of the demo preset (built by
@@ -47,7 +47,8 @@ from benchmarks.readme_tables import markdown_table, render_command, replace_blo
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "seeds.json"
-README = ROOT / "README.md"
+#: The documentation page whose generated block this benchmark renders.
+PAGE = ROOT / "docs" / "reproducing.md"
 BLOCK = "seeds"
 DEFAULT_VARIANT = "demo"
 #: Per-split numbers of a metrics.json that are counts or properties of the data, not scores.
@@ -56,14 +57,14 @@ NOT_SCORES = frozenset({"num_samples", "num_pairs", "positive_rate"})
 
 @dataclass(frozen=True)
 class Row:
-    """One run folder an entry writes, and how the README names it.
+    """One run folder an entry writes, and how docs/reproducing.md names it.
 
     Attributes:
         folder: the run folder's name in the seed's runs dir.
-        label: the model's name in the README.
+        label: the model's name in docs/reproducing.md.
         notebook: the notebook that trains it.
         modality: image, text, late fusion or multimodal.
-        table: which README table shows it: ``7class``, ``binary`` or ``representation``.
+        table: which table of docs/reproducing.md shows it: ``7class``, ``binary`` or ``representation``.
     """
 
     folder: str
@@ -486,7 +487,7 @@ def write_results(
     return document
 
 
-# --- the README block -------------------------------------------------------------------------------
+# --- the docs block ---------------------------------------------------------------------------------
 
 
 def cell(stat: Mapping[str, Any] | None) -> str:
@@ -503,7 +504,7 @@ def _get(row: Mapping[str, Any], split: str, metric: str) -> Mapping[str, Any] |
 
 
 def render(document: Mapping[str, Any]) -> str:
-    """The README's block ``seeds`` (tables of mean ± sd) from the results document."""
+    """docs/reproducing.md's block ``seeds`` (tables of mean ± sd) from the results document."""
     variants = document["variants"]
     demo = variants[DEFAULT_VARIANT]
     rows = demo["rows"]
@@ -595,8 +596,8 @@ def render(document: Mapping[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def update_readme(text: str, document: Mapping[str, Any]) -> str:
-    """``text`` (the README) with its block ``seeds`` rendered from ``document``."""
+def update_page(text: str, document: Mapping[str, Any]) -> str:
+    """``text`` (docs/reproducing.md) with its block ``seeds`` rendered from ``document``."""
     return replace_block(text, BLOCK, render(document))
 
 
@@ -605,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["render"]:
         return render_command(
-            argv[1:], prog="python -m benchmarks.seeds render", block=BLOCK, results=RESULTS, readme=README,
+            argv[1:], prog="python -m benchmarks.seeds render", block=BLOCK, results=RESULTS, page=PAGE,
             body=lambda path: render(json.loads(path.read_text())),
         )  # fmt: skip
     parser = argparse.ArgumentParser(prog="python -m benchmarks.seeds", description=__doc__.split("\n")[0])

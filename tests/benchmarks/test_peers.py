@@ -1,4 +1,4 @@
-"""benchmarks/peers.py: its JSON lines, the README table made from them, and the commands it times."""
+"""benchmarks/peers.py: its JSON lines, the docs/performance.md table made from them, and the commands it times."""
 
 import json
 
@@ -62,14 +62,15 @@ def test_table_renders_one_line_per_figure():
 
 
 def test_render_check_fails_on_a_stale_table(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("x\n<!-- peers:begin -->\nold\n<!-- peers:end -->\n")
+    page = tmp_path / "performance.md"
+    page.write_text("x\n<!-- peers:begin -->\nold\n<!-- peers:end -->\n")
     results = tmp_path / "r.jsonl"
     results.write_text(json.dumps(ROW) + "\n")
-    assert peers.main(["render", "--check", "--readme", str(readme), "--results", str(results)]) == 1
-    assert peers.main(["render", "--readme", str(readme), "--results", str(results)]) == 0
-    assert peers.main(["render", "--check", "--readme", str(readme), "--results", str(results)]) == 0
-    assert read_block(readme.read_text(), "peers") == peers.table([ROW])
+    assert peers.main(["render", "--check", "--page", str(page), "--results", str(results)]) == 1
+    assert peers.main(["render", "--page", str(page), "--results", str(results)]) == 0
+    # --readme: the flag's name from when the table was in README.md
+    assert peers.main(["render", "--check", "--readme", str(page), "--results", str(results)]) == 0
+    assert read_block(page.read_text(), "peers") == peers.table([ROW])
 
 
 def test_training_commands_are_the_same_work_for_both_trainers(tmp_path):
@@ -115,6 +116,7 @@ def test_steps_are_timed_inside_the_trainer_and_the_rate_skips_the_warm_up(tmp_p
     assert peers.steady_rate([0.0, 1.0, 2.0, 3.0, 5.0], warmup=2, batch=64) == 3 * 64 / 4.0
 
 
-def test_readme_table_is_the_committed_results():
-    readme = (peers.ROOT / "README.md").read_text()
-    assert read_block(readme, peers.BLOCK) == peers.table(peers.read_results(peers.RESULTS))
+def test_docs_table_is_the_committed_results():
+    assert peers.PAGE == peers.ROOT / "docs" / "performance.md"
+    page = peers.PAGE.read_text()
+    assert read_block(page, peers.BLOCK) == peers.table(peers.read_results(peers.RESULTS))

@@ -65,7 +65,8 @@ def test_render_keeps_the_latest_line_of_each_size():
     )
 
 
-def test_readme_table_is_the_committed_results():
+def test_docs_table_is_the_committed_results():
     lines = scale.read_results(REPO / "benchmarks" / "results" / "scale.jsonl")
-    readme = (REPO / "README.md").read_text()
-    assert lines and scale.update_readme(readme, lines) == readme
+    assert scale.PAGE == REPO / "docs" / "performance.md"
+    page = scale.PAGE.read_text()
+    assert lines and scale.update_page(page, lines) == page

@@ -136,7 +136,8 @@ def test_select_adds_what_an_entry_needs():
         seeds.select(["clipp"])
 
 
-def test_readme_table_is_the_committed_results():
+def test_docs_table_is_the_committed_results():
     document = json.loads((REPO / "benchmarks" / "results" / "seeds.json").read_text())
-    readme = (REPO / "README.md").read_text()
-    assert seeds.update_readme(readme, document) == readme
+    assert seeds.PAGE == REPO / "docs" / "reproducing.md"
+    page = seeds.PAGE.read_text()
+    assert seeds.update_page(page, document) == page

@@ -1,6 +1,6 @@
 """Several processes: ``accelerate launch`` runs that notebook 09 reads, and BatchNorm made global.
 
-The launched runs are two CPU processes (gloo) of the command line the README gives for N GPUs: a
+The launched runs are two CPU processes (gloo) of the command line docs/multi_gpu.md gives for N GPUs: a
 CLIP run, then a CLIP classifier starting from its exported weights; the evaluation code of notebook 09
 (:mod:`nbhelpers.evaluation.runs`) then finds, loads and re-scores them.
 """

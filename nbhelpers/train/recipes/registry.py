@@ -30,7 +30,7 @@ class TrainedRun:
         recipe: the recipe's name.
         run_dir: the run directory.
         config: the recipe's config from the run's ``config.json``, as rebuilt for loading
-            (:meth:`~nbhelpers.train.recipes.base.RecipeConfig.load`: fields that only name initial weights
+            (:meth:`~nbhelpers.train.recipes.config.RecipeConfig.load`: fields that only name initial weights
             the checkpoints hold are at their defaults).
         model: the module that predicts or embeds, in eval mode, on the CPU.
         tokenizer: turns captions into the model's token ids (None: the model takes raw text, or no text).
@@ -59,7 +59,7 @@ class Recipe:
 
     Attributes:
         name: the recipe's name (``python -m nbhelpers.train NAME``; ``metrics.json``'s ``"recipe"``).
-        config_class: its :class:`~nbhelpers.train.recipes.base.RecipeConfig` subclass.
+        config_class: its :class:`~nbhelpers.train.recipes.config.RecipeConfig` subclass.
         notebook: the notebook that runs it (``"05_train_cass_mm"``).
         run: ``run(config or dict of parameters) -> RunResult``: trains, evaluates, writes the run.
         load_trained: ``load_trained(run_dir) -> TrainedRun``; never trains.

@@ -29,7 +29,6 @@ from torch import nn
 
 from nbhelpers.config import param
 from nbhelpers.data.memory import TensorSplit, load_split
-from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.taxonomy import NUM_CLASSES, label_set_of
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.losses import cass_mm_loss
@@ -38,23 +37,19 @@ from nbhelpers.models.clip import clip_image_size, create_clip
 from nbhelpers.models.heads import TransformerClassifierHead
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import bind_stage, file_input, local_inputs
-from nbhelpers.train.recipes.base import (
-    RecipeConfig,
+from nbhelpers.train.recipes.base import load_run_weights, sync_batchnorm
+from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
+from nbhelpers.train.recipes.data import eval_batches, tensor_batches, train_data
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.recipes.results import (
+    RunMetrics,
     RunResult,
     class_task,
-    eval_batches,
     evaluate_classifier,
     headline,
     history_seconds,
-    load_run_weights,
-    manifests,
     run_class_names,
-    sync_batchnorm,
-    train_data,
-    train_spec,
-    write_metrics,
 )
-from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 from nbhelpers.train.run_dir import latest_checkpoint
 
 CLASSIFIER_DIR = "classifier"
@@ -135,31 +130,6 @@ class FeatureClassifier(nn.Module):
         return self.head(image, text)
 
 
-def _feature_batches(features: dict[str, torch.Tensor], batch_size: int, seed: int):
-    """``batches(epoch)``: endless shuffled batches of the frozen features, a function of ``(seed, epoch)``.
-
-    The order is :class:`~nbhelpers.data.sampler.SeededBatchSampler`'s: each process under ``accelerate
-    launch`` takes its share of every shared permutation; the incomplete tail of each is dropped.
-
-    Raises:
-        ValueError: ``features`` hold fewer than one batch for every process.
-    """
-    state = PartialState()
-    sampler = SeededBatchSampler(
-        len(features["label"]),
-        batch_size,
-        seed=seed,
-        rank=state.process_index,
-        world_size=state.num_processes,
-    )
-
-    def batches(epoch: int):
-        for idx in sampler.epoch_indices(epoch, endless=True):
-            yield {k: v[idx] for k, v in features.items()}
-
-    return batches
-
-
 def head_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     logits = model(batch["image"], batch["text"])
     loss = F.cross_entropy(logits, batch["label"])
@@ -210,7 +180,7 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     head_history = fit(
         head,
         head_step,
-        _feature_batches(train_features, head_batch, config.seed),
+        tensor_batches(train_features, head_batch, config.seed),
         head_spec,
         config=config.to_dict(),
     )
@@ -221,8 +191,7 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
 
     reports, summary = evaluate_classifier(config.run_dir, predict_split, config.eval_split_list, class_names)
     primary = config.eval_split_list[0]
-    metrics = write_metrics(
-        config.run_dir,
+    metrics = RunMetrics(
         recipe="cass_mm",
         notebook="05_train_cass_mm",
         method="cass_mm",
@@ -235,9 +204,8 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
         epochs=config.epochs,
         train_seconds=history_seconds(history, head_history),
         stages={"head": config.run_dir / CLASSIFIER_DIR},
-        head_epochs=config.head_epochs,
-        splits=summary,
-    )
+        extra={"head_epochs": config.head_epochs, "splits": summary},
+    ).write(config.run_dir)
     return RunResult(
         config.run_dir,
         metrics,

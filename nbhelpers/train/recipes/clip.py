@@ -41,17 +41,10 @@ from nbhelpers.metrics.retrieval import recall_at_k, zero_shot_accuracy
 from nbhelpers.models.clip import clip_image_size, create_clip, vision_patch_size
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import check_run_name, local_inputs
-from nbhelpers.train.recipes.base import (
-    RecipeConfig,
-    RunResult,
-    eval_batches,
-    history_seconds,
-    manifests,
-    train_data,
-    train_spec,
-    write_metrics,
-)
+from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
+from nbhelpers.train.recipes.data import eval_batches, train_data
 from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.recipes.results import RunMetrics, RunResult, history_seconds
 from nbhelpers.train.run_dir import RunNotFoundError, atomic_open
 
 RECIPE_NAME = "clip"
@@ -245,8 +238,7 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
         )
         if k in splits[primary]
     ]
-    metrics = write_metrics(
-        config.run_dir,
+    metrics = RunMetrics(
         recipe="clip",
         notebook="03_train_clip",
         method="clip",
@@ -257,10 +249,12 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
         num_samples=data.num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history),
-        model=config.model,
-        weights=str(config.run_dir / WEIGHTS_FILE),
-        splits=splits,
-    )
+        extra={
+            "model": config.model,
+            "weights": str(config.run_dir / WEIGHTS_FILE),
+            "splits": splits,
+        },
+    ).write(config.run_dir)
     extra = {"model": model, "tokenizer": tokenizer, "image_size": size, "config": config.to_dict()}
     return RunResult(config.run_dir, metrics, history, extra=extra)
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate.utils import set_seed
@@ -27,31 +26,25 @@ from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import load_split
 from nbhelpers.data.taxonomy import NUM_CLASSES, label_set_of
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
-from nbhelpers.fileio import sha256_file
 from nbhelpers.lora import add_lora
 from nbhelpers.losses import masked_clip_loss
-from nbhelpers.models.clip import clip_image_size, create_clip, load_clip_state_dict
-from nbhelpers.models.counts import parameter_counts
+from nbhelpers.models.clip import clip_image_size, create_clip
 from nbhelpers.models.heads import CLIPClassifier
 from nbhelpers.train.engine import fit
-from nbhelpers.train.identity import read_run_record
-from nbhelpers.train.recipes.base import (
-    RecipeConfig,
+from nbhelpers.train.recipes.base import load_run_weights
+from nbhelpers.train.recipes.clip import StartsFromClip, check_patch_divides
+from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
+from nbhelpers.train.recipes.data import eval_batches, train_data
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.recipes.results import (
+    RunMetrics,
     RunResult,
     class_task,
-    eval_batches,
     evaluate_classifier,
     headline,
     history_seconds,
-    load_run_weights,
-    manifests,
     run_class_names,
-    train_data,
-    train_spec,
-    write_metrics,
 )
-from nbhelpers.train.recipes.clip import StartsFromClip, check_patch_divides
-from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 
 MODES = ("lora", "baseline")
 
@@ -167,8 +160,7 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     )
     primary = config.eval_split_list[0]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    metrics = write_metrics(
-        config.run_dir,
+    metrics = RunMetrics(
         recipe="clip_classifier",
         notebook="06_train_clip_lora_classifier",
         method=f"clip_{config.mode}",
@@ -180,10 +172,12 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
         num_samples=data.num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history),
-        model=config.model,
-        trainable_parameters=trainable,
-        splits=summary,
-    )
+        extra={
+            "model": config.model,
+            "trainable_parameters": trainable,
+            "splits": summary,
+        },
+    ).write(config.run_dir)
     return RunResult(
         config.run_dir,
         metrics,
@@ -212,57 +206,6 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
         image_size=size, mean=CLIP_MEAN, std=CLIP_STD,
         parts={"clip": model.clip, "image_tower": model.clip.visual, "head": model.head}, class_names=names,
     )  # fmt: skip
-
-
-def parameter_table(model_name: str = "ViT-B-32", lora_rank: int = 4, num_classes: int = 7) -> dict[str, int]:
-    """The parameter counts of the two modes (:func:`nbhelpers.models.counts.parameter_counts`)."""
-    return parameter_counts(model_name, lora_rank, num_classes)
-
-
-def frozen_weights_report(result: RunResult) -> str:
-    """Compares every base weight of a trained ``lora`` run's CLIP with its pretrained weights file.
-
-    Only reads: a ``run:<name>`` whose weights are missing is reported, never trained.
-    """
-    config = ClipClassifierConfig.coerce(result.extra["config"])
-    started_from = (read_run_record(result.run_dir) or {}).get("inputs", {}).get("pretrained")
-    if started_from is None:
-        return f"pretrained={config.pretrained!r} is not a local file: nothing to compare"
-    path = started_from["path"]
-    if not os.path.isfile(path) or sha256_file(path) != started_from["sha256"]:
-        return f"pretrained={config.pretrained!r}: {path} is missing or changed since the run started: nothing to compare"
-    if not os.path.isfile(path):
-        return f"pretrained={config.pretrained!r} is not a local file: nothing to compare"
-    reference = load_clip_state_dict(path)
-    trained = {
-        k.replace(".base_layer", ""): v
-        for k, v in result.extra["model"].clip.state_dict().items()
-        if "lora_" not in k
-    }
-    same = sum(torch.equal(trained[k].cpu(), v) for k, v in reference.items() if k in trained)
-    adapters = sum(p.numel() for n, p in result.extra["model"].clip.named_parameters() if "lora_" in n)
-    return (
-        f"{same} of {len(reference)} pretrained tensors are bit-identical after training; "
-        f"{adapters:,} LoRA adapter parameters trained"
-    )
-
-
-def comparison_table(results: dict[str, RunResult]) -> pd.DataFrame:
-    """Model | Top-1 | Top-2 per mode on the primary split, plus the other splits' top-1."""
-    rows = []
-    for mode, result in results.items():
-        metrics = result.metrics
-        row = {"Model": f"CLIP {mode}", "Top-1": metrics["top1"], "Top-2": metrics["top2"]}
-        row.update(
-            {
-                f"Top-1 ({split})": s["top1"]
-                for split, s in metrics["splits"].items()
-                if split != metrics["split"]
-            }
-        )
-        row["Trainable"] = f"{metrics['trainable_parameters']:,}"
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("Model").round(3)
 
 
 def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -9,8 +9,8 @@ Memes' binary label (Kiela et al., 2020, "The Hateful Memes Challenge: Detecting
 Multimodal Memes"), trained with binary cross-entropy and reported as AUROC and accuracy.
 
 A frozen backbone (the default) is run once per split: its features are precomputed, optionally cached
-on disk under ``runs_dir/.features/`` (keyed by backbone, weights file and shards), and an epoch of the
-head then costs milliseconds. With ``trainable_backbone=True`` the backbone and head train end to end on
+on disk under ``runs_dir/.features/`` (:mod:`nbhelpers.train.recipes.fusion_features`), and an epoch of
+the head then costs milliseconds. With ``trainable_backbone=True`` the backbone and head train end to end on
 images and texts.
 
 Evaluation covers the source's seen and unseen development splits (``dev_seen``/``dev_unseen`` for
@@ -34,29 +34,24 @@ which samples happen to carry a ``hateful`` field:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import PartialState
 from accelerate.utils import set_seed
 from torch import nn
-from torchvision.transforms import v2
 
 from nbhelpers.config import ConfigError, param
-from nbhelpers.data.memory import TensorSplit, load_split
-from nbhelpers.data.sampler import SeededBatchSampler
+from nbhelpers.data.memory import load_split
 from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED, LabelSet, label_set_of
-from nbhelpers.fileio import read_json, sha256_file
+from nbhelpers.fileio import read_json
 from nbhelpers.metrics.classification import binary_report, classification_report, one_vs_rest_auroc
 from nbhelpers.models.backbones import FeatureBackbone, OpenClipBackbone, build_backbone
 from nbhelpers.models.fusion import (
@@ -66,30 +61,33 @@ from nbhelpers.models.fusion import (
     HatefulMemesClassifier,
     binary_logit_loss,
 )
-from nbhelpers.train.engine import fit, resolve_mixed_precision
+from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import local_inputs, recorded_input
-from nbhelpers.train.recipes.base import (
+from nbhelpers.train.recipes.base import load_run_weights
+from nbhelpers.train.recipes.clip import RECIPE as CLIP_RECIPE
+from nbhelpers.train.recipes.clip import StartsFromClip
+from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
+from nbhelpers.train.recipes.data import epoch_steps, tensor_batches, train_data
+from nbhelpers.train.recipes.fusion_features import (
+    FeatureSplit,
+    extract_features,
+    hateful_targets,
+    image_normalisation,
+    split_features,
+)
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.recipes.results import (
     CLASS_METRICS,
-    RecipeConfig,
+    RunMetrics,
     RunResult,
     Timer,
     class_task,
-    epoch_steps,
     history_seconds,
-    load_run_weights,
-    manifests,
     topk_ks,
-    train_data,
-    train_spec,
-    write_metrics,
 )
-from nbhelpers.train.recipes.clip import RECIPE as CLIP_RECIPE
-from nbhelpers.train.recipes.clip import StartsFromClip
-from nbhelpers.train.recipes.registry import Recipe, TrainedRun
-from nbhelpers.train.run_dir import RunNotFoundError, atomic_open
+from nbhelpers.train.run_dir import RunNotFoundError
 
 NOTEBOOK = "07_hateful_memes_fusion"
-FEATURE_CACHE_DIR = ".features"
 _METRIC_KEYS = ("auroc", "accuracy", "positive_rate", "num_samples")
 #: The per-split figures of a head over a label set of the user's own (top-k for k up to its C classes).
 _CLASS_METRIC_KEYS = ("auroc", "accuracy", *CLASS_METRICS, "num_samples")
@@ -217,31 +215,6 @@ def run_target_classes(run_dir: str | os.PathLike, config: FusionConfig) -> tupl
     return target_classes(config.label_set())
 
 
-@dataclass
-class FeatureSplit:
-    """A split as backbone features: ``image`` (N, Di), ``text`` (N, Dt), ``target`` (N,): the hateful
-    target in {-1, 0, 1} for a binary head, else the class label in ``-1..C-1`` (-1: unlabelled)."""
-
-    image: torch.Tensor
-    text: torch.Tensor
-    target: torch.Tensor
-    keys: list[str]
-
-    def __len__(self) -> int:
-        return len(self.target)
-
-    def labelled(self) -> FeatureSplit:
-        """The samples with a label (``target != UNLABELLED``)."""
-        keep = self.target != UNLABELLED
-        idx = keep.nonzero().flatten().tolist()
-        return FeatureSplit(self.image[keep], self.text[keep], self.target[keep], [self.keys[i] for i in idx])
-
-
-def hateful_targets(labels: torch.Tensor, hateful: torch.Tensor) -> torch.Tensor:
-    """The binary target ``(N,)``: ``hateful`` (0/1), or ``UNLABELLED`` where the class label is."""
-    return torch.where(labels == UNLABELLED, torch.full_like(hateful, UNLABELLED), hateful.long())
-
-
 def resolve_weights(config: FusionConfig) -> str | None:
     """``pretrained`` as ``build_backbone`` takes it: ``run:<name>`` becomes that CLIP run's weights file
     (a missing run raises, naming notebook 03; it is never trained here); tags and paths pass through;
@@ -327,141 +300,6 @@ def init_class_prior_bias(head: FusionHead, class_rates: Sequence[float]) -> Non
         raise ValueError(f"class_rates: need {head.num_outputs} rates, got {len(class_rates)}")
     with torch.no_grad():
         head.output.bias.copy_(torch.log(torch.tensor(list(class_rates), dtype=head.output.bias.dtype)))
-
-
-def image_normalisation(backbone: FeatureBackbone) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The ``(mean, std)`` the backbone's ``image_transform`` normalises with.
-
-    Raises:
-        ValueError: if the transform has no ``Normalize`` step.
-    """
-    for transform in backbone.image_transform.transforms:
-        if isinstance(transform, v2.Normalize):
-            return tuple(transform.mean), tuple(transform.std)
-    raise ValueError(f"{type(backbone).__name__}.image_transform has no Normalize step")
-
-
-def _autocast(config: FusionConfig, device: torch.device):
-    precision = resolve_mixed_precision(config.mixed_precision)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == "cuda")
-
-
-@torch.no_grad()
-def extract_features(
-    backbone: FeatureBackbone, data: TensorSplit, batch_size: int = 256, autocast=None, binary: bool = True
-) -> FeatureSplit:
-    """Pooled image and text features of every sample of a split held in memory.
-
-    Args:
-        backbone: the feature extractor (put in eval mode here).
-        data: a split loaded at ``backbone.image_size`` (uint8 images and raw texts).
-        batch_size: samples per forward pass.
-        autocast: an optional autocast context (half precision on a GPU).
-        binary: targets are the hateful label (True) or the class labels (a label set of the user's own).
-
-    Returns:
-        Float32 features on the CPU, with the targets of the split.
-    """
-    was_training = backbone.training
-    backbone.eval()
-    images, texts = [], []
-    for start in range(0, len(data), batch_size):
-        stop = min(start + batch_size, len(data))
-        # The backbone's own eval transform (resize, crop, its mean/std) on a uint8 (B, 3, S, S) batch.
-        pixels = backbone.image_transform(data.images[start:stop]).as_subclass(torch.Tensor)
-        with autocast if autocast is not None else torch.autocast("cpu", enabled=False):
-            images.append(backbone.encode_image(pixels).float().cpu())
-            texts.append(backbone.encode_text(data.texts[start:stop]).float().cpu())
-    backbone.train(was_training)
-    return FeatureSplit(
-        image=torch.cat(images),
-        text=torch.cat(texts),
-        target=hateful_targets(data.labels, data.hateful) if binary else data.labels.clone(),
-        keys=list(data.keys),
-    )
-
-
-def _cache_file(
-    config: FusionConfig, weights: str | None, found: Sequence[Mapping], split: str, binary: bool = True
-) -> Path:
-    """Where a frozen backbone's features of ``split`` are cached: a hash of everything they depend on."""
-
-    def stamp(path: str | os.PathLike) -> list:
-        stat = Path(path).stat()
-        return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
-
-    key = {
-        "backbone": config.backbone,
-        # By content: a CLIP run trained again into the same folder must not reuse the old features.
-        "weights": sha256_file(weights) if weights and os.path.isfile(weights) else weights,
-        "manifests": [stamp(Path(m["_dir"]) / "manifest.json") for m in found],
-        "split": split,
-        "limit": config.limit,
-    }
-    if not binary:  # class targets (binary caches keep the key they always had)
-        key["target"] = "classes"
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(config.runs_dir) / FEATURE_CACHE_DIR / f"{split}-{digest}.pt"
-
-
-def split_features(
-    config: FusionConfig,
-    backbone: FeatureBackbone,
-    found: Sequence[Mapping],
-    split: str,
-    weights: str | None,
-    binary: bool = True,
-) -> FeatureSplit:
-    """The features of ``split``: read from the cache when allowed and present, else extracted (and cached).
-
-    Args:
-        config: the recipe's config (cache switch, ``limit``, batch size, precision).
-        backbone: the frozen backbone built with ``weights``.
-        found: the sources' manifests.
-        split: the split to read.
-        weights: the resolved ``pretrained`` (part of the cache key).
-        binary: hateful targets (True) or class labels (see :func:`extract_features`).
-    """
-    path = _cache_file(config, weights, found, split, binary)
-    if config.feature_cache and path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        return FeatureSplit(saved["image"], saved["text"], saved["target"], saved["keys"])
-    device = PartialState().device
-    backbone.to(device)
-    data = load_split(found, split, backbone.image_size, None, limit=config.limit)
-    features = extract_features(backbone, data, config.feature_batch_size, _autocast(config, device), binary)
-    if config.feature_cache and PartialState().is_main_process:
-        with atomic_open(path, "wb") as f:
-            torch.save(vars(features), f)
-    return features
-
-
-def feature_batches(
-    features: FeatureSplit, batch_size: int, seed: int
-) -> Callable[[int], Iterator[dict[str, torch.Tensor]]]:
-    """``batches(epoch)``: an endless stream of shuffled feature batches, a function of ``(seed, epoch)``.
-
-    The order is :class:`~nbhelpers.data.sampler.SeededBatchSampler`'s: each process under ``accelerate
-    launch`` takes its share of every shared permutation; the incomplete tail of each is dropped.
-
-    Raises:
-        ValueError: ``features`` hold fewer than one batch for every process.
-    """
-    state = PartialState()
-    sampler = SeededBatchSampler(
-        len(features), batch_size, seed=seed, rank=state.process_index, world_size=state.num_processes
-    )
-
-    def batches(epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        for index in sampler.epoch_indices(epoch, endless=True):
-            yield {
-                "image_features": features.image[index],
-                "text_features": features.text[index],
-                "target": features.target[index],
-            }
-
-    return batches
 
 
 def step(
@@ -562,7 +400,7 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
             }
             train = features[config.train_split].labelled()
             micro = max(1, config.batch_size // config.grad_accum_steps)
-            batches = feature_batches(train, micro, config.seed)
+            batches = tensor_batches(train.tensors(), micro, config.seed)
             num_samples = len(train)
             steps = epoch_steps(config, num_samples, micro)
             trained = model.head  # only the head trains: its checkpoints hold no backbone weights
@@ -604,8 +442,7 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     keys = _METRIC_KEYS if binary else _CLASS_METRIC_KEYS
     top_level = ("auroc", "accuracy") if binary else tuple(k for k in keys if k != "num_samples")
     primary_report = reports[plan.primary]
-    metrics = write_metrics(
-        config.run_dir,
+    metrics = RunMetrics(
         recipe="fusion",
         notebook=NOTEBOOK,
         method=f"hateclipper_{config.fusion}",
@@ -617,15 +454,19 @@ def run(config: FusionConfig | dict[str, Any]) -> RunResult:
         num_samples=num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history),
-        feature_seconds=round(feature_timer.seconds, 2),
-        backbone=config.backbone,
-        pretrained=config.pretrained,
-        fusion=config.fusion,
-        trainable_backbone=config.trainable_backbone,
-        trainable_parameters=trainable,
-        dev_split=plan.dev,
-        splits={s: {"kind": plan.kinds[s], **{k: r[k] for k in keys if k in r}} for s, r in reports.items()},
-    )
+        extra={
+            "feature_seconds": round(feature_timer.seconds, 2),
+            "backbone": config.backbone,
+            "pretrained": config.pretrained,
+            "fusion": config.fusion,
+            "trainable_backbone": config.trainable_backbone,
+            "trainable_parameters": trainable,
+            "dev_split": plan.dev,
+            "splits": {
+                s: {"kind": plan.kinds[s], **{k: r[k] for k in keys if k in r}} for s, r in reports.items()
+            },
+        },
+    ).write(config.run_dir)
     return RunResult(config.run_dir, metrics, history, extra={"reports": reports, "model": model})
 
 
@@ -686,26 +527,6 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
     )  # fmt: skip
 
 
-def split_table(metrics: Mapping[str, Any], name: str | None = None) -> pd.DataFrame:
-    """One row per evaluated split of a run's ``metrics.json``: kind (seen/unseen), AUROC, accuracy, n
-    (and a class run's top-k and macro F1)."""
-    rows = [{"split": split, **values} for split, values in metrics["splits"].items()]
-    frame = pd.DataFrame(rows).set_index("split")
-    if name is not None:
-        frame.insert(0, "run", name)
-    return frame
-
-
-def roc_curves(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
-    """``{split: (fpr, tpr, auroc)}`` from a run's reports, as :func:`nbhelpers.plots.roc_plot` takes
-    (empty for a head over three or more classes: one-vs-rest has no single curve)."""
-    return {
-        split: (np.asarray(r["roc"]["fpr"]), np.asarray(r["roc"]["tpr"]), r["auroc"])
-        for split, r in reports.items()
-        if "roc" in r
-    }
-
-
 def run_fusions(
     config: FusionConfig, fusions: Sequence[str] = FUSIONS, done: Mapping[str, RunResult] | None = None
 ) -> dict[str, RunResult]:
@@ -733,12 +554,6 @@ def run_fusions(
         )
         results[fusion] = run(FusionConfig.coerce({**config.to_dict(), "fusion": fusion, "run_name": name}))
     return results
-
-
-def comparison_table(results: Mapping[str, RunResult]) -> pd.DataFrame:
-    """A long table, one row per (run, split): kind, AUROC, accuracy (for :func:`nbhelpers.plots.metric_bars`)."""
-    frames = [split_table(result.metrics, name).reset_index() for name, result in results.items()]
-    return pd.concat(frames, ignore_index=True)
 
 
 def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -15,19 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbhelpers.train.recipes.names import RECIPE_MODULES
+
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
-
-#: Every recipe, in the order of the notebooks that call them: name -> the module defining its ``RECIPE``.
-RECIPE_MODULES: dict[str, str] = {
-    "unimodal": "nbhelpers.train.recipes.unimodal",
-    "clip": "nbhelpers.train.recipes.clip",
-    "ssl": "nbhelpers.train.recipes.ssl",
-    "cass_mm": "nbhelpers.train.recipes.cass_mm",
-    "clip_classifier": "nbhelpers.train.recipes.clip_classifier",
-    "fusion": "nbhelpers.train.recipes.fusion",
-}
 
 
 @dataclass
@@ -38,7 +30,7 @@ class TrainedRun:
         recipe: the recipe's name.
         run_dir: the run directory.
         config: the recipe's config from the run's ``config.json``, as rebuilt for loading
-            (:meth:`~nbhelpers.train.recipes.base.RecipeConfig.load`: fields that only name initial weights
+            (:meth:`~nbhelpers.train.recipes.config.RecipeConfig.load`: fields that only name initial weights
             the checkpoints hold are at their defaults).
         model: the module that predicts or embeds, in eval mode, on the CPU.
         tokenizer: turns captions into the model's token ids (None: the model takes raw text, or no text).
@@ -67,7 +59,7 @@ class Recipe:
 
     Attributes:
         name: the recipe's name (``python -m nbhelpers.train NAME``; ``metrics.json``'s ``"recipe"``).
-        config_class: its :class:`~nbhelpers.train.recipes.base.RecipeConfig` subclass.
+        config_class: its :class:`~nbhelpers.train.recipes.config.RecipeConfig` subclass.
         notebook: the notebook that runs it (``"05_train_cass_mm"``).
         run: ``run(config or dict of parameters) -> RunResult``: trains, evaluates, writes the run.
         load_trained: ``load_trained(run_dir) -> TrainedRun``; never trains.
@@ -147,7 +139,8 @@ def default_run_dir(
 ) -> Path:
     """The folder of ``recipe``'s run with ``preset``'s config (and ``params``) on ``data_dir``'s shards.
 
-    Only computes the name (``runs_dir/<recipe>-<fingerprint>``): nothing is read beyond the shard
+    Only computes the name (``runs_dir/<recipe>-<fingerprint>``,
+    :meth:`~nbhelpers.train.recipes.config.RecipeConfig.planned_run_dir`): nothing is read beyond the shard
     manifests and any input weights' hashes, nothing is trained or written. This is how a notebook that
     reads another notebook's run (08 explains 06's classifier) finds the run of the same preset.
 
@@ -156,9 +149,7 @@ def default_run_dir(
         RunNotFoundError: an input run of that config (``pretrained="run:clip"``) is missing.
         FileNotFoundError: the shards are missing.
     """
-    from nbhelpers.train.recipes.base import manifests  # base imports this module
-
     config = get_recipe(recipe).config_class.from_params(
         preset, runs_dir=str(runs_dir), data_dir=str(data_dir), **params
     )
-    return config.planned_run_dir(manifests(config) if config.reads_shards else [])
+    return config.planned_run_dir()

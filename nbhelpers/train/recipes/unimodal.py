@@ -57,25 +57,21 @@ from nbhelpers.models.unimodal import (
 )
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import bind_run, file_input, local_inputs
-from nbhelpers.train.recipes.base import (
-    RecipeConfig,
+from nbhelpers.train.recipes.base import load_run_weights
+from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
+from nbhelpers.train.recipes.data import TrainData, eval_batches, train_data
+from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.recipes.results import (
+    RunMetrics,
     RunResult,
-    TrainData,
     class_task,
-    eval_batches,
     headline,
     history_seconds,
-    load_run_weights,
-    manifests,
     read_metrics,
     run_class_names,
     split_summary,
     topk_ks,
-    train_data,
-    train_spec,
-    write_metrics,
 )
-from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
 
 #: What ``model`` may ask for: ``both`` trains text and image, then fuses them.
@@ -330,8 +326,7 @@ def train_one(
         reports[split] = classification_report(probs, labels, topk_ks(len(class_names)), class_names)
         _save_predictions(run_dir, split, labels, split_data.keys, probs=probs)
     primary = config.eval_split_list[0]
-    metrics = write_metrics(
-        run_dir,
+    metrics = RunMetrics(
         recipe="unimodal",
         notebook=NOTEBOOK,
         method="bert_classifier" if kind == "text" else "resnet18_classifier",
@@ -343,11 +338,13 @@ def train_one(
         num_samples=data.num_samples,
         epochs=config.epochs,
         train_seconds=history_seconds(history),
-        model=config.text_model if kind == "text" else "resnet18",
-        chance_top1=1 / len(class_names),
-        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        splits=split_summary(reports),
-    )
+        extra={
+            "model": config.text_model if kind == "text" else "resnet18",
+            "chance_top1": 1 / len(class_names),
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "splits": split_summary(reports),
+        },
+    ).write(run_dir)
     return RunResult(run_dir, metrics, history, extra={"reports": reports, "model": model})
 
 
@@ -406,8 +403,7 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
         assert np.array_equal(probs.argmax(1), preds.numpy())  # the report scores the fusion's own argmax
         _save_predictions(out, split, text["labels"], list(text["keys"]), probs=probs, scores=scores.numpy())
     primary = config.eval_split_list[0]
-    metrics = write_metrics(
-        out,
+    metrics = RunMetrics(
         recipe="unimodal",
         notebook=NOTEBOOK,
         method="late_fusion",
@@ -419,12 +415,14 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
         num_samples=parts["text"]["num_samples"],
         epochs=0,
         train_seconds=sum(p["train_seconds"] for p in parts.values()),
-        model=f"{parts['text']['model']} + {parts['image']['model']}",
-        chance_top1=1 / len(class_names),
-        fusion="argmax(p_text + p_image) of the two runs' saved test probabilities; no training of its own",
-        fused_from={kind: str(run_dir) for kind, run_dir in dirs.items()},
-        splits=split_summary(reports),
-    )
+        extra={
+            "model": f"{parts['text']['model']} + {parts['image']['model']}",
+            "chance_top1": 1 / len(class_names),
+            "fusion": "argmax(p_text + p_image) of the two runs' saved test probabilities; no training of its own",
+            "fused_from": {kind: str(run_dir) for kind, run_dir in dirs.items()},
+            "splits": split_summary(reports),
+        },
+    ).write(out)
     return RunResult(out, metrics, extra={"reports": reports})
 
 

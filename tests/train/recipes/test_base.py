@@ -5,8 +5,8 @@ import torch
 
 from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.taxonomy import CLASSES
-from nbhelpers.train.recipes import base
-from nbhelpers.train.recipes.base import RecipeConfig, epoch_steps, train_data
+from nbhelpers.train.recipes import data
+from nbhelpers.train.recipes.base import RecipeConfig, epoch_steps, tensor_batches, train_data
 
 
 class FakeState:
@@ -20,7 +20,7 @@ class FakeState:
 @pytest.fixture
 def processes(monkeypatch):
     def use(n: int) -> None:
-        monkeypatch.setattr(base, "PartialState", lambda: FakeState(n))
+        monkeypatch.setattr(data, "PartialState", lambda: FakeState(n))
 
     return use
 
@@ -55,7 +55,7 @@ class FakeSplit:
 
 
 def test_train_data_halves_the_steps_with_two_processes_in_memory_and_streamed(processes, monkeypatch):
-    monkeypatch.setattr(base, "load_split", lambda *args, **kwargs: FakeSplit())
+    monkeypatch.setattr(data, "load_split", lambda *args, **kwargs: FakeSplit())
     counts = {name: 0 for name in CLASSES}
     counts[CLASSES[0]] = 40
     found = [{"splits": {"train": {"num_samples": 160, "class_counts": counts}}}]
@@ -71,16 +71,11 @@ def test_train_data_halves_the_steps_with_two_processes_in_memory_and_streamed(p
     assert train_data(config(in_memory=False), found, 32, labels=[0]).steps_per_epoch == 40 // 32
 
 
-def test_cass_mm_head_batches_split_one_permutation_between_processes(monkeypatch):
-    from nbhelpers.train.recipes import cass_mm
-
+def test_feature_batches_split_one_permutation_between_processes():
     features = {"label": torch.arange(20), "image": torch.arange(20).float()[:, None]}
 
     def labels_seen(rank: int, processes: int) -> list[int]:
-        state = FakeState(processes)
-        state.process_index = rank
-        monkeypatch.setattr(cass_mm, "PartialState", lambda: state)
-        stream = cass_mm._feature_batches(features, batch_size=5, seed=3)(1)
+        stream = tensor_batches(features, batch_size=5, seed=3, rank=rank, world_size=processes)(1)
         return torch.cat([next(stream)["label"] for _ in range(4 // processes)]).tolist()
 
     one = labels_seen(0, 1)
@@ -145,3 +140,23 @@ def test_streamed_training_with_workers_resumes_bit_identically(tiny_shards, tmp
     fit(resumed, step, data.batches, spec("resumed"))
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_memory_batches_are_the_memory_splits_training_epochs():
+    # The one seeded stream (seeded_batches) gives the batches data.memory.epoch_batches gives a training
+    # epoch: the same order and the same augmentation, byte for byte, across permutations.
+    from nbhelpers.data.memory import TensorSplit, epoch_batches
+    from nbhelpers.train.recipes.data import memory_batches
+
+    generator = torch.Generator().manual_seed(0)
+    n = 11
+    split = TensorSplit(
+        images=torch.randint(0, 256, (n, 3, 8, 8), generator=generator, dtype=torch.uint8),
+        labels=torch.arange(n) % 7, valid_pair=torch.ones(n, dtype=torch.bool), hateful=torch.zeros(n),
+        texts=[str(i) for i in range(n)], keys=[str(i) for i in range(n)],
+    )  # fmt: skip
+    stream = memory_batches(config(seed=4), split, 3)(2)
+    reference = epoch_batches(split, 3, seed=4, epoch=2, endless=True)
+    for _ in range(7):  # three batches per permutation: into the third one
+        got, want = next(stream), next(reference)
+        assert got["key"] == want["key"] and torch.equal(got["image"], want["image"])

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from nbhelpers.evaluation.tables import clip_modes_table, frozen_weights_report
 from nbhelpers.models.clip import TINY_VIT, create_clip
 from nbhelpers.train.checkpoint import load_checkpoint
-from nbhelpers.train.recipes.clip_classifier import comparison_table, frozen_weights_report, load_trained, run
+from nbhelpers.train.recipes.clip_classifier import load_trained, run
 from nbhelpers.train.run_dir import latest_checkpoint
 
 from .conftest import common
@@ -82,7 +83,7 @@ def test_metrics_predictions_and_checkpoint_agree(runs):
         reloaded = load_trained(result.run_dir).model
         for name, tensor in result.extra["model"].state_dict().items():
             assert torch.equal(reloaded.state_dict()[name], tensor), name
-    table = comparison_table(runs)
+    table = clip_modes_table(runs)
     assert list(table.index) == ["CLIP lora", "CLIP baseline"] and list(table.columns[:2]) == [
         "Top-1",
         "Top-2",

@@ -10,26 +10,27 @@ import torch
 
 from nbhelpers.config import ConfigError
 from nbhelpers.data.taxonomy import UNLABELLED
+from nbhelpers.evaluation.tables import split_comparison_table, split_table
 from nbhelpers.models.clip import TINY_VIT, create_clip
 from nbhelpers.models.fusion import FusionHead
 from nbhelpers.train.checkpoint import load_checkpoint
 from nbhelpers.train.recipes.base import manifests
+from nbhelpers.train.recipes.data import tensor_batches
 from nbhelpers.train.recipes.fusion import (
-    FEATURE_CACHE_DIR,
-    FeatureSplit,
     FusionConfig,
     build_model,
-    comparison_table,
-    feature_batches,
-    hateful_targets,
     init_prior_bias,
     load_trained,
     predict,
     run,
     run_fusions,
-    split_features,
-    split_table,
     training_positive_rate,
+)
+from nbhelpers.train.recipes.fusion_features import (
+    FEATURE_CACHE_DIR,
+    FeatureSplit,
+    hateful_targets,
+    split_features,
 )
 from nbhelpers.train.run_dir import latest_checkpoint
 from tests.helpers import make_shards
@@ -137,7 +138,7 @@ def test_feature_batches_depend_only_on_seed_and_epoch():
     features = FeatureSplit(
         torch.randn(n, 4), torch.randn(n, 3), torch.arange(n) % 2, [str(i) for i in range(n)]
     )
-    stream = feature_batches(features, batch_size=4, seed=3)
+    stream = tensor_batches(features.tensors(), batch_size=4, seed=3)
 
     def first(epoch, count):
         it = iter(stream(epoch))
@@ -208,7 +209,7 @@ def test_run_fusions_reuses_cached_features(workspace, cross_run):
     assert results["concat"].run_dir.name == "cross_concat" and concat["method"] == "hateclipper_concat"
     assert concat["trainable_parameters"] == 2 * (64 * 32 + 32) + (64 * 32 + 32) + (32 + 1)
     assert sorted(cache.glob("*.pt")) == before  # nothing extracted again
-    table = comparison_table(results)
+    table = split_comparison_table(results)
     assert len(table) == 6 and set(table["run"]) == {"concat", "cross"}
 
 

@@ -131,7 +131,10 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
             *("method", "backbone", "dataset", "image_size", "epochs", "batch_size", "lr"),
             *("mixed_precision", "seed"),
             colour_jitter=(None, "jitter strength s (1: DINO's); 0 turns it off"),
-            method_kwargs=(None, "the method's own parameters, e.g. {\"out_dim\": 1024} (None: the preset's)"),
+            method_kwargs=(
+                None,
+                "the method's own parameters, e.g. {\"out_dim\": 1024} (None: the preset's)",
+            ),
         ),
     ),
     "05_train_cass_mm": NotebookParameters(

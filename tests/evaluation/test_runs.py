@@ -35,7 +35,7 @@ from nbhelpers.evaluation.runs import (
     skipped_table,
     topk_long,
 )
-from nbhelpers.train.recipes.base import write_metrics
+from nbhelpers.train.recipes.results import RunMetrics
 from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
 from tests.conftest import LABEL_RUNS
 
@@ -179,11 +179,12 @@ def test_broken_runs_are_listed_with_reasons_and_the_others_still_evaluated(work
 
 
 def test_self_supervised_runs_go_to_their_own_table(tmp_path):
-    write_metrics(
-        tmp_path / "ssl_dino", recipe="ssl", notebook="04_train_ssl_vision", method="dino", modality="image", task="ssl",
+    (tmp_path / "ssl_dino").mkdir()
+    RunMetrics(
+        recipe="ssl", notebook="04_train_ssl_vision", method="dino", modality="image", task="ssl",
         split="test", metrics={"top1": 0.9, "linear_probe": 0.9, "knn": 0.8, "random_linear_probe": 0.3},
-        num_samples=10, epochs=1, train_seconds=1.0, backbone="vit_tiny_demo", probe_label="colour",
-    )  # fmt: skip
+        num_samples=10, epochs=1, train_seconds=1.0, extra={"backbone": "vit_tiny_demo", "probe_label": "colour"},
+    ).write(tmp_path / "ssl_dino")  # fmt: skip
     found = evaluate_runs(tmp_path, progress=None)
     assert found.runs == [] and found.skipped == []
     table = representation_table(found)

@@ -47,7 +47,6 @@ from nbhelpers.train.recipes.results import (
     run_class_names,
     split_summary,
     topk_ks,
-    write_metrics,
 )
 from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
 
@@ -56,7 +55,7 @@ __all__ = [
     "RunResult", "Timer", "TrainData", "checkpoint_record", "class_task", "epoch_steps", "eval_batches",
     "evaluate_classifier", "headline", "history_seconds", "load_run_weights", "manifests", "memory_batches",
     "read_metrics", "run_class_names", "split_summary", "sync_batchnorm", "tensor_batches", "topk_ks",
-    "train_data", "train_spec", "write_metrics",
+    "train_data", "train_spec",
 ]  # fmt: skip
 
 

@@ -147,35 +147,6 @@ class RunMetrics:
         return record
 
 
-def write_metrics(
-    run_dir: Path,
-    *,
-    recipe: str,
-    notebook: str,
-    method: str,
-    modality: str,
-    task: str,
-    split: str,
-    metrics: dict[str, Any],
-    num_samples: int,
-    epochs: int,
-    train_seconds: float,
-    stages: Mapping[str, Path] | None = None,
-    classes: Sequence[str] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """``RunMetrics(...).write(run_dir)`` from keywords (the recipe's own fields as ``**extra``).
-
-    Raises:
-        ValueError: as :class:`RunMetrics`.
-    """
-    return RunMetrics(
-        recipe=recipe, notebook=notebook, method=method, modality=modality, task=task, split=split,
-        metrics=metrics, num_samples=num_samples, epochs=epochs, train_seconds=train_seconds,
-        stages=stages or {}, classes=classes, extra=extra,
-    ).write(run_dir)  # fmt: skip
-
-
 #: The figures every classifier run reports, per split (top-k only for k up to its number of classes).
 CLASS_METRICS = ("top1", "top2", "top3", "macro_f1")
 #: The top-k accuracies a classifier run reports.

@@ -74,9 +74,9 @@ from nbhelpers.train.recipes.base import (
     manifests,
     sync_batchnorm,
     train_spec,
-    write_metrics,
 )
 from nbhelpers.train.recipes.registry import Recipe, TrainedRun
+from nbhelpers.train.recipes.results import RunMetrics
 from nbhelpers.train.ssl_methods import METHODS
 from nbhelpers.train.ssl_methods.base import BACKBONES, MethodParams, SSLModel
 
@@ -340,8 +340,7 @@ def run(config: SSLConfig | dict[str, Any]) -> RunResult:
         probes[primary][label][main_encoder],
         probes[primary][label][f"random {main_encoder}"],
     )
-    metrics = write_metrics(
-        config.run_dir,
+    metrics = RunMetrics(
         recipe="ssl",
         notebook=NOTEBOOK,
         method=config.method,
@@ -359,11 +358,13 @@ def run(config: SSLConfig | dict[str, Any]) -> RunResult:
         num_samples=len(train),
         epochs=config.epochs,
         train_seconds=history_seconds(history),
-        backbone=config.backbone,
-        encoder=main_encoder,
-        dataset=config.dataset,
-        probes=probes,
-    )
+        extra={
+            "backbone": config.backbone,
+            "encoder": main_encoder,
+            "dataset": config.dataset,
+            "probes": probes,
+        },
+    ).write(config.run_dir)
     return RunResult(config.run_dir, metrics, history, extra={"model": model, "probes": probes})
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from nbhelpers.train.recipes.results import RunMetrics, write_metrics
+from nbhelpers.train.recipes.results import RunMetrics
 
 
 def record(**overrides) -> RunMetrics:
@@ -29,16 +27,6 @@ def test_the_record_keeps_the_suites_key_order(tmp_path):
     )
     assert written["checkpoint"] is None and written["fingerprint"] is None  # no run.json, no checkpoint yet
     assert "classes" not in record(classes=None).record(tmp_path)
-
-
-def test_write_metrics_keywords_write_the_same_bytes(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir(), two.mkdir()
-    made = record()
-    made.write(one)
-    fields = {f.name: getattr(made, f.name) for f in dataclasses.fields(made) if f.name != "extra"}
-    write_metrics(two, **fields, **made.extra)
-    assert (one / "metrics.json").read_bytes() == (two / "metrics.json").read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """The training loop every recipe runs: AdamW, warmup + cosine, accumulation, AMP, checkpoints, resume.
 
-HF Accelerate does the device placement, mixed precision (autocast + fp16 loss scaling), gradient
-accumulation, clipping and multi-process gradient sync; this module adds what a notebook run needs on
-top: an epoch of a fixed number of optimiser steps on an infinite stream, a run directory with history
+HF Accelerate does the device placement, gradient accumulation, clipping and multi-process gradient
+sync; mixed precision (autocast + fp16 loss scaling) is chosen per fit (:mod:`nbhelpers.train.precision`:
+Accelerate's under a multi-process launcher, the engine's own in one process, so that a notebook kernel
+can train under several precisions). This module adds what a notebook run needs on top: an epoch of a fixed number of optimiser steps on an infinite stream, a run directory with history
 and atomic checkpoints, bit-exact resumption, and a loud stop on a non-finite loss.
 
 **The data contract.** ``batches(epoch)`` is called once per epoch, with epochs numbered from 1, and
@@ -45,6 +46,7 @@ from torch import nn
 
 from nbhelpers.progress import Progress
 from nbhelpers.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from nbhelpers.train.optimizer import param_groups
 from nbhelpers.train.precision import (
     MIXED_PRECISION_MODES,
     Precision,
@@ -141,49 +143,6 @@ def enable_gradient_checkpointing(model: nn.Module) -> int:
             stacklevel=2,
         )
     return switched
-
-
-def _no_decay(name: str, param: torch.Tensor) -> bool:
-    # open_clip's rule: decay only matrices and convolution kernels; biases, norm gains, 1-d embeddings
-    # and the temperature (logit scale/bias) are not regularised toward 0.
-    return param.ndim < 2 or name.endswith("bias") or "logit_scale" in name or "logit_bias" in name
-
-
-def param_groups(model: nn.Module, params: Iterable[Any] | None, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups: ``[{"params": decayed, "weight_decay": wd}, {"params": rest, 0.0}]``.
-
-    Args:
-        model: the model, used to name parameters.
-        params: None for every parameter with ``requires_grad``; or an iterable of parameters, or of
-            ``(name, parameter)`` pairs; or a list of group dicts, returned unchanged.
-        weight_decay: the decay of the decayed group.
-
-    Returns:
-        The non-empty groups, decayed first. A parameter listed twice is kept once.
-
-    Raises:
-        ValueError: if there is no parameter to optimise.
-    """
-    if params is not None:
-        params = list(params)
-        if params and all(isinstance(g, Mapping) for g in params):
-            return [dict(g) for g in params]
-    names = {id(p): n for n, p in model.named_parameters()}
-    if params is None:
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    else:
-        named = [item if isinstance(item, tuple) else (names.get(id(item), ""), item) for item in params]
-    seen: set[int] = set()
-    decay, no_decay = [], []
-    for name, p in named:
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        (no_decay if _no_decay(name, p) else decay).append(p)
-    if not seen:
-        raise ValueError(f"no parameters to optimise in {type(model).__name__} (none has requires_grad)")
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
 
 
 def batch_size(batch: Any) -> int | None:

@@ -2,9 +2,10 @@
 
 Resuming checks each checkpoint against the digest recorded when it was written
 (``nbhelpers.train.checkpoint``), newest first, and continues from the newest good one, with a warning
-naming every file skipped and why. If none is good, training restarts from epoch 0 (with a warning) when
-every skipped file is certainly bad, and refuses when one may be good but cannot be verified (no digest
-file), so that no trusted hours of training are overwritten.
+naming every file skipped and why; a skipped file is overwritten when its epoch finishes again. If none
+is good, training restarts from epoch 0 (with a warning saying so) when every skipped file is certainly
+bad (empty, truncated, replaced, changed bytes: nothing good is lost), and refuses when one may be good
+but cannot be verified (no digest file), so that no trusted hours of training are overwritten.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, parse_flag_from_env
 
 MIXED_PRECISION_MODES = ("no", "fp16", "bf16", "auto")
 
@@ -52,8 +52,12 @@ def resolve_mixed_precision(mode: str) -> str:
 
 
 def launched_with_several_processes() -> bool:
-    """Whether a launcher started this process as one of several (Accelerate then owns precision)."""
-    return PartialState().distributed_type != DistributedType.NO
+    """Whether a launcher started this process as one of several (Accelerate then owns precision).
+
+    Reads (or first creates) Accelerate's process state, created as ``Accelerator()`` would create it:
+    a CPU launch says so only through ``ACCELERATE_USE_CPU``.
+    """
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).distributed_type != DistributedType.NO
 
 
 class Precision:

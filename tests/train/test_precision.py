@@ -1,5 +1,10 @@
 """Precision per ``fit``: several precisions in one process, Accelerate's own AMP under a launcher."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from accelerate import Accelerator
@@ -50,6 +55,41 @@ def test_under_a_launcher_accelerate_does_amp_and_keeps_its_one_precision(tmp_pa
     fit(make_model(0), step_fn, stream(0), spec(tmp_path, "launched", epochs=1, mixed_precision="no"))
     with pytest.raises(ValueError, match="AcceleratorState has already been initialized"):
         fit(make_model(0), step_fn, stream(0), spec(tmp_path, "other", epochs=1, mixed_precision="bf16"))
+
+
+#: Two launched CPU processes: fit under "no" twice, then under "bf16", which Accelerate refuses.
+LAUNCHED_FITS = """
+import sys
+from pathlib import Path
+import pytest
+from nbhelpers.train.engine import fit
+from nbhelpers.train.precision import launched_with_several_processes, make_accelerator
+from tests.train.test_engine import make_model, spec, step_fn, stream
+
+tmp = Path(sys.argv[1])
+assert launched_with_several_processes() and not make_accelerator("no", 1)[1].own
+for name in ("first", "second"):
+    fit(make_model(0), step_fn, stream(0), spec(tmp, name, epochs=1, mixed_precision="no"))
+with pytest.raises(ValueError, match="AcceleratorState has already been initialized"):
+    fit(make_model(0), step_fn, stream(0), spec(tmp, "bf16", epochs=1, mixed_precision="bf16"))
+print("launched fits as before")
+"""
+
+
+@pytest.mark.slow
+def test_launched_processes_keep_the_launchers_one_precision(tmp_path):
+    # Two CPU processes under torchrun, Accelerate's multi-CPU launch (``accelerate launch --cpu`` starts
+    # only one process unless mpirun is configured).
+    script = tmp_path / "fits.py"
+    script.write_text(LAUNCHED_FITS)
+    repo = Path(__file__).resolve().parents[2]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.run(
+        [*launch, str(script), str(tmp_path)], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.stdout.count("launched fits as before") == 2
 
 
 def test_own_fp16_loss_scaling_steps_like_full_precision():

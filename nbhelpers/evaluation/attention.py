@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from nbhelpers.config import BaseConfig, ConfigError, param
 from nbhelpers.evaluation.explainers import EXPLAINERS, Explainer
-from nbhelpers.evaluation.runs import RunRecord, discover_runs, inspect_run
+from nbhelpers.evaluation.run_discovery import RunRecord, discover_runs, inspect_run
 from nbhelpers.train.identity import check_run_name
 from nbhelpers.train.recipes.registry import RECIPE_MODULES, default_run_dir, get_recipe
 from nbhelpers.train.run_dir import RunNotFoundError, read_json

@@ -447,14 +447,3 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     "clip_classifier": ClipClassifierExplainer,
     "fusion": FusionExplainer,
 }
-
-
-def explainer_for(trained: TrainedRun) -> Explainer:
-    """The explainer of a loaded run, chosen by its recipe.
-
-    Raises:
-        TypeError: if the recipe has no explainer, or the run's model has nothing to map.
-    """
-    if trained.recipe not in EXPLAINERS:
-        raise TypeError(f"{trained.run_dir}: no explainer for runs of recipe {trained.recipe!r}")
-    return EXPLAINERS[trained.recipe].create(trained)

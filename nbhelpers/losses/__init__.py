@@ -6,8 +6,8 @@ Under several processes every loss is that of the global batch (:mod:`nbhelpers.
 
 from nbhelpers.losses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss, batch_standardise
 from nbhelpers.losses.cass import CASSLoss, cass_loss
-from nbhelpers.losses.cass_mm import CASSMMLoss, cass_mm_loss
-from nbhelpers.losses.clip import MaskedClipLoss, masked_clip_loss
+from nbhelpers.losses.cass_mm import cass_mm_loss
+from nbhelpers.losses.clip import masked_clip_loss
 from nbhelpers.losses.dino import DINOLoss, cosine_momentum, ema_update_
 from nbhelpers.losses.dino_twins import DINOTwinsLoss
 from nbhelpers.losses.distributed import all_gather_rows, all_reduce_sum, global_mean, global_rows
@@ -15,10 +15,8 @@ from nbhelpers.losses.distributed import all_gather_rows, all_reduce_sum, global
 __all__ = [
     "BarlowTwinsLoss",
     "CASSLoss",
-    "CASSMMLoss",
     "DINOLoss",
     "DINOTwinsLoss",
-    "MaskedClipLoss",
     "all_gather_rows",
     "all_reduce_sum",
     "barlow_twins_loss",

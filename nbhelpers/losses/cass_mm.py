@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from nbhelpers.losses.cass import cass_loss
 from nbhelpers.losses.clip import masked_clip_loss
@@ -93,33 +93,3 @@ def cass_mm_loss(
     clip_vit = masked_clip_loss(vit, text, logit_scale, valid, global_batch=False)
     total = cass + (clip_cnn + clip_vit) / 2
     return total, {"cass": cass.detach(), "clip_cnn": clip_cnn.detach(), "clip_vit": clip_vit.detach()}
-
-
-class CASSMMLoss(nn.Module):
-    """Module form of :func:`cass_mm_loss`; it holds no state (``logit_scale`` belongs to the model).
-
-    Args:
-        global_batch: see :func:`cass_mm_loss`.
-    """
-
-    def __init__(self, global_batch: bool = True):
-        super().__init__()
-        self.global_batch = global_batch
-
-    def forward(
-        self,
-        cnn_embeddings: Tensor,
-        vit_embeddings: Tensor,
-        text_embeddings: Tensor,
-        logit_scale: Tensor,
-        valid: Tensor | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """See :func:`cass_mm_loss` for shapes, return value and errors."""
-        return cass_mm_loss(
-            cnn_embeddings,
-            vit_embeddings,
-            text_embeddings,
-            logit_scale,
-            valid,
-            global_batch=self.global_batch,
-        )

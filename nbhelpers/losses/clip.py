@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from nbhelpers.losses.distributed import all_gather_rows, world_size
 
@@ -109,30 +109,3 @@ def masked_clip_loss(
         return logits_per_image.sum() + logits_per_text.sum()
     labels = torch.arange(n_valid, device=logits_per_image.device)
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
-
-
-class MaskedClipLoss(nn.Module):
-    """Module form of :func:`masked_clip_loss`, a drop-in for open_clip's ``ClipLoss`` (single process, or
-    ``gather_with_grad=True, local_loss=False`` under several).
-
-    It holds no state: ``logit_scale`` is a parameter of the model, not of the loss.
-
-    Args:
-        global_batch: see :func:`masked_clip_loss`.
-    """
-
-    def __init__(self, global_batch: bool = True):
-        super().__init__()
-        self.global_batch = global_batch
-
-    def forward(
-        self,
-        image_features: Tensor,
-        text_features: Tensor,
-        logit_scale: Tensor,
-        valid: Tensor | None = None,
-    ) -> Tensor:
-        """See :func:`masked_clip_loss` for shapes and errors."""
-        return masked_clip_loss(
-            image_features, text_features, logit_scale, valid, global_batch=self.global_batch
-        )

@@ -400,7 +400,7 @@ def test_a_missing_run_a_run_needs_is_named_and_never_trained(workspace, tmp_pat
 
 
 def test_a_long_reason_keeps_its_end_where_it_says_what_is_wrong():
-    from nbhelpers.evaluation.runs import _first_line
+    from nbhelpers.evaluation.run_scoring import _first_line
 
     path = "/" + "/".join(["a-long-folder-name"] * 40) + "/epoch_0002.pt"
     reason = _first_line(ValueError(f"checkpoint {path} is not a checkpoint\nsecond line"))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from nbhelpers.losses.cass import cass_loss
-from nbhelpers.losses.cass_mm import CASSMMLoss, cass_mm_loss
+from nbhelpers.losses.cass_mm import cass_mm_loss
 from tests.losses.test_cass import reference_cass_loss
 from tests.losses.test_clip import reference_clip_loss
 
@@ -67,9 +67,10 @@ def test_perfect_agreement_costs_only_the_contrastive_floor():
     assert total.item() == pytest.approx(math.log(1 + 4 * math.exp(-4.0)), rel=1e-6)
 
 
-def test_module_matches_function():
+def test_global_batch_is_the_local_batch_in_one_process():
     cnn, vit, text, scale, valid = random_inputs(5, 4, seed=5)
-    assert CASSMMLoss()(cnn, vit, text, scale, valid)[0] == cass_mm_loss(cnn, vit, text, scale, valid)[0]
+    local = cass_mm_loss(cnn, vit, text, scale, valid, global_batch=False)[0]
+    assert local == cass_mm_loss(cnn, vit, text, scale, valid)[0]
 
 
 def test_rejects_mismatched_embeddings():

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nbhelpers.losses.clip import MaskedClipLoss, masked_clip_loss
+from nbhelpers.losses.clip import masked_clip_loss
 
 SIZES = [(1, 4), (2, 3), (5, 8), (16, 32), (33, 7)]
 SEEDS = [0, 1, 2]
@@ -125,9 +125,9 @@ def test_no_valid_pair_is_a_connected_zero():
         assert tensor.grad is not None and torch.all(tensor.grad == 0)
 
 
-def test_module_matches_function():
+def test_global_batch_is_the_local_batch_in_one_process():
     image, text, logit_scale, valid = random_inputs(7, 9, seed=7)
-    assert MaskedClipLoss()(image, text, logit_scale, valid) == masked_clip_loss(
+    assert masked_clip_loss(image, text, logit_scale, valid, global_batch=False) == masked_clip_loss(
         image, text, logit_scale, valid
     )
 

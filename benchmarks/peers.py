@@ -18,7 +18,7 @@ What is compared, each on the same synthetic shards (256 px JPEGs; a training sp
   the caption of each image read from a ``.txt`` beside it and tokenised per sample, the usual torchvision
   v2 transform: random resized crop, flip, float conversion, normalisation; a shuffled ``DataLoader``).
   Ours is exactly what the streamed training path builds (``train_data`` of
-  :mod:`nbhelpers.train.recipes.base`). All three deliver the same batches: normalised float images
+  :mod:`nbhelpers.train.recipes.data`). All three deliver the same batches: normalised float images
   (B, 3, 64, 64) and tokens (B, 77); at batch 32, 64 and 128, with 0 and 2 DataLoader workers. A figure
   is samples per second over about 1,024 samples after a warm-up of two batches per worker.
 * **training**: ``python -m nbhelpers.train clip`` streamed from the shards against
@@ -158,7 +158,8 @@ def tokenizer():
 
 def ours_loader(manifest: dict[str, Any], batch: int, workers: int) -> Iterable[dict[str, Any]]:
     """The batches the streamed training path feeds the engine (``train_data(...).batches(1)``)."""
-    from nbhelpers.train.recipes.base import RecipeConfig, train_data
+    from nbhelpers.train.recipes.config import RecipeConfig
+    from nbhelpers.train.recipes.data import train_data
 
     config = RecipeConfig(
         data_dir=str(Path(manifest["_dir"]).parent), sources="synthetic", batch_size=batch,

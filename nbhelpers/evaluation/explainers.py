@@ -32,7 +32,7 @@ from nbhelpers.evaluation.saliency import (
     ssl_vit_attention,
 )
 from nbhelpers.models.ssl import VIT_CONFIGS, VisionTransformer
-from nbhelpers.train.recipes.base import manifests
+from nbhelpers.train.recipes.config import manifests
 from nbhelpers.train.recipes.registry import TrainedRun
 
 

@@ -34,7 +34,7 @@ from nbhelpers.data.taxonomy import CLASSES, SEVEN_CLASSES, LabelSet
 from nbhelpers.data.verify import check_shards
 from nbhelpers.parameters import assigned_names
 from nbhelpers.train.recipes import clip
-from nbhelpers.train.recipes.base import manifests
+from nbhelpers.train.recipes.config import manifests
 
 from .fixtures import OWN_COLOURS, own_picture, write_own_dataset
 

@@ -26,8 +26,9 @@ from nbhelpers.evaluation.runs import (
     representation_table,
 )
 from nbhelpers.train.recipes import get_recipe
-from nbhelpers.train.recipes.base import manifests, sync_batchnorm
+from nbhelpers.train.recipes.base import sync_batchnorm
 from nbhelpers.train.recipes.clip import evaluate_split
+from nbhelpers.train.recipes.config import manifests
 from nbhelpers.train.run_dir import read_json
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,15 +1,13 @@
-"""What every recipe shares, in one place to import it from; each concern lives in its own module.
+"""What the recipes' models share once built: a run's weights loaded back, and BatchNorm across processes.
 
-A recipe module defines a config class (a :class:`RecipeConfig` subclass whose ``SECTION`` names its
-block in ``presets.json``) and ``run(config) -> RunResult``. ``run`` accepts a config object or a plain
-dict of parameters (what ``python -m nbhelpers.train RECIPE key=value`` passes), so the notebooks and
-``accelerate launch`` run exactly the same code.
+The rest of what every recipe shares lives by concern:
 
-* :mod:`~nbhelpers.train.recipes.config`: the config every recipe extends, its run folder, its shards
-  (:func:`manifests`) and the engine's spec (:func:`train_spec`);
-* :mod:`~nbhelpers.train.recipes.data`: training and evaluation batches (:func:`train_data`);
-* :mod:`~nbhelpers.train.recipes.results`: what a run reports (:class:`RunMetrics`, ``metrics.json``);
-* here: loading a run's weights and BatchNorm across processes.
+* :mod:`~nbhelpers.train.recipes.config`: the config every recipe extends (:class:`RecipeConfig`), its run
+  folder, its shards (:func:`~nbhelpers.train.recipes.config.manifests`) and the engine's spec;
+* :mod:`~nbhelpers.train.recipes.data`: training and evaluation batches
+  (:func:`~nbhelpers.train.recipes.data.train_data`);
+* :mod:`~nbhelpers.train.recipes.results`: what a run reports
+  (:class:`~nbhelpers.train.recipes.results.RunMetrics`, ``metrics.json``).
 """
 
 from __future__ import annotations
@@ -21,42 +19,7 @@ import torch
 from torch import nn
 
 from nbhelpers.train.checkpoint import load_model_weights
-from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
-from nbhelpers.train.recipes.data import (
-    TrainData,
-    epoch_steps,
-    eval_batches,
-    memory_batches,
-    tensor_batches,
-    train_data,
-)
-from nbhelpers.train.recipes.results import (
-    CLASS_METRICS,
-    MODALITIES,
-    TASKS,
-    TOP_KS,
-    RunMetrics,
-    RunResult,
-    Timer,
-    checkpoint_record,
-    class_task,
-    evaluate_classifier,
-    headline,
-    history_seconds,
-    read_metrics,
-    run_class_names,
-    split_summary,
-    topk_ks,
-)
 from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
-
-__all__ = [
-    "BATCH_NORMS", "CLASS_METRICS", "MODALITIES", "TASKS", "TOP_KS", "RecipeConfig", "RunMetrics",
-    "RunResult", "Timer", "TrainData", "checkpoint_record", "class_task", "epoch_steps", "eval_batches",
-    "evaluate_classifier", "headline", "history_seconds", "load_run_weights", "manifests", "memory_batches",
-    "read_metrics", "run_class_names", "split_summary", "sync_batchnorm", "tensor_batches", "topk_ks",
-    "train_data", "train_spec",
-]  # fmt: skip
 
 
 def load_run_weights(model: nn.Module, run_dir: str | os.PathLike, how: str) -> nn.Module:
@@ -103,3 +66,4 @@ def sync_batchnorm(model: nn.Module, num_processes: int, device: torch.device | 
             stacklevel=2,
         )
         return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)

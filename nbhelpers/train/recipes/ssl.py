@@ -65,18 +65,11 @@ from nbhelpers.data.sampler import BatchDraw, seeded_batches
 from nbhelpers.metrics.probes import probe_encoders
 from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD, VIT_CONFIGS, build_ssl_backbone
 from nbhelpers.train.engine import fit
-from nbhelpers.train.recipes.base import (
-    RecipeConfig,
-    RunResult,
-    epoch_steps,
-    history_seconds,
-    load_run_weights,
-    manifests,
-    sync_batchnorm,
-    train_spec,
-)
+from nbhelpers.train.recipes.base import load_run_weights, sync_batchnorm
+from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
+from nbhelpers.train.recipes.data import epoch_steps
 from nbhelpers.train.recipes.registry import Recipe, TrainedRun
-from nbhelpers.train.recipes.results import RunMetrics
+from nbhelpers.train.recipes.results import RunMetrics, RunResult, history_seconds
 from nbhelpers.train.ssl_methods import METHODS
 from nbhelpers.train.ssl_methods.base import BACKBONES, MethodParams, SSLModel
 

@@ -6,7 +6,8 @@ import torch
 from nbhelpers.data.sampler import SeededBatchSampler
 from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.train.recipes import data
-from nbhelpers.train.recipes.base import RecipeConfig, epoch_steps, tensor_batches, train_data
+from nbhelpers.train.recipes.config import RecipeConfig
+from nbhelpers.train.recipes.data import epoch_steps, tensor_batches, train_data
 
 
 class FakeState:

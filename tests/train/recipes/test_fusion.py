@@ -14,7 +14,7 @@ from nbhelpers.evaluation.tables import split_comparison_table, split_table
 from nbhelpers.models.clip import TINY_VIT, create_clip
 from nbhelpers.models.fusion import FusionHead
 from nbhelpers.train.checkpoint import load_checkpoint
-from nbhelpers.train.recipes.base import manifests
+from nbhelpers.train.recipes.config import manifests
 from nbhelpers.train.recipes.data import tensor_batches
 from nbhelpers.train.recipes.fusion import (
     FusionConfig,

@@ -14,10 +14,11 @@ from nbhelpers.config import ConfigError
 from nbhelpers.data.taxonomy import SEVEN_CLASSES, LabelSet
 from nbhelpers.models.fusion import FusionHead
 from nbhelpers.train.recipes import get_recipe
-from nbhelpers.train.recipes.base import manifests, train_data
 from nbhelpers.train.recipes.cass_mm import load_trained as load_cass_mm
 from nbhelpers.train.recipes.clip import CLASS_PROMPTS, class_prompts
 from nbhelpers.train.recipes.clip_classifier import load_trained as load_clip_classifier
+from nbhelpers.train.recipes.config import manifests
+from nbhelpers.train.recipes.data import train_data
 from nbhelpers.train.recipes.fusion import (
     FusionConfig,
     init_class_prior_bias,

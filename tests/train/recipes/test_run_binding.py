@@ -10,7 +10,7 @@ from nbhelpers.config import ConfigError
 from nbhelpers.fileio import sha256_file
 from nbhelpers.train.identity import RUN_RECORD, RunMismatchError
 from nbhelpers.train.recipes import cass_mm, clip
-from nbhelpers.train.recipes.base import manifests
+from nbhelpers.train.recipes.config import manifests
 from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
 
 from .conftest import common

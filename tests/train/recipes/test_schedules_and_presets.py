@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from nbhelpers.config import ConfigError, preset_values, strip_comment_lines
-from nbhelpers.train.recipes.base import train_spec
 from nbhelpers.train.recipes.clip import ClipConfig
 from nbhelpers.train.recipes.clip_classifier import ClipClassifierConfig
+from nbhelpers.train.recipes.config import train_spec
 
 SECTIONS = ("clip", "clip_classifier", "cass_mm", "unimodal", "ssl", "fusion")
 

@@ -14,7 +14,7 @@ from nbhelpers.config import ConfigError
 from nbhelpers.data.memory import load_split
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES
 from nbhelpers.models.unimodal import MINILM_ID
-from nbhelpers.train.recipes.base import manifests
+from nbhelpers.train.recipes.config import manifests
 from nbhelpers.train.recipes.unimodal import (
     KINDS,
     TINY_BERT,

@@ -1,4 +1,5 @@
-"""What the training notebooks show of the runs they just trained: tables, ROC curves, a weights report.
+"""What the training notebooks show of the runs they just trained: tables, ROC curves, a weights report, a
+self-supervised run's probes.
 
 These read a recipe's :class:`~nbhelpers.train.recipes.results.RunResult` (its ``metrics.json`` record,
 its per-split reports) and never train; the recipes (:mod:`nbhelpers.train.recipes`) only train and write.
@@ -9,16 +10,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from nbhelpers.data.taxonomy import CLASSES
 from nbhelpers.fileio import sha256_file
 from nbhelpers.models.clip import load_clip_state_dict
 from nbhelpers.train.identity import read_run_record
-from nbhelpers.train.recipes.results import RunResult
+from nbhelpers.train.recipes.results import RunResult, read_metrics
 
 
 def split_table(metrics: Mapping[str, Any], name: str | None = None) -> pd.DataFrame:
@@ -97,3 +100,50 @@ def frozen_weights_report(result: RunResult) -> str:
         f"{same} of {len(reference)} pretrained tensors are bit-identical after training; "
         f"{adapters:,} LoRA adapter parameters trained"
     )
+
+
+def probe_table(metrics: Mapping[str, Any], split: str | None = None) -> pd.DataFrame:
+    """One row per (label, encoder) of one split's probes of an ssl run's ``metrics.json``.
+
+    Args:
+        metrics: the run's metrics (``RunResult.metrics``, or its ``metrics.json``): ``method`` and
+            ``probes`` (``{split: {label: {encoder: {"linear_probe", "knn"}}}}``).
+        split: the split to show; default the run's primary one (``metrics["split"]``).
+
+    Returns:
+        Columns ``method | label | encoder | linear probe | kNN``.
+    """
+    probes = metrics["probes"][split or metrics["split"]]
+    rows = [
+        {"method": metrics["method"], "label": label, "encoder": encoder,
+         "linear probe": scores["linear_probe"], "kNN": scores["knn"]}
+        for label, by_encoder in probes.items()
+        for encoder, scores in by_encoder.items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def unimodal_table(result: RunResult | Mapping[str, Path | str]) -> pd.DataFrame:
+    """One row per run of a unimodal result (text, image, late fusion): Model | Modality | Top-1 | Top-2 | Chance top-1 | Chance top-2 | Top-1 - chance,
+    chance being ``k / C`` for the run's ``C`` classes.
+
+    Args:
+        result: what :func:`nbhelpers.train.recipes.unimodal.run` returned, or ``{kind: run_dir}``.
+    """
+    runs = result.extra["runs"] if isinstance(result, RunResult) else result
+    rows = []
+    for found in runs.values():
+        m = found.metrics if isinstance(found, RunResult) else read_metrics(Path(found))
+        n = len(m.get("classes", CLASSES))  # a run written before label sets: the seven
+        rows.append(
+            {
+                "Model": m["model"],
+                "Modality": m["modality"],
+                "Top-1": m["top1"],
+                "Top-2": m["top2"],
+                "Chance top-1": 1 / n,
+                "Chance top-2": 2 / n,
+                "Top-1 - chance": m["top1"] - 1 / n,
+            }
+        )
+    return pd.DataFrame(rows).set_index("Model")

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nbhelpers.config import NULL
+from nbhelpers.train.precision import process_state
 from nbhelpers.train.recipes.registry import RECIPES, Recipe, get_recipe
 
 USAGE = "usage: python -m nbhelpers.train RECIPE [key=value ...]"
@@ -86,6 +87,7 @@ def main(argv: Sequence[str] | None = None, registry: Mapping[str, Recipe] = REC
         if "available recipes" not in str(err):
             print(f"available recipes: {', '.join(registry)}", file=sys.stderr)
         raise SystemExit(2) from None
+    process_state()  # before any recipe asks: several CPU processes under torchrun find each other
     return recipe.run({key: NULL if value is None else value for key, value in config.items()})
 
 

@@ -51,13 +51,20 @@ def resolve_mixed_precision(mode: str) -> str:
     return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
 
 
-def launched_with_several_processes() -> bool:
-    """Whether a launcher started this process as one of several (Accelerate then owns precision).
+def process_state() -> PartialState:
+    """Accelerate's process state, created (the first time) as ``Accelerator()`` would create it.
 
-    Reads (or first creates) Accelerate's process state, created as ``Accelerator()`` would create it:
-    a CPU launch says so only through ``ACCELERATE_USE_CPU``.
+    The state is a process-wide singleton fixed by whoever creates it first. A plain ``PartialState()``
+    ignores ``ACCELERATE_USE_CPU``, so on a machine without GPUs, under ``torchrun`` with
+    ``ACCELERATE_USE_CPU=1`` (several CPU processes, gloo), it would pin every process to a single-process
+    state; created here, the processes find each other. Call it before anything else asks for the state.
     """
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).distributed_type != DistributedType.NO
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def launched_with_several_processes() -> bool:
+    """Whether a launcher started this process as one of several (Accelerate then owns precision)."""
+    return process_state().distributed_type != DistributedType.NO
 
 
 class Precision:

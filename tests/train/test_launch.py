@@ -1,7 +1,7 @@
-"""Several processes: ``accelerate launch`` runs that notebook 09 reads, and BatchNorm made global.
+"""Several processes: launched runs that notebook 09 reads, and BatchNorm made global.
 
-The launched runs are two CPU processes (gloo) of the command line docs/multi_gpu.md gives for N GPUs: a
-CLIP run, then a CLIP classifier starting from its exported weights; the evaluation code of notebook 09
+The launched runs are two CPU processes (gloo), started by torchrun as docs/multi_gpu.md gives it for
+CPUs (the same recipe code as ``accelerate launch`` on N GPUs), and checked to be two: a CLIP run, then a CLIP classifier starting from its exported weights; the evaluation code of notebook 09
 (:mod:`nbhelpers.evaluation.runs`) then finds, loads and re-scores them.
 """
 
@@ -32,9 +32,10 @@ from nbhelpers.train.recipes.config import manifests
 from nbhelpers.train.run_dir import read_json
 
 REPO = Path(__file__).resolve().parents[2]
-#: The launcher's flags that would otherwise come from an ``accelerate config`` file.
-LAUNCH = ["--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
-LAUNCH += ["--dynamo_backend", "no"]
+#: Two CPU processes (gloo) on this machine. ``accelerate launch --cpu --num_processes 2`` would start one
+#: process only (without MPI its CPU path is the simple launcher), so the processes are started by torchrun,
+#: as ``accelerate launch`` does for GPUs, and ``ACCELERATE_USE_CPU=1`` keeps them on the CPU.
+LAUNCH = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 TINY = ["batch_size=4", "epochs=1", "steps_per_epoch=2", "eval_splits=test", "progress=false"]
 #: What a finished run directory holds (a classifier also its predictions, CLIP its exported weights).
 RUN_FILES = {"config.json", "history.json", "metrics.json", "run.json", "checkpoints"}
@@ -42,9 +43,9 @@ CHECKPOINT_FILES = {"epoch_0001.pt", "epoch_0001.pt.sha256.json", "latest.json"}
 
 
 def launch(recipe: str, *keys: str) -> None:
-    """``accelerate launch <LAUNCH> -m nbhelpers.train <recipe> <keys>``, which must succeed."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", *LAUNCH, "-m", "nbhelpers.train"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    """``torchrun <LAUNCH> -m nbhelpers.train <recipe> <keys>`` on two CPU processes, which must succeed."""
+    command = [sys.executable, *LAUNCH, "-m", "nbhelpers.train"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     proc = subprocess.run(
         [*command, recipe, *keys], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
     )
@@ -69,6 +70,9 @@ def test_two_process_runs_are_complete_and_written_once(launched):
     for run in (clip, classifier):
         # No temporary file of a write another process raced with: only the main process wrote.
         assert {p.name for p in (run / "checkpoints").iterdir()} == CHECKPOINT_FILES
+        # Two processes trained it: the checkpoint holds one RNG state per process.
+        checkpoint = torch.load(run / "checkpoints" / "epoch_0001.pt", map_location="cpu", weights_only=True)
+        assert len(checkpoint["rng"]) == 2
         history = read_json(run / "history.json")
         assert [e["global_step"] for e in history["epochs"]] == [2]
         assert np.isfinite(history["epochs"][0]["loss"])

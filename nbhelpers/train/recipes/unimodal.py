@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 import transformers
@@ -495,32 +494,6 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
         recipe=RECIPE.name, run_dir=run_dir, config=config, model=model, parts={"encoder": model.model},
         class_names=names,
     )  # fmt: skip
-
-
-def results_table(result: RunResult | Mapping[str, Path | str]) -> pd.DataFrame:
-    """One row per run: Model | Modality | Top-1 | Top-2 | Chance top-1 | Chance top-2 | Top-1 - chance,
-    chance being ``k / C`` for the run's ``C`` classes.
-
-    Args:
-        result: what :func:`run` returned, or ``{kind: run_dir}``.
-    """
-    runs = result.extra["runs"] if isinstance(result, RunResult) else result
-    rows = []
-    for found in runs.values():
-        m = found.metrics if isinstance(found, RunResult) else read_metrics(Path(found))
-        n = len(m.get("classes", CLASSES))  # a run written before label sets: the seven
-        rows.append(
-            {
-                "Model": m["model"],
-                "Modality": m["modality"],
-                "Top-1": m["top1"],
-                "Top-2": m["top2"],
-                "Chance top-1": 1 / n,
-                "Chance top-2": 2 / n,
-                "Top-1 - chance": m["top1"] - 1 / n,
-            }
-        )
-    return pd.DataFrame(rows).set_index("Model")
 
 
 def confusions(result: RunResult, split: str | None = None) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ import torch
 
 from nbhelpers.config import ConfigError
 from nbhelpers.data.taxonomy import SEVEN_CLASSES, LabelSet
+from nbhelpers.evaluation.tables import unimodal_table
 from nbhelpers.models.fusion import FusionHead
 from nbhelpers.train.recipes import get_recipe
 from nbhelpers.train.recipes.cass_mm import load_trained as load_cass_mm
@@ -26,7 +27,7 @@ from nbhelpers.train.recipes.fusion import (
 )
 from nbhelpers.train.recipes.fusion import load_trained as load_fusion
 from nbhelpers.train.recipes.ssl import SSLConfig, load_shard_images, probe_label_of
-from nbhelpers.train.recipes.unimodal import UnimodalConfig, results_table
+from nbhelpers.train.recipes.unimodal import UnimodalConfig
 from nbhelpers.train.recipes.unimodal import load_trained as load_unimodal
 from tests.conftest import LABEL_RUNS
 from tests.helpers import THREE_CLASSES, make_label_shards
@@ -61,7 +62,7 @@ def test_unimodal_heads_chance_and_late_fusion_follow_the_three_classes(tiny_lab
     assert text.model.model.config.id2label == {0: "cat", 1: "dog", 2: "bird"}
     assert text.model.num_labels == 3 and image.model.net.fc.out_features == 3
     assert metrics_of(tiny_label_runs, "unimodal_image")["chance_top1"] == 1 / 3
-    table = results_table({kind: runs / f"unimodal_{kind}" for kind in ("text", "image", "late_fusion")})
+    table = unimodal_table({kind: runs / f"unimodal_{kind}" for kind in ("text", "image", "late_fusion")})
     assert table["Chance top-1"].tolist() == [1 / 3] * 3 and table["Chance top-2"].tolist() == [2 / 3] * 3
     with (
         np.load(runs / "unimodal_text" / "predictions_test.npz") as t,

@@ -11,7 +11,7 @@ from PIL import Image
 
 from nbhelpers.config import ConfigError
 from nbhelpers.data.image_sets import hf_columns
-from nbhelpers.evaluation.ssl_tables import probe_table
+from nbhelpers.evaluation.tables import probe_table
 from nbhelpers.train.checkpoint import load_checkpoint
 from nbhelpers.train.recipes.ssl import (
     SSLConfig,

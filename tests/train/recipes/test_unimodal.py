@@ -13,6 +13,7 @@ import torch
 from nbhelpers.config import ConfigError
 from nbhelpers.data.memory import load_split
 from nbhelpers.data.sources.synthetic import COLOUR_NAMES, SEEN_SHAPES
+from nbhelpers.evaluation.tables import unimodal_table
 from nbhelpers.models.unimodal import MINILM_ID
 from nbhelpers.train.recipes.config import manifests
 from nbhelpers.train.recipes.unimodal import (
@@ -24,7 +25,6 @@ from nbhelpers.train.recipes.unimodal import (
     load_trained,
     predict,
     resolve_text_model,
-    results_table,
     run,
     step,
 )
@@ -92,7 +92,7 @@ def test_both_writes_one_run_per_model_with_the_common_metrics(both, workspace):
         assert runs[kind].metrics["train_seconds"] == pytest.approx(
             sum(e["seconds"] for e in epochs), abs=0.01
         )
-    table = results_table(both)
+    table = unimodal_table(both)
     assert list(table["Modality"]) == list(KINDS)
     assert table["Chance top-1"].tolist() == pytest.approx([1 / 7] * 3)
 

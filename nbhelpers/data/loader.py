@@ -372,7 +372,8 @@ def make_pipeline(
             least this (e.g. :attr:`~nbhelpers.data.transforms.RandomResizedCropFlip.min_side`); None:
             at full size.
         tokenizer: an open_clip-style tokenizer, applied per sample.
-        train: resampled, shuffled, infinite (True) or every sample once, in order (False).
+        train: resampled, shuffled, infinite (True) or every sample once, in order (False), in every
+            process of a launch.
         seed: seed of the shard draw, shuffle and class upsampling.
         epoch: mixed into the seed, so each epoch sees a different, reproducible stream.
         shuffle_buffer: samples in the shuffle buffer (train only).
@@ -388,7 +389,9 @@ def make_pipeline(
     if train:
         stages = [WeightedResampledShards(shards.urls, shards.weights, seed, epoch)]
     else:
-        stages = [wds.SimpleShardList(shards.urls), wds.split_by_node, wds.split_by_worker]
+        # Every process reads the whole split (no split_by_node): a split in memory is sampled, and an
+        # evaluation scored, whole in each process; only DataLoader workers share the shards out.
+        stages = [wds.SimpleShardList(shards.urls), wds.split_by_worker]
     stages += [decoder.read, decoder.parse_json]
     if train:
         if class_factors:

@@ -249,7 +249,11 @@ def notebook_config(
         history = namespace.get("In")
     readable: Iterable[str] = namespace
     if history is not None:
-        readable = check_parameter_names(config_class, history, extra=extra)
+        assigned = check_parameter_names(config_class, history, extra=extra)
+        # A kernel that keeps no history of the cells it ran (nbval runs them with store_history=False)
+        # records no parameters cell: then every field in the namespace is a parameter, as outside IPython.
+        if parameter_sources(history):
+            readable = assigned
     given = {name: namespace[name] for name in readable if name in namespace}
     preset = given.get("preset")
     if preset is None:

@@ -220,3 +220,10 @@ def test_later_variables_sharing_a_fields_name_are_not_read():
     history = ["", KNOBS, "config = ...", "import json as workers"]
     namespace = {"preset": "t4", "limit": None, "overrides": {}, "workers": object()}
     assert notebook_config(PrepareConfig, namespace, history=history).workers == 2
+
+
+def test_a_kernel_keeping_no_history_reads_every_field_of_the_namespace():
+    # nbval runs cells with store_history=False: In holds none of them, yet the cell's values must apply
+    namespace = {"preset": "demo", "limit": 7, "overrides": {"workers": 3}, "In": [""]}
+    config = notebook_config(PrepareConfig, namespace)
+    assert (config.limit, config.workers) == (7, 3)

@@ -121,8 +121,8 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
             eval_splits="test,unseen",
         ),
     ),
-    # Only fields that stay top-level: SSL's per-method fields (out_dim, head_*, teacher temperatures,
-    # projector_sizes, n_local_crops, ...) go in overrides.
+    # A method's own parameters (DINO's out_dim, n_local_crops, ...; Barlow Twins' projector_sizes) are one
+    # knob, method_kwargs, checked against the chosen method.
     "04_train_ssl_vision": NotebookParameters(
         f"{RECIPES}.ssl:SSLConfig",
         "SSLConfig",

@@ -2,8 +2,9 @@
 
 A notebook's ``parameters`` cell holds literals; the next cell calls ``SomeConfig.from_params(preset,
 **params)``. Values come from the preset (``nbhelpers/presets/<section>.json``: ``demo`` runs on a CPU in about a
-minute on the synthetic benchmark, ``t4`` is the real recipe for a 15 GB Colab T4); every parameter that
-is not ``None`` overrides its preset value. Validation runs before any heavy work, and a bad value stops
+minute on the synthetic benchmark, ``t4`` is the real recipe for a 15 GB Colab T4, and a section may add
+presets named for the reported result they reproduce, with ``t4`` an alias of its headline one); every
+parameter that is not ``None`` overrides its preset value. Validation runs before any heavy work, and a bad value stops
 with one :class:`ConfigError` that names the parameter and what is allowed.
 
 ``None`` in a parameters cell means "the preset's value"; to set a field to ``None`` whatever the preset
@@ -25,7 +26,8 @@ from importlib import resources
 from typing import Any, ClassVar
 
 PRESETS_DIR = "presets"
-#: Every preset name; a section file may leave one out (its config defaults then apply).
+#: The presets every section has (a section file may leave one out: its config defaults then apply). A
+#: section file may add presets of its own, named for what they reproduce (``clip_lora_7class``).
 PRESETS = ("demo", "t4")
 
 
@@ -46,20 +48,53 @@ class ConfigError(ValueError):
 
 
 @cache
+def _section_files() -> dict[str, dict[str, Any]]:
+    """``{section: {preset: values or alias}}`` as written in ``nbhelpers/presets/<section>.json``."""
+    files = {}
+    for file in resources.files("nbhelpers").joinpath(PRESETS_DIR).iterdir():
+        if file.name.endswith(".json"):
+            files[file.name.removesuffix(".json")] = json.loads(strip_comment_lines(file.read_text()))
+    return dict(sorted(files.items()))
+
+
+@cache
 def _presets() -> dict[str, dict[str, dict[str, Any]]]:
     """``{preset: {section: values}}`` from ``nbhelpers/presets/<section>.json`` (``{preset: values}``).
 
     A preset file is JSON plus whole-line ``//`` comments, where a value's source (a paper's recipe) is cited.
+    A preset whose value is a string is an alias of the preset of that name in the same file
+    (``"t4": "clip_lora_7class"``): it has the same values, and stays a name of its own in ``config.preset``.
+
+    Raises:
+        ValueError: for an alias to a preset its file lacks, an alias cycle, or a value that is neither
+            an object nor a preset name.
     """
     presets: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in PRESETS}
-    for file in resources.files("nbhelpers").joinpath(PRESETS_DIR).iterdir():
-        if file.name.endswith(".json"):
-            section = file.name.removesuffix(".json")
-            for preset, values in json.loads(strip_comment_lines(file.read_text())).items():
-                if preset not in presets:
-                    raise ValueError(f"{file}: preset {preset!r} is not one of {PRESETS}")
-                presets[preset][section] = values
+    for section, entries in _section_files().items():
+        for preset in entries:
+            presets.setdefault(preset, {})[section] = resolve_alias(entries, preset, f"{section}.json")
     return presets
+
+
+def resolve_alias(entries: dict[str, Any], preset: str, where: str = "") -> dict[str, Any]:
+    """The values of ``preset`` in one section file's ``entries``, following aliases (string values).
+
+    Raises:
+        ValueError: for an alias to a name ``entries`` lacks, an alias cycle, or a value that is neither
+            an object nor a string.
+    """
+    seen = [preset]
+    value = entries[preset]
+    while isinstance(value, str):
+        if value not in entries:
+            raise ValueError(f"{where}: preset {seen[-1]!r} is an alias of {value!r}, which the file lacks")
+        if value in seen:
+            raise ValueError(f"{where}: preset aliases form a cycle: {' -> '.join([*seen, value])}")
+        seen.append(value)
+        value = entries[value]
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: preset {seen[-1]!r} must be an object or the name of another preset")
+    return value
 
 
 def strip_comment_lines(text: str) -> str:
@@ -67,20 +102,39 @@ def strip_comment_lines(text: str) -> str:
     return "\n".join("" if line.lstrip().startswith("//") else line for line in text.split("\n"))
 
 
-def preset_names() -> tuple[str, ...]:
-    """The preset names (``demo``, ``t4``)."""
-    return PRESETS
+def preset_names(section: str | None = None) -> tuple[str, ...]:
+    """The preset names: ``demo``, ``t4``, then the named presets of every section (or of ``section``)."""
+    presets = _presets()
+    named = sorted(p for p in presets if p not in PRESETS and (section is None or section in presets[p]))
+    return (*PRESETS, *named)
+
+
+def preset_alias(preset: str, section: str) -> str | None:
+    """The preset that ``preset`` is an alias of in ``section`` (the end of the chain), or None."""
+    entries = _section_files().get(section, {})
+    target = preset
+    while isinstance(entries.get(target), str) and entries[target] != preset:
+        target = entries[target]
+    return None if target == preset else target
 
 
 def preset_values(preset: str, section: str) -> dict[str, Any]:
-    """The values of ``section`` (a notebook or recipe) in ``preset``.
+    """The values of ``section`` (a notebook or recipe) in ``preset`` (an alias: its target's values).
+
+    ``demo`` and ``t4`` exist for every section (empty where the section's file leaves them out); a named
+    preset only for the sections whose file defines it.
 
     Raises:
-        ConfigError: if the preset is unknown.
+        ConfigError: if the preset is unknown, or named but not defined for ``section``.
     """
     presets = _presets()
     if preset not in presets:
-        raise ConfigError(f"preset: unknown preset {preset!r}; allowed: {', '.join(presets)}")
+        raise ConfigError(f"preset: unknown preset {preset!r}; allowed: {', '.join(preset_names())}")
+    if preset not in PRESETS and section not in presets[preset]:
+        raise ConfigError(
+            f"preset: {preset!r} is not a preset of {section!r} (it is one of "
+            f"{', '.join(sorted(presets[preset]))}); allowed here: {', '.join(preset_names(section))}"
+        )
     return dict(presets[preset].get(section, {}))
 
 

@@ -1,6 +1,6 @@
 """Self-supervised image backbones, projection heads and the multi-crop wrapper.
 
-* Backbones (``build_ssl_backbone``): torchvision ResNet-18/50 with the classifier removed and an optional
+* Backbones (``build_ssl_backbone``): torchvision ResNet-18/50 (and ResNet-152 through ``build_resnet``) with the classifier removed and an optional
   CIFAR stem for small images (He et al., 2016; the stem as in SimCLR's CIFAR recipe, Chen et al., 2020); a
   ViT (Dosovitskiy et al., 2021) written as DINO's so its last-layer attention can be read
   (``get_last_selfattention``, the maps of Caron et al., 2021, Fig. 1); open_clip visual towers.
@@ -30,6 +30,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Images at most this size get the small-image stem (ResNet) or 8-pixel patches (ViT) by default.
 SMALL_IMAGE_MAX = 64
+#: The torchvision ResNets :func:`build_resnet` builds, and their widths (ResNet-152: the unimodal image model).
+RESNETS = {"resnet18": 512, "resnet50": 2048, "resnet152": 2048}
 
 
 # --------------------------------------------------------------------------------------------- ResNet
@@ -53,15 +55,15 @@ def build_resnet(name: str, small_image: bool, weights: str | None = None) -> to
     """A torchvision ResNet whose ``fc`` is ``Identity``: ``(B, 3, H, W) -> (B, embed_dim)``.
 
     Args:
-        name: ``"resnet18"`` (512-d) or ``"resnet50"`` (2048-d).
+        name: a key of :data:`RESNETS`: ``"resnet18"`` (512-d), ``"resnet50"`` or ``"resnet152"`` (2048-d).
         small_image: use the CIFAR stem (``use_small_image_stem``).
         weights: a torchvision weights name such as ``"IMAGENET1K_V1"``, or None for random init.
 
     Raises:
         ValueError: if ``name`` is not a supported ResNet.
     """
-    if name not in ("resnet18", "resnet50"):
-        raise ValueError(f"resnet must be 'resnet18' or 'resnet50', got {name!r}")
+    if name not in RESNETS:
+        raise ValueError(f"resnet must be one of {sorted(RESNETS)}, got {name!r}")
     resnet = torchvision.models.get_model(name, weights=weights)
     if small_image:
         use_small_image_stem(resnet)
@@ -85,8 +87,12 @@ class ViTConfig:
 
 
 #: ViT architectures; ``vit_tiny`` is DeiT-Tiny's shape (Touvron et al., 2021), ``*_demo`` fits a CPU.
+#: ``vit_tiny_p4`` is ViT-T/4: DeiT-Tiny on 4-px patches, 64 tokens for a 32-px CIFAR image (the patch size
+#: of ViTs trained from scratch on CIFAR, e.g. solo-learn's and Lee et al., 2021, "Vision Transformer for
+#: Small-Size Datasets").
 VIT_CONFIGS: dict[str, ViTConfig] = {
     "vit_tiny": ViTConfig(embed_dim=192, depth=12, num_heads=3, mlp_dim=768),
+    "vit_tiny_p4": ViTConfig(embed_dim=192, depth=12, num_heads=3, mlp_dim=768, patch_size=4),
     "vit_tiny_demo": ViTConfig(embed_dim=192, depth=4, num_heads=3, mlp_dim=768),
     "vit_small": ViTConfig(embed_dim=384, depth=12, num_heads=6, mlp_dim=1536),
     "vit_test": ViTConfig(embed_dim=32, depth=2, num_heads=2, mlp_dim=64),

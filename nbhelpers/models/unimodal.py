@@ -1,8 +1,9 @@
-"""Unimodal baselines: a BERT text classifier, a ResNet-18 image classifier, and their late fusion.
+"""Unimodal baselines: a BERT text classifier, a ResNet image classifier, and their late fusion.
 
 The text model is a BERT-family encoder with a sequence-classification head (Devlin et al., 2019), loaded
 with ``AutoModelForSequenceClassification`` (``bert-base-uncased`` on Colab; any local folder written by
-``save_pretrained`` works the same way). The image model is torchvision's ResNet-18 (He et al., 2016).
+``save_pretrained`` works the same way). The image model is a torchvision ResNet (He et al., 2016): ResNet-18 in the demo, ResNet-152 as in the
+Hateful Memes paper's image baseline.
 Late fusion adds the two models' class probabilities and takes the argmax, the simplest multimodal
 baseline of the Hateful Memes paper (Kiela et al., 2020, "Late Fusion").
 """
@@ -120,20 +121,28 @@ class TextClassifier(nn.Module):
 
 
 class ImageClassifier(nn.Module):
-    """torchvision ResNet-18 with a ``num_classes`` head.
+    """A torchvision ResNet with a ``num_classes`` head.
 
     Args:
         num_classes: number of classes.
         small_image: swap in the 3x3/1 stem without max-pool (for 32-64 px images; see
             ``nbhelpers.models.ssl.use_small_image_stem``).
         weights: torchvision weights name (``"IMAGENET1K_V1"``) or None; the head is always new.
+        arch: a key of :data:`~nbhelpers.models.ssl.RESNETS` (``"resnet18"``, ``"resnet152"``).
+
+    Raises:
+        ValueError: for an unknown ``arch``.
     """
 
     def __init__(
-        self, num_classes: int = NUM_CLASSES, small_image: bool = False, weights: str | None = None
+        self,
+        num_classes: int = NUM_CLASSES,
+        small_image: bool = False,
+        weights: str | None = None,
+        arch: str = "resnet18",
     ) -> None:
         super().__init__()
-        self.net = build_resnet("resnet18", small_image, weights)
+        self.net = build_resnet(arch, small_image, weights)
         self.net.fc = nn.Linear(self.net.embed_dim, num_classes)
         self.num_classes = num_classes
 

@@ -23,7 +23,7 @@ import webdataset
 from PIL import Image
 from webdataset import autodecode, filters
 
-from nbhelpers.config import NULL, ConfigError
+from nbhelpers.config import NULL, ConfigError, preset_values
 from nbhelpers.data import shards as shard_writer
 from nbhelpers.data.prepare import main as prepare_main
 from nbhelpers.data.records import Record
@@ -452,11 +452,13 @@ def test_keep_last_null_on_the_command_line_keeps_every_checkpoint(ssl_shards, t
 
 
 def test_none_still_takes_the_preset_in_notebooks_and_null_means_none():
-    assert ClipClassifierConfig.from_params("t4", keep_last=None, full_lr=None).full_lr == 1e-5
+    full_lr = preset_values("t4", "clip_classifier")["full_lr"]
+    assert full_lr is not None
+    assert ClipClassifierConfig.from_params("t4", keep_last=None, full_lr=None).full_lr == full_lr
     from_notebook = notebook_config(
         ClipClassifierConfig, {"preset": "t4", "keep_last": None, "full_lr": None}
     )
-    assert (from_notebook.keep_last, from_notebook.full_lr) == (2, 1e-5)
+    assert (from_notebook.keep_last, from_notebook.full_lr) == (2, full_lr)
     explicit = ClipClassifierConfig.from_params("t4", keep_last=NULL, full_lr=NULL)
     assert (explicit.keep_last, explicit.full_lr) == (None, None)
     with pytest.raises(ConfigError, match=r"^epochs: expected int, got None"):

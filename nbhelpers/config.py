@@ -50,15 +50,25 @@ def _presets() -> dict[str, dict[str, dict[str, Any]]]:
     """``{preset: {section: values}}`` from ``nbhelpers/presets/<section>.json`` (``{preset: values}``).
 
     A preset file is JSON plus whole-line ``//`` comments, where a value's source (a paper's recipe) is cited.
+    Besides :data:`PRESETS`, a section may name presets of its own (a paper's rows: ``hateclipper_vitl14_cross``),
+    and a preset whose value is a string is an alias of that preset of the same section (``"t4": "..."``).
     """
     presets: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in PRESETS}
+    aliases: list[tuple[str, str, str]] = []
     for file in resources.files("nbhelpers").joinpath(PRESETS_DIR).iterdir():
         if file.name.endswith(".json"):
             section = file.name.removesuffix(".json")
             for preset, values in json.loads(strip_comment_lines(file.read_text())).items():
-                if preset not in presets:
-                    raise ValueError(f"{file}: preset {preset!r} is not one of {PRESETS}")
-                presets[preset][section] = values
+                if isinstance(values, str):
+                    aliases.append((preset, section, values))
+                presets.setdefault(preset, {})[section] = values
+    for preset, section, target in aliases:
+        values = presets.get(target, {}).get(section)
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"{section}.json: preset {preset!r} is an alias of {target!r}, which it does not define"
+            )
+        presets[preset][section] = values
     return presets
 
 
@@ -67,21 +77,24 @@ def strip_comment_lines(text: str) -> str:
     return "\n".join("" if line.lstrip().startswith("//") else line for line in text.split("\n"))
 
 
-def preset_names() -> tuple[str, ...]:
-    """The preset names (``demo``, ``t4``)."""
-    return PRESETS
+def preset_names(section: str | None = None) -> tuple[str, ...]:
+    """The preset names (``demo``, ``t4``), and with ``section`` also the presets only it defines."""
+    if section is None:
+        return PRESETS
+    own = [name for name, sections in _presets().items() if name not in PRESETS and section in sections]
+    return (*PRESETS, *own)
 
 
 def preset_values(preset: str, section: str) -> dict[str, Any]:
     """The values of ``section`` (a notebook or recipe) in ``preset``.
 
     Raises:
-        ConfigError: if the preset is unknown.
+        ConfigError: if the preset is unknown, or is one other sections define and ``section`` does not.
     """
-    presets = _presets()
-    if preset not in presets:
-        raise ConfigError(f"preset: unknown preset {preset!r}; allowed: {', '.join(presets)}")
-    return dict(presets[preset].get(section, {}))
+    allowed = preset_names(section)
+    if preset not in allowed:
+        raise ConfigError(f"preset: unknown preset {preset!r}; allowed: {', '.join(allowed)}")
+    return dict(_presets()[preset].get(section, {}))
 
 
 def param(

@@ -53,7 +53,7 @@ from nbhelpers.data.memory import load_split
 from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED, LabelSet, label_set_of
 from nbhelpers.fileio import read_json
 from nbhelpers.metrics.classification import binary_report, classification_report, one_vs_rest_auroc
-from nbhelpers.models.backbones import FeatureBackbone, OpenClipBackbone, build_backbone
+from nbhelpers.models.backbones import FEATURES, FeatureBackbone, OpenClipBackbone, build_backbone
 from nbhelpers.models.fusion import (
     FUSIONS,
     HATEFUL_CLASSES,
@@ -131,6 +131,11 @@ class FusionConfig(StartsFromClip, RecipeConfig):
     )
     pretrained: str = param(
         "", help="open_clip tag, local weights file, or run:<name> (a CLIP run of 03); empty: none"
+    )
+    features: str = param(
+        "projected",
+        choices=FEATURES,
+        help="projected (contrastive embeddings) | pooled (Hate-CLIPper's: before them)",
     )
     fusion: str = param("cross", choices=FUSIONS, help="concat | align | cross (Hate-CLIPper's best)")
     map_dim: int = param(32, min=1, help="each modality's projection size (cross fuses map_dim**2 values)")
@@ -249,7 +254,7 @@ def build_model(
     # The head's initial weights must not depend on what ran before in the process (e.g. training the
     # CLIP that ``run:clip`` names): seed here, not only in ``fit``.
     set_seed(config.seed)
-    backbone = build_backbone(config.backbone, pretrained=weights, trainable=config.trainable_backbone)
+    backbone = build_backbone(config.backbone, weights, config.trainable_backbone, config.features)
     return HatefulMemesClassifier(backbone, build_head(config, backbone, num_outputs))
 
 

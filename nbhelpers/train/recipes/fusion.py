@@ -34,7 +34,6 @@ which samples happen to carry a ``hateful`` field:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +59,8 @@ from nbhelpers.models.fusion import (
     FusionHead,
     HatefulMemesClassifier,
     binary_logit_loss,
+    init_class_prior_bias,
+    init_prior_bias,
 )
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import local_inputs, recorded_input
@@ -167,6 +168,10 @@ class FusionConfig(StartsFromClip, RecipeConfig):
         # A frozen backbone is not in the checkpoints (only the head is): its weights must stay named.
         return ("pretrained",) if self.trainable_backbone else ()
 
+    def identity_exclude(self) -> tuple[str, ...]:
+        # Runs from before ``features`` existed read projected features: their fingerprints stay.
+        return ("features",) if self.features == "projected" else ()
+
     def check(self) -> None:
         super().check()  # also maps the sources to their eval splits (eval_plan), or raises
         for name in ("dropout_map", "dropout_fused", "dropout_pre_output"):
@@ -272,39 +277,12 @@ def training_positive_rate(found: Sequence[Mapping], split: str) -> float:
     return hateful / total
 
 
-def init_prior_bias(head: FusionHead, positive_rate: float, pos_weight: float | None = None) -> None:
-    """Sets the output bias so that the untrained head predicts the base rate.
-
-    The prior initialisation of Lin et al., 2017 ("Focal Loss for Dense Object Detection"): with 1 in 7
-    samples hateful, a zero bias makes the first updates spend themselves pushing every logit down, which
-    can leave the pre-output ReLUs dead and the head stuck at the base rate (measured on the demo: test
-    AUROC 0.77-1.0 over four seeds without it, 1.0 on all four with it). ``pos_weight`` scales the
-    positive odds, as it does in the loss.
-    """
-    odds = (1.0 if pos_weight is None else pos_weight) * positive_rate / (1.0 - positive_rate)
-    with torch.no_grad():
-        head.output.bias.fill_(math.log(odds))
-
-
 def training_class_rates(found: Sequence[Mapping], split: str, classes: Sequence[str]) -> list[float]:
     """Each class's share of ``split`` across the manifests (from their class counts), add-one smoothed
     (``(n_c + 1) / (N + C)``) so that a class absent from training still has a finite log-prior."""
     counts = [sum(m["splits"][split]["class_counts"].get(name, 0) for m in found) for name in classes]
     total = sum(counts) + len(classes)
     return [(n + 1) / total for n in counts]
-
-
-def init_class_prior_bias(head: FusionHead, class_rates: Sequence[float]) -> None:
-    """Sets a C-output head's biases to the log class rates, so that the untrained head predicts the
-    training split's class frequencies (:func:`init_prior_bias`'s prior initialisation, per class).
-
-    Raises:
-        ValueError: if there is not one rate per output.
-    """
-    if len(class_rates) != head.num_outputs:
-        raise ValueError(f"class_rates: need {head.num_outputs} rates, got {len(class_rates)}")
-    with torch.no_grad():
-        head.output.bias.copy_(torch.log(torch.tensor(list(class_rates), dtype=head.output.bias.dtype)))
 
 
 def step(

@@ -30,7 +30,7 @@ def test_each_row_preset_has_the_reported_settings(preset):
     assert got == ROWS[preset]
     assert config.features == "pooled" and config.pre_output_layers == 0 and not config.trainable_backbone
     assert (config.dropout_map, config.dropout_fused, config.dropout_pre_output) == (0.1, 0.4, 0.2)
-    assert (config.weight_decay, config.max_grad_norm, config.warmup_steps) == (1e-4, 0.1, 0)
+    assert (config.weight_decay, config.max_grad_norm, config.warmup_fraction) == (1e-4, 0.1, 0.0)
     assert config.sources == "hateful_memes" and config.eval_plan.primary == "dev_seen"
 
 

@@ -97,3 +97,9 @@ def test_headline_preset_trains_its_head_at_real_size(tiny_shards, tmp_path, mon
     assert epochs[-1]["global_step"] == 2 and torch.isfinite(torch.tensor(epochs[-1]["loss"]))
     assert not any(p.requires_grad for p in backbone.parameters())
     assert 0.0 <= result.metrics["auroc"] <= 1.0
+
+
+def test_projected_runs_keep_the_fingerprint_they_had_before_features_existed():
+    demo = FusionConfig.from_params("demo")
+    assert "features" not in demo.identity().config  # demo runs and their folders are found again
+    assert FusionConfig.from_params("demo", features="pooled").identity().config["features"] == "pooled"

@@ -8,10 +8,14 @@ notebooks never ask which family they hold:
 * open_clip (Cherti et al., 2023; Radford et al., 2021): ``open_clip:<model>`` with a ``pretrained`` tag
   (``"openai"``, ``"laion2b_s34b_b79k"``, ...) or a local checkpoint path;
 * Hugging Face CLIP (Radford et al., 2021): ``hf:openai/clip-vit-base-patch32``;
-* BLIP (Li et al., 2022): ``hf:Salesforce/blip-itm-base-coco``, the ITC projections of
+* BLIP (Li et al., 2022): ``hf:Salesforce/blip-itm-large-coco``, the ITC vectors of
   ``BlipForImageTextRetrieval``;
 * BLIP-2 (Li et al., 2023): ``hf:Salesforce/blip2-itm-vit-g``, the ITC projections of
-  ``Blip2ForImageTextRetrieval`` (Q-Former queries for the image, the Q-Former's text CLS for the text).
+  ``Blip2ForImageTextRetrieval`` (Q-Former queries for the image, the Q-Former's text CLS for the text);
+  ``hf:Salesforce/blip2-flan-t5-xl`` (``Blip2Model``): Q-Former queries and a Flan-T5 encoder layer.
+
+``features``: ``"projected"`` (the contrastive embeddings) or ``"pooled"`` (what enters those projections, e.g.
+CLIP's ``pooler_output``: 1024 image, 768 text values for ViT-L/14; what Hate-CLIPper's code feeds its head).
 
 Text goes in either as ``list[str]`` or as a token batch ``{"input_ids": (B, L), "attention_mask": (B, L)}``
 made by ``tokenize``; every family returns a dict of that shape so a data loader can collate it.
@@ -20,6 +24,7 @@ made by ``tokenize``; every family returns a dict of that shape so a data loader
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +34,9 @@ from torchvision.transforms import v2
 
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.models.clip import create_clip
+
+#: What ``features`` may be: the contrastive embeddings, or the pooled outputs the projections read.
+FEATURES = ("projected", "pooled")
 
 #: A tokenised text batch: ``input_ids`` (B, L) int64 and, for Hugging Face models, ``attention_mask`` (B, L).
 TokenBatch = dict[str, torch.Tensor]
@@ -78,6 +86,23 @@ def make_image_transform(
     )
 
 
+def check_features(features: str) -> None:
+    """Raises ``ValueError`` unless ``features`` is one of :data:`FEATURES`."""
+    if features not in FEATURES:
+        raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+
+
+@contextmanager
+def _unprojected(module: nn.Module, name: str):
+    """``module.<name>`` set to None inside the block: open_clip's towers then skip that projection."""
+    projection = getattr(module, name)
+    setattr(module, name, None)
+    try:
+        yield
+    finally:
+        setattr(module, name, projection)
+
+
 class FeatureBackbone(nn.Module):
     """An image tower and a text tower giving one pooled feature vector each.
 
@@ -88,6 +113,7 @@ class FeatureBackbone(nn.Module):
 
     Attributes:
         model: the wrapped model.
+        features: ``"projected"`` or ``"pooled"`` (see the module docstring).
         image_dim: size of ``encode_image``'s output.
         text_dim: size of ``encode_text``'s output.
         context_length: token length ``tokenize`` pads and truncates to.
@@ -106,8 +132,11 @@ class FeatureBackbone(nn.Module):
         context_length: int,
         trainable: bool,
         interpolation: str = "bicubic",
+        features: str = "projected",
     ) -> None:
         super().__init__()
+        check_features(features)
+        self.features = features
         self.model = model
         self.image_dim = int(image_dim)
         self.text_dim = int(text_dim)
@@ -185,6 +214,17 @@ class FeatureBackbone(nn.Module):
             return self._text_features(tokens)
 
 
+def _skip_projections(model: nn.Module, features: str) -> ExitStack:
+    """A context in which an open_clip model's towers skip their projections (``features="pooled"``)."""
+    stack = ExitStack()
+    if features == "pooled":
+        stack.enter_context(_unprojected(model.visual, "proj"))
+        # CLIP keeps its text projection on the model, CustomTextCLIP on its text tower.
+        text = model if hasattr(model, "text_projection") else model.text
+        stack.enter_context(_unprojected(text, "text_projection"))
+    return stack
+
+
 class OpenClipBackbone(FeatureBackbone):
     """An open_clip model (``open_clip.create_model``) as a ``FeatureBackbone``.
 
@@ -194,9 +234,17 @@ class OpenClipBackbone(FeatureBackbone):
         pretrained: an open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b79k"``), a local checkpoint
             path, or None for random weights.
         trainable: see ``FeatureBackbone``.
+        features: ``"projected"`` (``encode_image``/``encode_text``) or ``"pooled"`` (the same with the
+            towers' final projections skipped).
     """
 
-    def __init__(self, model_name: str, pretrained: str | None = None, trainable: bool = False) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        pretrained: str | None = None,
+        trainable: bool = False,
+        features: str = "projected",
+    ) -> None:
         # create_clip: memelab's tiny architectures, and a local file through the checks of notebook 03's
         # loader (LoRA keys, DDP prefixes, logit_scale shape).
         model, _, _, tokenizer = create_clip(model_name, pretrained)
@@ -205,7 +253,7 @@ class OpenClipBackbone(FeatureBackbone):
         # open_clip's towers project to the config's embed_dim, but hf-hub models and custom text towers
         # do not expose it uniformly: one tiny forward reads both dims off the real outputs.
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _skip_projections(model, features):
             image_dim = model.encode_image(torch.zeros(1, 3, size, size)).shape[-1]
             text_dim = model.encode_text(tokenizer([""])).shape[-1]
         super().__init__(
@@ -218,6 +266,7 @@ class OpenClipBackbone(FeatureBackbone):
             context_length=tokenizer.context_length,
             trainable=trainable,
             interpolation=cfg.get("interpolation", "bicubic"),
+            features=features,
         )
         self.tokenizer = tokenizer
 
@@ -225,10 +274,12 @@ class OpenClipBackbone(FeatureBackbone):
         return {"input_ids": self.tokenizer(list(texts))}
 
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixel_values)
+        with _skip_projections(self.model, self.features):
+            return self.model.encode_image(pixel_values)
 
     def _text_features(self, tokens: TokenBatch) -> torch.Tensor:
-        return self.model.encode_text(tokens["input_ids"])
+        with _skip_projections(self.model, self.features):
+            return self.model.encode_text(tokens["input_ids"])
 
 
 class HuggingFaceBackbone(FeatureBackbone):
@@ -239,40 +290,85 @@ class HuggingFaceBackbone(FeatureBackbone):
 
     Args:
         name_or_path: a Hub id or a folder written by ``save_pretrained``; the folder must hold the
-            tokenizer files, and may hold ``preprocessor_config.json`` for the normalisation.
+            tokenizer files, and may hold ``preprocessor_config.json`` for the normalisation. Or a model
+            already built (:meth:`from_config`), with ``tokenizer``.
         trainable: see ``FeatureBackbone``.
+        features: ``"projected"`` or ``"pooled"`` (see the module docstring).
+        tokenizer: the tokenizer of a model passed as ``name_or_path`` (read from the folder otherwise).
+
+    Raises:
+        ValueError: if ``features`` is unknown or the family cannot give it, or a built model comes
+            without its tokenizer.
     """
 
     model_class: type[transformers.PreTrainedModel]
     #: Default ``context_length`` when the text model allows more positions than the family was trained on.
     max_context_length: int = 77
+    #: The ``features`` this family can give.
+    supported_features: tuple[str, ...] = FEATURES
 
-    def __init__(self, name_or_path: str, trainable: bool = False) -> None:
-        model = self.model_class.from_pretrained(name_or_path)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
-        try:
-            processor = transformers.AutoImageProcessor.from_pretrained(name_or_path)
-            mean, std = processor.image_mean, processor.image_std
-        except OSError:
-            # A bare save_pretrained folder carries no processor; the three families share OpenAI's values.
-            mean, std = CLIP_MEAN, CLIP_STD  # OpenAI CLIP's; BLIP and BLIP-2 reuse it
+    def __init__(
+        self,
+        name_or_path: str | transformers.PreTrainedModel,
+        trainable: bool = False,
+        features: str = "projected",
+        tokenizer: transformers.PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        check_features(features)
+        if features not in self.supported_features:
+            raise ValueError(
+                f"features={features!r}: {type(self).__name__} gives only {self.supported_features}"
+            )
+        mean, std = CLIP_MEAN, CLIP_STD  # OpenAI CLIP's; BLIP and BLIP-2 reuse them
+        if isinstance(name_or_path, transformers.PreTrainedModel):
+            if tokenizer is None:
+                raise ValueError("a model built from a config needs its tokenizer")
+            model = name_or_path
+        else:
+            model = self.model_class.from_pretrained(name_or_path, **self._load_kwargs())
+            tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
+            try:
+                processor = transformers.AutoImageProcessor.from_pretrained(name_or_path)
+                mean, std = processor.image_mean, processor.image_std
+            except OSError:
+                pass  # a bare save_pretrained folder carries no processor: OpenAI's values
         config = model.config
-        context_length = min(self.max_context_length, config.text_config.max_position_embeddings)
+        image_dim, text_dim = self._feature_dims(config, features)
         super().__init__(
             model,
-            image_dim=self._feature_dim(config),
-            text_dim=self._feature_dim(config),
+            image_dim=image_dim,
+            text_dim=text_dim,
             image_size=config.vision_config.image_size,
             mean=mean,
             std=std,
-            context_length=context_length,
+            context_length=min(self.max_context_length, self._text_positions(config)),
             trainable=trainable,
+            features=features,
         )
         self.tokenizer = tokenizer
 
+    @classmethod
+    def from_config(
+        cls,
+        config: transformers.PretrainedConfig,
+        tokenizer: transformers.PreTrainedTokenizerBase,
+        trainable: bool = False,
+        features: str = "projected",
+    ) -> HuggingFaceBackbone:
+        """A randomly initialised model of ``config`` (the real sizes, without downloading weights)."""
+        return cls(cls.model_class(config), trainable, features, tokenizer)
+
     @staticmethod
-    def _feature_dim(config: transformers.PretrainedConfig) -> int:
-        raise NotImplementedError
+    def _feature_dims(config: transformers.PretrainedConfig, features: str) -> tuple[int, int]:
+        raise NotImplementedError  # (image_dim, text_dim) of ``features``
+
+    @staticmethod
+    def _load_kwargs() -> dict:
+        return {}
+
+    @staticmethod
+    def _text_positions(config: transformers.PretrainedConfig) -> int:
+        return getattr(config.text_config, "max_position_embeddings", None) or 512  # T5: relative positions
 
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         enc = self.tokenizer(
@@ -286,48 +382,66 @@ class HuggingFaceBackbone(FeatureBackbone):
 
 
 class HFClipBackbone(HuggingFaceBackbone):
-    """Hugging Face ``CLIPModel``: projected pooled outputs of the vision and text transformers."""
+    """Hugging Face ``CLIPModel``: the vision and text transformers' ``pooler_output`` (``"pooled"``: the
+    final-norm CLS token and end-of-text token), or their ``visual_projection``/``text_projection``."""
 
     model_class = transformers.CLIPModel
 
     @staticmethod
-    def _feature_dim(config: transformers.PretrainedConfig) -> int:
-        return config.projection_dim
+    def _feature_dims(config: transformers.PretrainedConfig, features: str) -> tuple[int, int]:
+        if features == "pooled":
+            return config.vision_config.hidden_size, config.text_config.hidden_size
+        return config.projection_dim, config.projection_dim
 
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pooled = self.model.vision_model(pixel_values=pixel_values).pooler_output
-        return self.model.visual_projection(pooled)
+        return pooled if self.features == "pooled" else self.model.visual_projection(pooled)
 
     def _text_features(self, tokens: TokenBatch) -> torch.Tensor:
         pooled = self.model.text_model(
             input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
         ).pooler_output
-        return self.model.text_projection(pooled)
+        return pooled if self.features == "pooled" else self.model.text_projection(pooled)
 
 
 class HFBlipBackbone(HuggingFaceBackbone):
     """BLIP's image-text contrastive (ITC) features from ``BlipForImageTextRetrieval``.
 
-    Image: ``vision_proj`` of the ViT's CLS token; text: ``text_proj`` of the unimodal text encoder's CLS
-    token (no cross-attention to the image), exactly the vectors BLIP's ITC scores compare.
+    Image: the ViT's CLS token; text: the unimodal text encoder's CLS token (no cross-attention to the
+    image). ``"projected"`` passes them through ``vision_proj``/``text_proj``, exactly the vectors BLIP's ITC
+    scores compare; ``"pooled"`` keeps them as they enter those projections (1024 and 768 for BLIP-large).
     """
 
     model_class = transformers.BlipForImageTextRetrieval
     max_context_length = 35  # BLIP's retrieval recipes truncate captions to 35 tokens
 
     @staticmethod
-    def _feature_dim(config: transformers.PretrainedConfig) -> int:
-        return config.image_text_hidden_size
+    def _feature_dims(config: transformers.PretrainedConfig, features: str) -> tuple[int, int]:
+        if features == "pooled":
+            return config.vision_config.hidden_size, config.text_config.hidden_size
+        return config.image_text_hidden_size, config.image_text_hidden_size
 
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         hidden = self.model.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, 1 + P, D)
-        return self.model.vision_proj(hidden[:, 0, :])
+        cls = hidden[:, 0, :]
+        return cls if self.features == "pooled" else self.model.vision_proj(cls)
 
     def _text_features(self, tokens: TokenBatch) -> torch.Tensor:
         hidden = self.model.text_encoder(
             input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
         ).last_hidden_state  # (B, L, D)
-        return self.model.text_proj(hidden[:, 0, :])
+        cls = hidden[:, 0, :]
+        return cls if self.features == "pooled" else self.model.text_proj(cls)
+
+
+def _qformer_queries(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """BLIP-2's Q-Former query outputs ``(B, Q, Dq)`` for images (the ViT's patches, cross-attended)."""
+    patches = model.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, 1 + P, Dv)
+    queries = model.query_tokens.expand(patches.shape[0], -1, -1)  # (B, Q, Dq)
+    patch_mask = torch.ones(patches.shape[:-1], dtype=torch.long, device=patches.device)
+    return model.qformer(
+        query_embeds=queries, encoder_hidden_states=patches, encoder_attention_mask=patch_mask
+    ).last_hidden_state
 
 
 class HFBlip2Backbone(HuggingFaceBackbone):
@@ -336,23 +450,23 @@ class HFBlip2Backbone(HuggingFaceBackbone):
     The Q-Former turns the frozen ViT's patches into ``num_query_tokens`` (32) query embeddings, and ITC
     scores an image by its best-matching query. A single image vector is needed here, so the L2-normalised
     query projections are averaged: ``(B, 32, 256) -> (B, 256)``. The text feature is ``text_projection`` of
-    the Q-Former's text CLS token, as in ITC.
+    the Q-Former's text CLS token, as in ITC. ``"pooled"``: the query outputs averaged before the projection
+    and the text CLS token as it enters it (both the Q-Former's width, 768).
     """
 
     model_class = transformers.Blip2ForImageTextRetrieval
     max_context_length = 35  # LAVIS's max_txt_len for BLIP-2 retrieval
 
     @staticmethod
-    def _feature_dim(config: transformers.PretrainedConfig) -> int:
-        return config.image_text_hidden_size
+    def _feature_dims(config: transformers.PretrainedConfig, features: str) -> tuple[int, int]:
+        if features == "pooled":
+            return config.qformer_config.hidden_size, config.qformer_config.hidden_size
+        return config.image_text_hidden_size, config.image_text_hidden_size
 
     def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        patches = self.model.vision_model(pixel_values=pixel_values).last_hidden_state  # (B, 1 + P, Dv)
-        queries = self.model.query_tokens.expand(patches.shape[0], -1, -1)  # (B, Q, Dq)
-        patch_mask = torch.ones(patches.shape[:-1], dtype=torch.long, device=patches.device)
-        query_out = self.model.qformer(
-            query_embeds=queries, encoder_hidden_states=patches, encoder_attention_mask=patch_mask
-        ).last_hidden_state  # (B, Q, Dq)
+        query_out = _qformer_queries(self.model, pixel_values)  # (B, Q, Dq)
+        if self.features == "pooled":
+            return query_out.mean(dim=1)
         per_query = nn.functional.normalize(self.model.vision_projection(query_out), dim=-1)  # (B, Q, D)
         return per_query.mean(dim=1)
 
@@ -361,7 +475,45 @@ class HFBlip2Backbone(HuggingFaceBackbone):
         hidden = self.model.qformer(
             query_embeds=embeds, query_length=0, attention_mask=tokens.get("attention_mask")
         ).last_hidden_state  # (B, L, Dq)
-        return self.model.text_projection(hidden[:, 0, :])
+        cls = hidden[:, 0, :]
+        return cls if self.features == "pooled" else self.model.text_projection(cls)
+
+
+class HFBlip2ModelBackbone(HuggingFaceBackbone):
+    """BLIP-2's generative checkpoints (``Blip2Model``: ``Salesforce/blip2-flan-t5-xl``); no ITC heads, so
+    ``features="pooled"`` only. Image: the Q-Former's query outputs averaged, ``(B, 32, 768) -> (B, 768)``, what
+    ``language_projection`` hands the language model. Text: its only text encoder, the language model's: the
+    hidden state after block ``text_layer`` (5, the layer Hate-CLIPper's BLIP-2 row names) of Flan-T5's encoder
+    (of OPT's decoder), averaged over the caption's tokens, ``(B, L, 2048) -> (B, 2048)``.
+    """
+
+    model_class = transformers.Blip2Model
+    supported_features = ("pooled",)
+    #: The language model's hidden layer the text feature is read at (0: the token embeddings).
+    text_layer: int = 5
+
+    @staticmethod
+    def _feature_dims(config: transformers.PretrainedConfig, features: str) -> tuple[int, int]:
+        return config.qformer_config.hidden_size, config.text_config.hidden_size  # T5: d_model
+
+    @staticmethod
+    def _load_kwargs() -> dict:
+        # flan-t5-xl's 3.9B parameters take 15.6 GB in float32, more than a T4 has: half on a GPU.
+        return {"dtype": torch.float16} if torch.cuda.is_available() else {}
+
+    def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return _qformer_queries(self.model, pixel_values).mean(dim=1)
+
+    def _text_features(self, tokens: TokenBatch) -> torch.Tensor:
+        lm = self.model.language_model
+        mask = tokens.get("attention_mask")
+        mask = torch.ones_like(tokens["input_ids"]) if mask is None else mask
+        encoder = lm.get_encoder() if self.model.config.use_decoder_only_language_model is False else lm
+        hidden = encoder(
+            input_ids=tokens["input_ids"], attention_mask=mask, output_hidden_states=True
+        ).hidden_states[self.text_layer]  # (B, L, D)
+        weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1): the caption's tokens, not the padding
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 #: Hugging Face ``config.model_type`` -> the backbone class that reads it.
@@ -370,6 +522,8 @@ HF_FAMILIES: dict[str, type[HuggingFaceBackbone]] = {
     "blip": HFBlipBackbone,
     "blip-2": HFBlip2Backbone,
 }
+#: BLIP-2 checkpoints share one ``model_type``; the generative ones (no ITC heads) are read by ``Blip2Model``.
+_BLIP2_ITC_ARCHITECTURES = ("Blip2ForImageTextRetrieval", "Blip2TextModelWithProjection")
 
 
 @dataclass(frozen=True)
@@ -388,11 +542,28 @@ BACKBONE_PRESETS: dict[str, BackbonePreset] = {
     "hf-clip-vit-b32": BackbonePreset("hf:openai/clip-vit-base-patch32"),
     "hf-clip-vit-l14": BackbonePreset("hf:openai/clip-vit-large-patch14"),
     "blip-itm-base-coco": BackbonePreset("hf:Salesforce/blip-itm-base-coco"),
+    "blip-itm-large-coco": BackbonePreset("hf:Salesforce/blip-itm-large-coco"),
     "blip2-itm-vit-g": BackbonePreset("hf:Salesforce/blip2-itm-vit-g"),
+    "blip2-flan-t5-xl": BackbonePreset("hf:Salesforce/blip2-flan-t5-xl"),
 }
 
 
-def build_backbone(name: str, pretrained: str | None = None, trainable: bool = False) -> FeatureBackbone:
+def hf_family(config: transformers.PretrainedConfig) -> type[HuggingFaceBackbone]:
+    """The backbone class that reads a Hugging Face checkpoint of ``config``.
+
+    Raises:
+        ValueError: if its ``model_type`` is not CLIP, BLIP or BLIP-2.
+    """
+    if config.model_type not in HF_FAMILIES:
+        raise ValueError(f"hf model_type must be one of {sorted(HF_FAMILIES)}, got {config.model_type!r}")
+    if config.model_type == "blip-2" and not set(config.architectures or ()) & set(_BLIP2_ITC_ARCHITECTURES):
+        return HFBlip2ModelBackbone
+    return HF_FAMILIES[config.model_type]
+
+
+def build_backbone(
+    name: str, pretrained: str | None = None, trainable: bool = False, features: str = "projected"
+) -> FeatureBackbone:
     """Builds a ``FeatureBackbone`` from a preset or a prefixed name.
 
     Args:
@@ -401,13 +572,14 @@ def build_backbone(name: str, pretrained: str | None = None, trainable: bool = F
         pretrained: for open_clip, a pretrained tag or checkpoint path (None: random init, or the preset's
             tag); Hugging Face weights come with the id, so it must be None for ``hf:``.
         trainable: False freezes the towers (see ``FeatureBackbone``).
+        features: ``"projected"`` or ``"pooled"`` (see the module docstring).
 
     Returns:
         The backbone.
 
     Raises:
-        ValueError: if the prefix or the Hugging Face model type is unknown, or ``pretrained`` is given
-            for an ``hf:`` name.
+        ValueError: if the prefix or the Hugging Face model type is unknown, ``pretrained`` is given
+            for an ``hf:`` name, or the family cannot give ``features``.
     """
     if name in BACKBONE_PRESETS:
         preset = BACKBONE_PRESETS[name]
@@ -419,14 +591,10 @@ def build_backbone(name: str, pretrained: str | None = None, trainable: bool = F
             f"'hf:<id>', got {name!r}"
         )
     if prefix == "open_clip":
-        return OpenClipBackbone(rest, pretrained=pretrained, trainable=trainable)
+        return OpenClipBackbone(rest, pretrained=pretrained, trainable=trainable, features=features)
     if prefix == "hf":
         if pretrained is not None:
             raise ValueError(f"pretrained={pretrained!r} is for open_clip; an hf: id carries its own weights")
-        model_type = transformers.AutoConfig.from_pretrained(rest).model_type
-        if model_type not in HF_FAMILIES:
-            raise ValueError(
-                f"hf model_type must be one of {sorted(HF_FAMILIES)}, got {model_type!r} ({rest})"
-            )
-        return HF_FAMILIES[model_type](rest, trainable=trainable)
+        family = hf_family(transformers.AutoConfig.from_pretrained(rest))
+        return family(rest, trainable=trainable, features=features)
     raise ValueError(f"backbone prefix must be 'open_clip' or 'hf', got {prefix!r} in {name!r}")

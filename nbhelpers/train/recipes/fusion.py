@@ -34,7 +34,6 @@ which samples happen to carry a ``hateful`` field:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,13 +52,15 @@ from nbhelpers.data.memory import load_split
 from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED, LabelSet, label_set_of
 from nbhelpers.fileio import read_json
 from nbhelpers.metrics.classification import binary_report, classification_report, one_vs_rest_auroc
-from nbhelpers.models.backbones import FeatureBackbone, OpenClipBackbone, build_backbone
+from nbhelpers.models.backbones import FEATURES, FeatureBackbone, OpenClipBackbone, build_backbone
 from nbhelpers.models.fusion import (
     FUSIONS,
     HATEFUL_CLASSES,
     FusionHead,
     HatefulMemesClassifier,
     binary_logit_loss,
+    init_class_prior_bias,
+    init_prior_bias,
 )
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import local_inputs, recorded_input
@@ -132,6 +133,11 @@ class FusionConfig(StartsFromClip, RecipeConfig):
     pretrained: str = param(
         "", help="open_clip tag, local weights file, or run:<name> (a CLIP run of 03); empty: none"
     )
+    features: str = param(
+        "projected",
+        choices=FEATURES,
+        help="projected (contrastive embeddings) | pooled (Hate-CLIPper's: before them)",
+    )
     fusion: str = param("cross", choices=FUSIONS, help="concat | align | cross (Hate-CLIPper's best)")
     map_dim: int = param(32, min=1, help="each modality's projection size (cross fuses map_dim**2 values)")
     pre_output_layers: int = param(1, min=0, help="Linear-ReLU-Dropout blocks before the output")
@@ -161,6 +167,10 @@ class FusionConfig(StartsFromClip, RecipeConfig):
     def checkpointed_weight_sources(self) -> tuple[str, ...]:
         # A frozen backbone is not in the checkpoints (only the head is): its weights must stay named.
         return ("pretrained",) if self.trainable_backbone else ()
+
+    def identity_exclude(self) -> tuple[str, ...]:
+        # Runs from before ``features`` existed read projected features: their fingerprints stay.
+        return ("features",) if self.features == "projected" else ()
 
     def check(self) -> None:
         super().check()  # also maps the sources to their eval splits (eval_plan), or raises
@@ -249,7 +259,7 @@ def build_model(
     # The head's initial weights must not depend on what ran before in the process (e.g. training the
     # CLIP that ``run:clip`` names): seed here, not only in ``fit``.
     set_seed(config.seed)
-    backbone = build_backbone(config.backbone, pretrained=weights, trainable=config.trainable_backbone)
+    backbone = build_backbone(config.backbone, weights, config.trainable_backbone, config.features)
     return HatefulMemesClassifier(backbone, build_head(config, backbone, num_outputs))
 
 
@@ -267,39 +277,12 @@ def training_positive_rate(found: Sequence[Mapping], split: str) -> float:
     return hateful / total
 
 
-def init_prior_bias(head: FusionHead, positive_rate: float, pos_weight: float | None = None) -> None:
-    """Sets the output bias so that the untrained head predicts the base rate.
-
-    The prior initialisation of Lin et al., 2017 ("Focal Loss for Dense Object Detection"): with 1 in 7
-    samples hateful, a zero bias makes the first updates spend themselves pushing every logit down, which
-    can leave the pre-output ReLUs dead and the head stuck at the base rate (measured on the demo: test
-    AUROC 0.77-1.0 over four seeds without it, 1.0 on all four with it). ``pos_weight`` scales the
-    positive odds, as it does in the loss.
-    """
-    odds = (1.0 if pos_weight is None else pos_weight) * positive_rate / (1.0 - positive_rate)
-    with torch.no_grad():
-        head.output.bias.fill_(math.log(odds))
-
-
 def training_class_rates(found: Sequence[Mapping], split: str, classes: Sequence[str]) -> list[float]:
     """Each class's share of ``split`` across the manifests (from their class counts), add-one smoothed
     (``(n_c + 1) / (N + C)``) so that a class absent from training still has a finite log-prior."""
     counts = [sum(m["splits"][split]["class_counts"].get(name, 0) for m in found) for name in classes]
     total = sum(counts) + len(classes)
     return [(n + 1) / total for n in counts]
-
-
-def init_class_prior_bias(head: FusionHead, class_rates: Sequence[float]) -> None:
-    """Sets a C-output head's biases to the log class rates, so that the untrained head predicts the
-    training split's class frequencies (:func:`init_prior_bias`'s prior initialisation, per class).
-
-    Raises:
-        ValueError: if there is not one rate per output.
-    """
-    if len(class_rates) != head.num_outputs:
-        raise ValueError(f"class_rates: need {head.num_outputs} rates, got {len(class_rates)}")
-    with torch.no_grad():
-        head.output.bias.copy_(torch.log(torch.tensor(list(class_rates), dtype=head.output.bias.dtype)))
 
 
 def step(

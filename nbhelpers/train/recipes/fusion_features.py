@@ -35,6 +35,7 @@ class FeatureConfig(Protocol):
     """The fields of :class:`~nbhelpers.train.recipes.fusion.FusionConfig` that features depend on."""
 
     backbone: str
+    features: str
     runs_dir: str
     limit: int | None
     feature_cache: bool
@@ -144,6 +145,8 @@ def _cache_file(
     }
     if not binary:  # class targets (binary caches keep the key they always had)
         key["target"] = "classes"
+    if config.features != "projected":  # likewise: projected caches keep their key
+        key["features"] = config.features
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return Path(config.runs_dir) / FEATURE_CACHE_DIR / f"{split}-{digest}.pt"
 

@@ -1,0 +1,105 @@
+"""The fusion presets that reproduce Hate-CLIPper's reported rows, and the headline one trained at real size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nbhelpers.config import ConfigError, preset_names, preset_values
+from nbhelpers.models.backbones import HFClipBackbone
+from nbhelpers.train.recipes import fusion as fusion_recipe
+from nbhelpers.train.recipes.config import manifests
+from nbhelpers.train.recipes.fusion import FusionConfig, run
+from nbhelpers.train.recipes.fusion_features import _cache_file
+from tests.models.test_backbones import _write_clip_tokenizer
+from tests.models.test_backbones_features import vit_l14_config
+
+#: preset -> (backbone, fusion, map_dim, epochs, batch_size, lr) of the row it reproduces.
+ROWS = {
+    "hateclipper_vitl14_cross": ("hf:openai/clip-vit-large-patch14", "cross", 1024, 20, 64, 1e-4),
+    "hateclipper_vitl14_concat": ("hf:openai/clip-vit-large-patch14", "concat", 32, 20, 64, 1e-4),
+    "hateclipper_blip_itm_large_coco": ("hf:Salesforce/blip-itm-large-coco", "cross", 1024, 20, 16, 5e-4),
+    "hateclipper_blip2_flan_t5_xl": ("hf:Salesforce/blip2-flan-t5-xl", "concat", 1024, 10, 8, 5e-4),
+}
+
+
+@pytest.mark.parametrize("preset", list(ROWS))
+def test_each_row_preset_has_the_reported_settings(preset):
+    config = FusionConfig.from_params(preset)
+    got = (config.backbone, config.fusion, config.map_dim, config.epochs, config.batch_size, config.lr)
+    assert got == ROWS[preset]
+    assert config.features == "pooled" and config.pre_output_layers == 0 and not config.trainable_backbone
+    assert (config.dropout_map, config.dropout_fused, config.dropout_pre_output) == (0.1, 0.4, 0.2)
+    assert (config.weight_decay, config.max_grad_norm, config.warmup_fraction) == (1e-4, 0.1, 0.0)
+    assert config.sources == "hateful_memes" and config.eval_plan.primary == "dev_seen"
+
+
+def test_t4_is_the_headline_row_and_demo_keeps_its_head():
+    assert preset_values("t4", "fusion") == preset_values("hateclipper_vitl14_cross", "fusion")
+    demo = FusionConfig.from_params("demo")
+    assert (demo.features, demo.map_dim, demo.pre_output_layers, demo.prior_bias) == (
+        "projected",
+        32,
+        1,
+        True,
+    )
+    assert set(ROWS) <= set(preset_names("fusion"))
+    # A section's own presets are not presets of the others.
+    assert "hateclipper_vitl14_cross" not in preset_names("clip")
+    with pytest.raises(ConfigError, match="'hateclipper_vitl14_cross' is not a preset of 'clip'"):
+        preset_values("hateclipper_vitl14_cross", "clip")
+
+
+def test_pooled_features_are_cached_apart_from_projected_ones(tiny_shards, tmp_path):
+    config = FusionConfig.from_params("demo", data_dir=str(tiny_shards), runs_dir=str(tmp_path))
+    found = manifests(config)
+    pooled = FusionConfig.from_params(
+        "demo", data_dir=str(tiny_shards), runs_dir=str(tmp_path), features="pooled"
+    )
+    assert _cache_file(config, None, found, "train") != _cache_file(pooled, None, found, "train")
+
+
+@pytest.mark.slow
+def test_headline_preset_trains_its_head_at_real_size(tiny_shards, tmp_path, monkeypatch):
+    """The ``hateclipper_vitl14_cross`` preset's model at CLIP ViT-L/14's real size (random init: no download
+    here) through the recipe's own ``run``: pooled 1024/768 features of 224 px images from the frozen towers,
+    a 1M-wide cross fusion, two optimiser steps of the head on 4 samples."""
+    tokenizer = _write_clip_tokenizer(tmp_path)
+    built = []
+
+    def random_vit_l14(name, pretrained=None, trainable=False, features="projected"):
+        assert (name, pretrained, trainable, features) == (
+            "hf:openai/clip-vit-large-patch14",
+            None,
+            False,
+            "pooled",
+        )
+        torch.manual_seed(0)
+        built.append(HFClipBackbone.from_config(vit_l14_config(tokenizer), tokenizer, trainable, features))
+        return built[-1]
+
+    monkeypatch.setattr(fusion_recipe, "build_backbone", random_vit_l14)
+    result = run(
+        FusionConfig.from_params(
+            "hateclipper_vitl14_cross", data_dir=str(tiny_shards), runs_dir=str(tmp_path / "runs"),
+            sources="synthetic", eval_splits="val", limit=4, epochs=1, batch_size=2, feature_cache=False,
+            mixed_precision="no", progress=False,
+        )
+    )  # fmt: skip
+    model = result.extra["model"]
+    backbone, head = model.backbone, model.head
+    assert (backbone.image_dim, backbone.text_dim, backbone.image_size) == (1024, 768, 224)
+    assert head.output.in_features == 1024 * 1024
+    assert sum(p.numel() for p in backbone.parameters()) > 400_000_000  # ViT-L/14's 428M
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == 1025 * 1024 + 769 * 1024 + 1024 * 1024 + 1 == result.metrics["trainable_parameters"]
+    epochs = result.history["epochs"]
+    assert epochs[-1]["global_step"] == 2 and torch.isfinite(torch.tensor(epochs[-1]["loss"]))
+    assert not any(p.requires_grad for p in backbone.parameters())
+    assert 0.0 <= result.metrics["auroc"] <= 1.0
+
+
+def test_projected_runs_keep_the_fingerprint_they_had_before_features_existed():
+    demo = FusionConfig.from_params("demo")
+    assert "features" not in demo.identity().config  # demo runs and their folders are found again
+    assert FusionConfig.from_params("demo", features="pooled").identity().config["features"] == "pooled"

@@ -106,7 +106,7 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
         f"{RECIPES}.unimodal:UnimodalConfig",
         "UnimodalConfig",
         knobs(
-            '"demo": CPU, about 2 minutes; "t4" = "hm_bert_resnet152_late_fusion": BERT + ResNet-152 on Hateful Memes',
+            '"demo": CPU, about 2 minutes; "t4" is "hm_bert_resnet152_late_fusion": BERT + ResNet-152 on Hateful Memes',
             *("model", "data_dir", "sources", "epochs", "batch_size", "lr", "text_model", "text_lr"),
             *("image_size", "mixed_precision", "seed"),
         ),
@@ -127,7 +127,7 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
         f"{RECIPES}.ssl:SSLConfig",
         "SSLConfig",
         knobs(
-            '"demo": CPU, about 2 minutes; "t4" = "dino_twins_resnet50_cifar10"; other rows in docs/reproducing.md',
+            '"demo": CPU, about 2 minutes; "t4" is "dino_twins_resnet50_cifar10"; other rows in docs/reproducing.md',
             *("method", "backbone", "dataset", "image_size", "epochs", "batch_size", "lr"),
             *("mixed_precision", "seed"),
             colour_jitter=(None, "jitter strength s (1: DINO's); 0 turns it off"),
@@ -150,7 +150,7 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
         f"{RECIPES}.clip_classifier:ClipClassifierConfig",
         "clip_classifier.ClipClassifierConfig",
         knobs(
-            '"demo": tiny CLIP from notebook 03 on CPU; "t4" = "clip_lora_7class" (also "clip_baseline_7class")',
+            '"demo": tiny CLIP from notebook 03 on CPU; "t4" is "clip_lora_7class" (also "clip_baseline_7class")',
             *("mode", "model", "pretrained", "data_dir", "sources", "epochs", "batch_size", "lr"),
             *("lora_rank", "seed"),
             eval_splits="test,unseen",
@@ -161,7 +161,7 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
         f"{RECIPES}.fusion:FusionConfig",
         "FusionConfig",
         knobs(
-            '"demo": CPU, about 2 minutes; "t4" = "hateclipper_vitl14_cross"; other rows in docs/reproducing.md',
+            '"demo": CPU, about 2 minutes; "t4" is "hateclipper_vitl14_cross"; other rows in docs/reproducing.md',
             *("backbone", "pretrained", "fusion", "map_dim", "trainable_backbone", "data_dir", "sources"),
             *("epochs", "batch_size", "lr", "seed"),
         ),

@@ -190,3 +190,18 @@ def test_two_processes_of_four_micro_batches_give_the_one_batch_step(case, ranks
         print(f"{case} (2 processes): max relative gradient difference {difference:.2e}")
         assert difference <= TOLERANCE
     assert sum(r[case][0]["valid_pairs"] for r in ranks) == whole["valid_pairs"]
+
+
+@pytest.mark.parametrize(
+    "config_class", [clip.ClipConfig, clip_classifier.ClipClassifierConfig, cass_mm.CassMMConfig]
+)
+def test_only_a_whole_batch_accumulated_run_has_accumulate_loss_in_its_identity(config_class):
+    """Runs trained before the field (one loss per micro-batch, or no accumulation) keep their fingerprints."""
+    plain = config_class.from_params("demo")
+    micro = config_class.from_params("demo", grad_accum_steps=4, accumulate_loss="micro")
+    whole = config_class.from_params("demo", grad_accum_steps=4)
+    assert plain.accumulate_loss == whole.accumulate_loss == "batch"
+    assert "accumulate_loss" not in plain.identity().config
+    assert "accumulate_loss" not in micro.identity().config
+    assert whole.identity().config["accumulate_loss"] == "batch"
+    assert whole.identity().fingerprint != micro.identity().fingerprint

@@ -46,7 +46,7 @@ def test_an_unknown_name_in_the_parameters_cell_names_the_closest_fields():
     assert message.startswith(
         "epoch (closest: epochs); sourse (closest: sources): unknown parameters for ClipConfig"
     )
-    assert "allowed: batch_size, checkpoint_every," in message
+    assert "allowed: accumulate_loss, batch_size, checkpoint_every," in message
 
 
 def test_an_unknown_name_injected_by_papermill_names_the_closest_fields():

@@ -2,11 +2,14 @@
 
 ``fit(model, step_fn, batches, TrainSpec(...))`` trains with HF Accelerate underneath (AMP, gradient
 accumulation, clipping, multi-process) and writes ``runs/<run_name>/`` (``config.json``,
-``history.json``, atomic ``checkpoints/epoch_XXXX.pt``), resuming bit-exactly from the last checkpoint.
+``history.json``, atomic ``checkpoints/epoch_XXXX.pt``), resuming bit-exactly from the last checkpoint. A
+recipe whose loss is a property of the whole batch gives ``fit`` a :class:`BatchLoss` instead of a step
+function, and accumulation then keeps the whole batch in the loss (:mod:`nbhelpers.train.accumulation`).
 Recipes live in ``nbhelpers.train.recipes`` and run from the command line as
 ``python -m nbhelpers.train RECIPE key=value ...`` (or ``accelerate launch -m nbhelpers.train ...``).
 """
 
+from nbhelpers.train.accumulation import BatchLoss, step_for
 from nbhelpers.train.checkpoint import (
     BadCheckpointError,
     capture_rng_state,
@@ -38,6 +41,7 @@ from nbhelpers.train.schedule import warmup_cosine, warmup_cosine_schedule
 
 __all__ = [
     "BadCheckpointError",
+    "BatchLoss",
     "NonFiniteLossError",
     "TrainSpec",
     "atomic_open",
@@ -55,6 +59,7 @@ __all__ = [
     "resolve_mixed_precision",
     "restore_rng_state",
     "save_checkpoint",
+    "step_for",
     "to_jsonable",
     "verify_checkpoint",
     "warmup_cosine",

@@ -45,6 +45,7 @@ from accelerate.utils import gather_object, send_to_device, set_seed
 from torch import nn
 
 from nbhelpers.progress import Progress
+from nbhelpers.train.accumulation import BatchLoss, CachedBatch
 from nbhelpers.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from nbhelpers.train.optimizer import param_groups
 from nbhelpers.train.precision import (
@@ -77,6 +78,8 @@ PROGRESS_REDRAWS = 50
 PROGRESS_MIN_SECONDS = 0.5
 
 StepFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, Mapping[str, float]]"]
+#: What ``fit`` trains with: a per-batch step, or a :class:`BatchLoss` that accumulation keeps whole.
+Step = StepFn | BatchLoss
 
 
 class NonFiniteLossError(RuntimeError):
@@ -163,7 +166,7 @@ def batch_size(batch: Any) -> int | None:
 
 def fit(
     model: nn.Module,
-    step_fn: StepFn,
+    step_fn: Step,
     batches: Callable[[int], Iterable[Any]],
     spec: TrainSpec,
     *,
@@ -188,7 +191,9 @@ def fit(
         step_fn: ``(model, batch) -> (loss, logs)``: a scalar loss tensor (a mean over the batch, so
             accumulation averages it correctly) and floats to average per epoch. ``model`` is the
             accelerate-prepared module: under several processes compute through ``model(...)`` so
-            DistributedDataParallel sees the forward and syncs gradients.
+            DistributedDataParallel sees the forward and syncs gradients. Or a
+            :class:`~nbhelpers.train.accumulation.BatchLoss`: under accumulation its loss is the whole
+            batch's (GradCache, :mod:`nbhelpers.train.accumulation`; every micro-batch logs its values).
         batches: ``epoch -> iterable of batches`` (epoch from 1), already on the device or movable by
             ``accelerate.utils.send_to_device`` (tensors in dicts/lists/tuples; strings pass through).
         spec: the training spec.
@@ -368,7 +373,7 @@ class _Run:
     def train_epoch(
         self,
         epoch: int,
-        step_fn: StepFn,
+        step_fn: Step,
         batches: Callable[[int], Iterable[Any]],
         on_step_end: Callable[[nn.Module, int, int], None] | None,
     ) -> _Sums:
@@ -378,32 +383,64 @@ class _Run:
         self._log = _Sums(time.perf_counter())
         totals = _Sums(self._log.start)
         stream = iter(batches(epoch))
-        for micro in range(self.spec.steps_per_epoch * self.spec.grad_accum_steps):
-            batch = _next_batch(stream, epoch, micro, self.spec)
-            size = batch_size(batch) or 0
-            values = self._micro_step(step_fn, send_to_device(batch, self.accelerator.device), epoch)
-            totals.add(values, size)
-            self._log.add(values, size)
+        # A BatchLoss under accumulation takes the optimiser step's micro-batches together (GradCache).
+        whole = isinstance(step_fn, BatchLoss) and self.spec.grad_accum_steps > 1
+        if isinstance(step_fn, BatchLoss) and not whole:
+            step_fn = step_fn.step
+        group = self.spec.grad_accum_steps if whole else 1
+        for first in range(0, self.spec.steps_per_epoch * self.spec.grad_accum_steps, group):
+            chunk = [_next_batch(stream, epoch, first + j, self.spec) for j in range(group)]
+            sizes = [batch_size(batch) or 0 for batch in chunk]
+            chunk = [send_to_device(batch, self.accelerator.device) for batch in chunk]
+            if whole:
+                per_micro = self._whole_batch_step(step_fn, chunk, epoch)
+            else:
+                per_micro = [self._micro_step(step_fn, chunk[0], epoch)]
+            for values, size in zip(per_micro, sizes, strict=True):
+                totals.add(values, size)
+                self._log.add(values, size)
             if self.accelerator.sync_gradients:
                 totals.lr = self._optimizer_step_done(epoch, on_step_end)
         return totals
 
     def _micro_step(self, step_fn: StepFn, batch: Any, epoch: int) -> dict[str, float]:
         """Forward under autocast, the finite check, backward; at an optimiser step clipping and AdamW."""
-        accelerator, precision, optimizer = self.accelerator, self.precision, self.optimizer
-        with accelerator.accumulate(self.model):
-            with precision.autocast():
+        with self.accelerator.accumulate(self.model):
+            with self.precision.autocast():
                 loss, logs = step_fn(self.model, batch)
-            loss_value = float(loss.detach())
-            self._stop_unless_finite(loss_value, epoch)
-            precision.backward(loss)
-            values = {"loss": loss_value}
-            values.update((k, float(v)) for k, v in logs.items() if k != "loss")
-            if accelerator.sync_gradients:
-                if self.spec.max_grad_norm is not None:
-                    values["grad_norm"] = precision.clip(self.trained, optimizer, self.spec.max_grad_norm)
-                precision.step(optimizer)
-            optimizer.zero_grad(set_to_none=True)  # a no-op between accumulation boundaries
+            return self._backward(loss, logs, epoch)
+
+    def _whole_batch_step(
+        self, batch_loss: BatchLoss, chunk: list[Any], epoch: int
+    ) -> list[dict[str, float]]:
+        """One optimiser step of a :class:`BatchLoss` over the micro-batches ``chunk``, kept whole
+        (:mod:`nbhelpers.train.accumulation`); one entry per micro-batch, each the whole batch's values."""
+        cached = CachedBatch(batch_loss, self.model, chunk, self.precision.autocast)
+        values = []
+        for j in range(len(chunk)):
+            with self.accelerator.accumulate(self.model):  # DDP syncs after the last micro-batch only
+                loss, logs = cached.loss(j)
+                # Accelerate divides by grad_accum_steps; each pass's gradient is already a part of the
+                # whole batch's, so the sum of the passes must not be divided.
+                values.append(self._backward(loss, logs, epoch, scale=len(chunk)))
+        cached.finish()
+        return values
+
+    def _backward(
+        self, loss: torch.Tensor, logs: Mapping[str, float], epoch: int, scale: int = 1
+    ) -> dict[str, float]:
+        """The finite check and backward; at an optimiser step clipping and AdamW."""
+        accelerator, precision, optimizer = self.accelerator, self.precision, self.optimizer
+        loss_value = float(loss.detach())
+        self._stop_unless_finite(loss_value, epoch)
+        precision.backward(loss * scale if scale != 1 else loss)
+        values = {"loss": loss_value}
+        values.update((k, float(v)) for k, v in logs.items() if k != "loss")
+        if accelerator.sync_gradients:
+            if self.spec.max_grad_norm is not None:
+                values["grad_norm"] = precision.clip(self.trained, optimizer, self.spec.max_grad_norm)
+            precision.step(optimizer)
+        optimizer.zero_grad(set_to_none=True)  # a no-op between accumulation boundaries
         return values
 
     def _stop_unless_finite(self, loss_value: float, epoch: int) -> None:

@@ -9,6 +9,13 @@ pre-training learned, with the one non-linearity the task needs (the class is an
 modalities). The head has one output per class of the shards' label set (the seven merged classes, or the
 user's own); the contrastive terms take the positives the shards mark (``valid_pair``).
 
+**Accumulation** (``grad_accum_steps > 1``, stage 1): with ``accumulate_loss="batch"`` (the default) the
+loss is the whole batch's (:mod:`nbhelpers.train.accumulation`): the text terms contrast every valid pair
+of the batch, the CASS term is its mean over the batch. The ResNet's BatchNorm normalises each
+micro-batch by its own statistics in both passes (as under ``micro``), so the step is exact for that
+model, not the one-batch step; the ViT and text towers have no BatchNorm. ``micro``: one loss per
+micro-batch. Stage 2 (cross-entropy, per sample) is the same either way.
+
 Run directory: ``runs/<run_name>/`` holds stage 1 (checkpoints, history) and ``metrics.json``;
 ``runs/<run_name>/classifier/`` holds stage 2's checkpoints and history.
 """
@@ -35,10 +42,11 @@ from nbhelpers.losses import cass_mm_loss
 from nbhelpers.models.cass_mm import CASSMM
 from nbhelpers.models.clip import clip_image_size, create_clip
 from nbhelpers.models.heads import TransformerClassifierHead
+from nbhelpers.train.accumulation import BatchLoss, step_for
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import bind_stage, file_input, local_inputs
 from nbhelpers.train.recipes.base import load_run_weights, sync_batchnorm
-from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
+from nbhelpers.train.recipes.config import RecipeConfig, accumulate_loss_param, manifests, train_spec
 from nbhelpers.train.recipes.data import eval_batches, tensor_batches, train_data
 from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 from nbhelpers.train.recipes.results import (
@@ -76,6 +84,9 @@ class CassMMConfig(RecipeConfig):
     head_lr: float = param(2e-3, min=0.0)
     head_layers: int = param(2, min=1)
     head_heads: int = param(8, min=1)
+    accumulate_loss: str = accumulate_loss_param(
+        "batch", "the ResNet's BatchNorm still normalises per micro-batch"
+    )
 
     def weight_inputs(self) -> dict[str, Any]:
         return local_inputs(pretrained=self.pretrained or None)
@@ -95,11 +106,35 @@ def build_model(config: CassMMConfig, weights: str | None = None) -> tuple[CASSM
     return cnn, tokenizer, size
 
 
+def encode(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The three towers' embeddings ``(B, D)``, the temperature and the mask of a (micro-)batch."""
+    out = model(batch["image"], batch["tokens"])
+    return {
+        "cnn": out["cnn"],
+        "vit": out["vit"],
+        "text": out["text"],
+        "logit_scale": out["logit_scale"].reshape(()),
+        "valid_pair": batch["valid_pair"],
+    }
+
+
+def pretrain_loss(features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The CASS-MM loss of the batch's features (of :func:`encode`)."""
+    loss, parts = cass_mm_loss(
+        features["cnn"], features["vit"], features["text"], features["logit_scale"], features["valid_pair"]
+    )
+    logs = {name: float(value) for name, value in parts.items()}
+    logs["valid_pairs"] = float(features["valid_pair"].sum().item())
+    return loss, logs
+
+
+#: Under accumulation (``accumulate_loss="batch"``) the loss of the whole batch.
+BATCH_LOSS = BatchLoss(encode, pretrain_loss)
+
+
 def pretrain_step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
     """The CASS-MM loss of one batch."""
-    out = model(batch["image"], batch["tokens"])
-    loss, parts = cass_mm_loss(out["cnn"], out["vit"], out["text"], out["logit_scale"], batch["valid_pair"])
-    return loss, {name: float(value) for name, value in parts.items()}
+    return BATCH_LOSS.step(model, batch)
 
 
 @torch.no_grad()
@@ -156,7 +191,7 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     data = train_data(config, found, size, tokenizer)
     history = fit(
         model,
-        pretrain_step,
+        step_for(BATCH_LOSS, config.accumulate_loss),
         data.batches,
         train_spec(config, data.steps_per_epoch),
         config=config.to_dict(),

@@ -16,6 +16,12 @@ colour, which is what a CLIP trained on it should have learned to see.
 
 The trained weights are exported as a plain open_clip state dict, ``runs/<run_name>/clip_weights.pt``,
 which :func:`nbhelpers.models.clip.create_clip` (and every other recipe's ``pretrained``) loads.
+
+**Accumulation** (``grad_accum_steps > 1``): with ``accumulate_loss="batch"`` (the default) the loss of an
+optimiser step is the loss of its whole batch, every valid pair a negative of every other, and its
+gradient (``logit_scale``'s too) the one-batch gradient (:mod:`nbhelpers.train.accumulation`); exact
+for open_clip's ViTs, which have no BatchNorm (dropout, when a config has it, is replayed). ``micro``
+contrasts each micro-batch alone.
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.losses import masked_clip_loss
 from nbhelpers.metrics.retrieval import recall_at_k, zero_shot_accuracy
 from nbhelpers.models.clip import clip_image_size, create_clip, vision_patch_size
+from nbhelpers.train.accumulation import BatchLoss, step_for
 from nbhelpers.train.engine import fit
 from nbhelpers.train.identity import check_run_name, local_inputs
-from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
+from nbhelpers.train.recipes.config import RecipeConfig, accumulate_loss_param, manifests, train_spec
 from nbhelpers.train.recipes.data import eval_batches, train_data
 from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 from nbhelpers.train.recipes.results import RunMetrics, RunResult, history_seconds
@@ -103,6 +110,7 @@ class ClipConfig(StartsFromClip, RecipeConfig):
     pretrained: str = param("", help="open_clip tag or local weights to fine-tune from; empty: from scratch")
     valid_only: bool = param(True, help="train on the valid pairs only (the masked loss ignores the rest)")
     image_size: int | None = param(None, min=16, help="None: the model's own input size")
+    accumulate_loss: str = accumulate_loss_param("batch")
 
     def check(self) -> None:
         super().check()
@@ -131,14 +139,36 @@ def build_model(config: ClipConfig, weights: str | None = None) -> tuple[nn.Modu
     return model, tokenizer, config.image_size or clip_image_size(model)
 
 
-def step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-    """The masked contrastive loss of one batch (through ``model(...)`` so DDP syncs gradients)."""
+def encode(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Both towers' features ``(B, D)``, the temperature and the mask of a (micro-)batch (through
+    ``model(...)`` so DDP syncs gradients)."""
     image_features, text_features, logit_scale = model(batch["image"], batch["tokens"])[:3]
-    loss = masked_clip_loss(image_features, text_features, logit_scale, batch["valid_pair"])
-    return loss, {
-        "logit_scale": float(logit_scale.item()),
-        "valid_pairs": float(batch["valid_pair"].sum().item()),
+    return {
+        "image": image_features,
+        "text": text_features,
+        "logit_scale": logit_scale.reshape(()),
+        "valid_pair": batch["valid_pair"],
     }
+
+
+def contrastive_loss(features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The masked contrastive loss of the batch's features (of :func:`encode`)."""
+    loss = masked_clip_loss(
+        features["image"], features["text"], features["logit_scale"], features["valid_pair"]
+    )
+    return loss, {
+        "logit_scale": float(features["logit_scale"].item()),
+        "valid_pairs": float(features["valid_pair"].sum().item()),
+    }
+
+
+#: Under accumulation (``accumulate_loss="batch"``) the loss of the whole batch.
+BATCH_LOSS = BatchLoss(encode, contrastive_loss)
+
+
+def step(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The masked contrastive loss of one batch."""
+    return BATCH_LOSS.step(model, batch)
 
 
 @torch.no_grad()
@@ -215,7 +245,9 @@ def run(config: ClipConfig | dict[str, Any]) -> RunResult:
         config, found, size, tokenizer, labels=sorted(labels.valid_pair) if config.valid_only else None
     )
     spec = train_spec(config, data.steps_per_epoch, betas=(0.9, 0.98), eps=1e-6)
-    history = fit(model, step, data.batches, spec, config=config.to_dict())
+    history = fit(
+        model, step_for(BATCH_LOSS, config.accumulate_loss), data.batches, spec, config=config.to_dict()
+    )
     if PartialState().is_main_process:  # every process holds the same weights; one writes them
         export_weights(model, config.run_dir / WEIGHTS_FILE)
     splits = {

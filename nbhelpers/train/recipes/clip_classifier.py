@@ -6,11 +6,18 @@ shards' own label set) plus cross-entropy over the shards' classes, with equal w
 In ``lora`` mode only the LoRA adapters on every attention ``out_proj`` of both towers (see
 :mod:`nbhelpers.lora`) and the head train; in ``baseline`` mode every weight does.
 
+**Accumulation** (``grad_accum_steps > 1``): with ``accumulate_loss="batch"`` (the default) both terms
+are the whole batch's (:mod:`nbhelpers.train.accumulation`): the contrastive term over every valid pair
+of the batch, the cross-entropy its mean over the batch, and the gradient the one-batch gradient. The
+head's dropout draws the same masks in both passes; they are not the masks one batch would draw, so the
+step equals the one-batch step exactly with dropout off (``micro``: each micro-batch is its own loss).
+
 ``python -m nbhelpers.train clip_classifier mode=lora epochs=5`` runs it from the command line.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +37,11 @@ from nbhelpers.lora import add_lora
 from nbhelpers.losses import masked_clip_loss
 from nbhelpers.models.clip import clip_image_size, create_clip
 from nbhelpers.models.heads import CLIPClassifier
+from nbhelpers.train.accumulation import BatchLoss, step_for
 from nbhelpers.train.engine import fit
 from nbhelpers.train.recipes.base import load_run_weights
 from nbhelpers.train.recipes.clip import StartsFromClip, check_patch_divides
-from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
+from nbhelpers.train.recipes.config import RecipeConfig, accumulate_loss_param, manifests, train_spec
 from nbhelpers.train.recipes.data import eval_batches, train_data
 from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 from nbhelpers.train.recipes.results import (
@@ -72,6 +80,7 @@ class ClipClassifierConfig(StartsFromClip, RecipeConfig):
     contrastive_weight: float = param(1.0, min=0.0)
     ce_weight: float = param(1.0, min=0.0)
     image_size: int | None = param(None, min=16, help="None: the model's own input size")
+    accumulate_loss: str = accumulate_loss_param("batch")
 
     def default_run_name(self) -> str:
         return f"clip_classifier_{self.mode}"
@@ -113,18 +122,49 @@ def build_model(
     return model, tokenizer, size
 
 
+def encode(model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The towers' features, the temperature, the head's logits, labels and mask of a (micro-)batch."""
+    out = model(batch["image"], batch["tokens"])
+    return {
+        "image": out["image_features"],
+        "text": out["text_features"],
+        "logit_scale": out["logit_scale"].reshape(()),
+        "logits": out["logits"],
+        "label": batch["label"],
+        "valid_pair": batch["valid_pair"],
+    }
+
+
+def classifier_loss(
+    features: dict[str, torch.Tensor], config: ClipClassifierConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked contrastive loss + cross-entropy over the batch's features (of :func:`encode`)."""
+    ce = F.cross_entropy(features["logits"], features["label"])
+    contrastive = masked_clip_loss(
+        features["image"], features["text"], features["logit_scale"], features["valid_pair"]
+    )
+    loss = config.ce_weight * ce + config.contrastive_weight * contrastive
+    accuracy = (features["logits"].argmax(1) == features["label"]).float().mean()
+    return loss, {
+        "ce": ce.item(),
+        "contrastive": contrastive.item(),
+        "train_acc": accuracy.item(),
+        "valid_pairs": float(features["valid_pair"].sum().item()),
+    }
+
+
+def batch_loss(config: ClipClassifierConfig) -> BatchLoss:
+    """The loss of ``config``'s weights; under accumulation (``accumulate_loss="batch"``) the whole
+    batch's: the contrastive term over every valid pair of the batch, the cross-entropy (per sample) its
+    mean over the batch, so the total is the one-batch total."""
+    return BatchLoss(encode, functools.partial(classifier_loss, config=config))
+
+
 def step(
     model: nn.Module, batch: dict[str, Any], config: ClipClassifierConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Masked contrastive loss + cross-entropy on one batch."""
-    out = model(batch["image"], batch["tokens"])
-    ce = F.cross_entropy(out["logits"], batch["label"])
-    contrastive = masked_clip_loss(
-        out["image_features"], out["text_features"], out["logit_scale"], batch["valid_pair"]
-    )
-    loss = config.ce_weight * ce + config.contrastive_weight * contrastive
-    accuracy = (out["logits"].argmax(1) == batch["label"]).float().mean()
-    return loss, {"ce": ce.item(), "contrastive": contrastive.item(), "train_acc": accuracy.item()}
+    return batch_loss(config).step(model, batch)
 
 
 @torch.no_grad()
@@ -151,7 +191,8 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     model, tokenizer, size = build_model(config, weights, len(class_names))
     data = train_data(config, found, size, tokenizer)
     spec = train_spec(config, data.steps_per_epoch, lr=config.mode_lr)
-    history = fit(model, lambda m, b: step(m, b, config), data.batches, spec, config=config.to_dict())
+    step_fn = step_for(batch_loss(config), config.accumulate_loss)
+    history = fit(model, step_fn, data.batches, spec, config=config.to_dict())
     splits, summary = evaluate_classifier(
         config.run_dir,
         lambda split: predict(model, load_split(found, split, size, tokenizer, limit=config.limit)),

@@ -20,6 +20,7 @@ from nbhelpers.config import NULL, BaseConfig, ConfigError, param
 from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES, get_source
 from nbhelpers.data.taxonomy import LabelSet, label_set_of
+from nbhelpers.train.accumulation import ACCUMULATE_LOSS_MODES
 from nbhelpers.train.engine import TrainSpec
 from nbhelpers.train.identity import RunIdentity, bind_run, check_run_name, manifest_digest
 from nbhelpers.train.run_dir import RunNotFoundError, read_json
@@ -154,6 +155,10 @@ class RecipeConfig(BaseConfig):
         data = {m.get("source", "?"): manifest_digest(m, self.train_split) for m in found}
         # An explicit warmup_steps makes the fraction irrelevant to the weights.
         unused = ("warmup_fraction",) if self.warmup_steps is not None else ()
+        # One loss per micro-batch is what every run did before the field existed (and with no
+        # accumulation both modes are one step): such runs keep their fingerprints.
+        if getattr(self, "accumulate_loss", "micro") == "micro" or self.grad_accum_steps == 1:
+            unused += ("accumulate_loss",)
         return RunIdentity.of(
             self.RECIPE, self.to_dict(), data, inputs, exclude=self.identity_exclude() + unused
         )
@@ -247,6 +252,15 @@ class RecipeConfig(BaseConfig):
         loaded = cls.coerce(dataclasses.replace(config, **resets))
         loaded.__dict__["_bound_dir"] = run_dir  # its run_dir is the folder it was loaded from
         return loaded
+
+
+def accumulate_loss_param(default: str, note: str = "") -> Any:
+    """The ``accumulate_loss`` field of a recipe whose loss is a batch-level one (contrastive, batch
+    statistics), with its default for that recipe; ``note`` says what does not hold for it."""
+    help_text = (
+        "grad_accum_steps > 1: batch = the whole batch's loss (GradCache), micro = one per micro-batch"
+    )
+    return param(default, choices=ACCUMULATE_LOSS_MODES, help=f"{help_text}{'; ' + note if note else ''}")
 
 
 def manifests(config: RecipeConfig) -> list[dict[str, Any]]:

@@ -33,6 +33,14 @@ therefore read out the picture's own colour (``attributes.image.colour`` in each
 7-class probe is reported next to it. Shards labelled with a label set of the user's own have the probe
 ``classes`` (over its classes) instead of ``7class``; with no colour recorded, ``auto`` probes it.
 
+**Accumulation** (``grad_accum_steps > 1``) is one loss per micro-batch: Barlow Twins' and DINO-Twins'
+batch statistics are over the micro-batch. Keeping the whole batch (as the contrastive recipes'
+``accumulate_loss="batch"``, :mod:`nbhelpers.train.accumulation`) would not give the one-batch step here:
+the Barlow Twins projector and the ResNets normalise with BatchNorm over the micro-batch, and DINO's centre
+moves inside the loss, once per loss computed, so a loss computed once per micro-batch over the whole
+batch would move it ``k`` times. Use a larger ``batch_size`` (or several processes, whose statistics are
+global) rather than accumulation for these methods.
+
 ``python -m nbhelpers.train ssl method=barlow_twins epochs=3`` runs it from the command line.
 """
 

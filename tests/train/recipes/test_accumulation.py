@@ -138,7 +138,12 @@ def test_under_bf16_autocast(tmp_path):
         model, batch_loss, split_batch(batch, MICRO), tmp_path / "accum", mixed_precision="bf16"
     )
     assert entry["loss"] == pytest.approx(whole["loss"], rel=2e-2)
-    assert max_relative_difference(whole_grads, grads) <= 0.1
+    # bf16 rounds each tensor's small entries coarsely, so compare the whole gradient: its relative L2 error
+    # is about 1e-3 here, where one loss per micro-batch ("micro") is 0.16 away.
+    whole_vector, vector = (
+        torch.cat([g[k].flatten().float() for k in sorted(g)]) for g in (whole_grads, grads)
+    )
+    assert float((vector - whole_vector).norm() / whole_vector.norm()) <= 0.02
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:

@@ -319,12 +319,14 @@ class _Run:
         set_seed(spec.seed)
         if spec.gradient_checkpointing:
             enable_gradient_checkpointing(model)
-        groups = param_groups(model, params, spec.weight_decay)
+        groups = param_groups(model, params, spec.weight_decay, spec.decay_all)
         self.trained = [p for g in groups for p in g["params"]]
         optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
         # The scheduler is stepped here once per optimiser step rather than prepared: accelerate's
         # AcceleratedScheduler steps it once per process, which would shorten the schedule under DDP.
-        self.scheduler = warmup_cosine_schedule(optimizer, spec.warmup_steps, spec.total_steps)
+        self.scheduler = warmup_cosine_schedule(
+            optimizer, spec.warmup_steps, spec.total_steps, spec.lr_schedule
+        )
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.raw = accelerator.unwrap_model(self.model)
         self.history: dict[str, list[dict[str, Any]]] = {"epochs": [], "steps": []}

@@ -15,7 +15,9 @@ def _no_decay(name: str, param: torch.Tensor) -> bool:
     return param.ndim < 2 or name.endswith("bias") or "logit_scale" in name or "logit_bias" in name
 
 
-def param_groups(model: nn.Module, params: Iterable[Any] | None, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, params: Iterable[Any] | None, weight_decay: float, decay_all: bool = False
+) -> list[dict[str, Any]]:
     """AdamW parameter groups: ``[{"params": decayed, "weight_decay": wd}, {"params": rest, 0.0}]``.
 
     Args:
@@ -23,6 +25,8 @@ def param_groups(model: nn.Module, params: Iterable[Any] | None, weight_decay: f
         params: None for every parameter with ``requires_grad``; or an iterable of parameters, or of
             ``(name, parameter)`` pairs; or a list of group dicts, returned unchanged.
         weight_decay: the decay of the decayed group.
+        decay_all: decay every parameter, biases and norms included (``torch.optim.AdamW``'s own default,
+            what a reference trained with a plain ``AdamW(model.parameters())`` did).
 
     Returns:
         The non-empty groups, decayed first. A parameter listed twice is kept once.
@@ -45,7 +49,7 @@ def param_groups(model: nn.Module, params: Iterable[Any] | None, weight_decay: f
         if id(p) in seen:
             continue
         seen.add(id(p))
-        (no_decay if _no_decay(name, p) else decay).append(p)
+        (no_decay if not decay_all and _no_decay(name, p) else decay).append(p)
     if not seen:
         raise ValueError(f"no parameters to optimise in {type(model).__name__} (none has requires_grad)")
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

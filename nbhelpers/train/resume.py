@@ -33,7 +33,11 @@ TRAJECTORY_FIELDS = (
     "max_grad_norm",
     "mixed_precision",
     "seed",
+    "lr_schedule",
+    "decay_all",
 )
+#: What a checkpoint written before a trajectory field existed trained with.
+TRAJECTORY_DEFAULTS = {"lr_schedule": "cosine", "decay_all": False}
 
 
 def check_spec_unchanged(saved: Mapping[str, Any] | None, now: Mapping[str, Any], run_dir: Path) -> None:
@@ -49,7 +53,8 @@ def check_spec_unchanged(saved: Mapping[str, Any] | None, now: Mapping[str, Any]
     """
     if not saved:
         return
-    changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in TRAJECTORY_FIELDS if saved.get(k) != now[k]]
+    was = {k: saved.get(k, TRAJECTORY_DEFAULTS.get(k)) for k in TRAJECTORY_FIELDS}
+    changed = [f"{k}: {was[k]!r} -> {now[k]!r}" for k in TRAJECTORY_FIELDS if was[k] != now[k]]
     if changed:
         raise RunMismatchError(run_dir, changed)
 

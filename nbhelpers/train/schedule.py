@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warmup, then a half cosine down to zero.
+"""Learning-rate schedule: linear warmup, then a half cosine down to zero (or the peak rate held).
 
 The schedule of SGDR without restarts (Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm
 Restarts", ICLR 2017) after a linear warmup (Goyal et al., "Accurate, Large Minibatch SGD: Training
@@ -48,7 +48,27 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def warmup_cosine_schedule(optimizer: Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
+#: The shapes of the schedule after its warmup: ``cosine`` (:func:`warmup_cosine`) or ``constant`` (the
+#: peak rate to the end, as Hate-CLIPper's reference trains).
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def warmup_constant(step: int, warmup_steps: int, total_steps: int) -> float:
+    """The multiplier of a linear warmup (as :func:`warmup_cosine`'s), then 1 to the end of the run.
+
+    >>> [warmup_constant(s, 2, 4) for s in range(4)]
+    [0.5, 1.0, 1.0, 1.0]
+
+    Raises:
+        ValueError: as :func:`warmup_cosine`.
+    """
+    warmup_cosine(0, warmup_steps, total_steps)
+    return (step + 1) / warmup_steps if step < warmup_steps else 1.0
+
+
+def warmup_cosine_schedule(
+    optimizer: Optimizer, warmup_steps: int, total_steps: int, shape: str = "cosine"
+) -> LambdaLR:
     """A ``LambdaLR`` applying :func:`warmup_cosine` to every parameter group's base rate.
 
     Call ``scheduler.step()`` once after every optimiser step. The multiplier is a closure (a plain
@@ -59,6 +79,7 @@ def warmup_cosine_schedule(optimizer: Optimizer, warmup_steps: int, total_steps:
         optimizer: the optimiser whose groups' ``lr`` is the peak rate.
         warmup_steps: steps of linear warmup.
         total_steps: all optimiser steps of the run.
+        shape: what follows the warmup, one of :data:`LR_SCHEDULES`.
 
     Returns:
         The scheduler; right after construction each group's ``lr`` is the rate for step 0.
@@ -66,9 +87,12 @@ def warmup_cosine_schedule(optimizer: Optimizer, warmup_steps: int, total_steps:
     Raises:
         ValueError: as :func:`warmup_cosine`, checked here before any step is taken.
     """
+    if shape not in LR_SCHEDULES:
+        raise ValueError(f"shape must be one of {LR_SCHEDULES}, got {shape!r}")
     warmup_cosine(0, warmup_steps, total_steps)  # validate now rather than at the first step
+    rule = warmup_cosine if shape == "cosine" else warmup_constant
 
     def multiplier(step: int) -> float:
-        return warmup_cosine(step, warmup_steps, total_steps)
+        return rule(step, warmup_steps, total_steps)
 
     return LambdaLR(optimizer, multiplier)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbhelpers.train.precision import MIXED_PRECISION_MODES
+from nbhelpers.train.schedule import LR_SCHEDULES
 
 
 @dataclass
@@ -38,6 +39,9 @@ class TrainSpec:
             ``MEMELAB_PROGRESS`` picks the kind).
         betas: AdamW betas (CLIP uses ``(0.9, 0.98)``).
         eps: AdamW epsilon (CLIP uses ``1e-6``).
+        lr_schedule: what follows the warmup: ``cosine`` (to 0 at the end) or ``constant`` (the peak rate
+            held; :data:`~nbhelpers.train.schedule.LR_SCHEDULES`).
+        decay_all: decay every parameter, biases and norms included (a plain ``AdamW(model.parameters())``).
 
     Raises:
         ValueError: naming the field, for a count below 1, a negative rate or decay, a warmup longer
@@ -62,10 +66,14 @@ class TrainSpec:
     progress: bool = True
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    lr_schedule: str = "cosine"
+    decay_all: bool = False
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
         self.betas = tuple(self.betas)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainSpec.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         for name in ("epochs", "steps_per_epoch", "grad_accum_steps", "checkpoint_every", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -16,6 +16,7 @@ from nbhelpers.train.engine import (
     resolve_mixed_precision,
 )
 from nbhelpers.train.identity import RunMismatchError
+from nbhelpers.train.resume import TRAJECTORY_FIELDS, check_spec_unchanged
 from nbhelpers.train.run_dir import list_checkpoints, read_json
 from nbhelpers.train.schedule import warmup_cosine
 
@@ -369,3 +370,30 @@ def test_progress_bar_redraws_a_bounded_number_of_times(tmp_path, monkeypatch):
     # <= 50 step redraws, plus one per epoch line written above the bar, plus open and close
     assert len(redraws) <= engine.PROGRESS_REDRAWS + epochs + 2
     assert len(redraws) >= engine.PROGRESS_REDRAWS // 2  # and it does move
+
+
+def test_decay_all_puts_every_parameter_in_the_decayed_group():
+    m = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
+    (decay,) = param_groups(m, None, 0.1, decay_all=True)
+    assert decay["weight_decay"] == 0.1 and len(decay["params"]) == 4
+
+
+def test_a_constant_schedule_holds_the_peak_rate_and_decay_all_decays_the_biases(tmp_path):
+    history = fit(
+        make_model(0), step_fn, stream(0),
+        spec(tmp_path, "c", epochs=2, steps_per_epoch=3, lr_schedule="constant", decay_all=True, weight_decay=0.5),
+    )  # fmt: skip
+    cosine = fit(make_model(0), step_fn, stream(0), spec(tmp_path, "k", epochs=2, steps_per_epoch=3))
+    assert [e["lr"] for e in history["epochs"]] == pytest.approx([1e-2, 1e-2])
+    assert cosine["epochs"][-1]["lr"] < 1e-2
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        spec(tmp_path, "x", epochs=1, steps_per_epoch=1, lr_schedule="linear")
+
+
+def test_a_checkpoint_from_before_the_schedule_fields_resumes_as_cosine(tmp_path):
+    now = {"lr_schedule": "cosine", "decay_all": False, "epochs": 1}
+    check_spec_unchanged({"epochs": 1}, {**dict.fromkeys(TRAJECTORY_FIELDS), **now}, tmp_path)
+    with pytest.raises(RunMismatchError, match="lr_schedule: 'cosine' -> 'constant'"):
+        check_spec_unchanged(
+            {"epochs": 1}, {**dict.fromkeys(TRAJECTORY_FIELDS), **now, "lr_schedule": "constant"}, tmp_path
+        )

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nbhelpers.train.schedule import warmup_cosine, warmup_cosine_schedule
+from nbhelpers.train.schedule import warmup_constant, warmup_cosine, warmup_cosine_schedule
 
 
 def reference(step, warmup, total):
@@ -52,3 +52,17 @@ def test_lambda_lr_sets_the_rate_each_step_uses():
     assert [g["lr"] for g in opt.param_groups] == [0.0, 0.0]
     # The multiplier is a plain closure: the state dict holds no callable state.
     assert sched.state_dict()["lr_lambdas"] == [None, None]
+
+
+def test_a_constant_schedule_warms_up_then_holds_the_peak_rate():
+    assert [warmup_constant(s, 2, 5) for s in range(5)] == [0.5, 1.0, 1.0, 1.0, 1.0]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = warmup_cosine_schedule(optimizer, 0, 4, shape="constant")
+    rates = []
+    for _ in range(4):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.1] * 4)
+    with pytest.raises(ValueError, match="shape must be one of"):
+        warmup_cosine_schedule(optimizer, 0, 4, shape="linear")

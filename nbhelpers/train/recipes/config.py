@@ -310,6 +310,9 @@ def train_spec(config: RecipeConfig, steps_per_epoch: int, **overrides: Any) -> 
         resume=config.resume,
         gradient_checkpointing=config.gradient_checkpointing,
         progress=config.progress,
+        # Fields of the recipes that offer them (fusion: a reference's constant rate and plain AdamW).
+        lr_schedule=getattr(config, "lr_schedule", "cosine"),
+        decay_all=getattr(config, "decay_all", False),
     )
     values.update(overrides)
     return TrainSpec(**values)

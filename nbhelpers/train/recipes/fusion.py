@@ -87,6 +87,7 @@ from nbhelpers.train.recipes.results import (
     topk_ks,
 )
 from nbhelpers.train.run_dir import RunNotFoundError
+from nbhelpers.train.schedule import LR_SCHEDULES
 
 NOTEBOOK = "07_hateful_memes_fusion"
 _METRIC_KEYS = ("auroc", "accuracy", "positive_rate", "num_samples")
@@ -153,6 +154,12 @@ class FusionConfig(StartsFromClip, RecipeConfig):
         True,
         help="start the output bias at the training split's hateful log-odds (own classes: log class rates)",
     )
+    lr_schedule: str = param(
+        "cosine", choices=LR_SCHEDULES, help="after the warmup: cosine (to 0) | constant (Hate-CLIPper's)"
+    )
+    decay_all: bool = param(
+        False, help="weight decay on every parameter, biases too (Hate-CLIPper's plain AdamW)"
+    )
     eval_splits: str = param("", help="comma-separated; empty: the source's seen and unseen splits")
     feature_batch_size: int = param(256, min=1, help="batch size of feature extraction and evaluation")
     feature_cache: bool = param(True, help="cache a frozen backbone's features under runs_dir/.features/")
@@ -169,8 +176,10 @@ class FusionConfig(StartsFromClip, RecipeConfig):
         return ("pretrained",) if self.trainable_backbone else ()
 
     def identity_exclude(self) -> tuple[str, ...]:
-        # Runs from before ``features`` existed read projected features: their fingerprints stay.
-        return ("features",) if self.features == "projected" else ()
+        # Runs from before these fields existed read projected features and trained with a cosine schedule
+        # and open_clip's decay groups: at those values the fields leave the fingerprint as it was.
+        defaults = {"features": "projected", "lr_schedule": "cosine", "decay_all": False}
+        return tuple(name for name, value in defaults.items() if getattr(self, name) == value)
 
     def check(self) -> None:
         super().check()  # also maps the sources to their eval splits (eval_plan), or raises

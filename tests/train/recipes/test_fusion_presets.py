@@ -8,7 +8,7 @@ import torch
 from nbhelpers.config import ConfigError, preset_names, preset_values
 from nbhelpers.models.backbones import HFClipBackbone
 from nbhelpers.train.recipes import fusion as fusion_recipe
-from nbhelpers.train.recipes.config import manifests
+from nbhelpers.train.recipes.config import manifests, train_spec
 from nbhelpers.train.recipes.fusion import FusionConfig, run
 from nbhelpers.train.recipes.fusion_features import _cache_file
 from tests.models.test_backbones import _write_clip_tokenizer
@@ -31,6 +31,12 @@ def test_each_row_preset_has_the_reported_settings(preset):
     assert config.features == "pooled" and config.pre_output_layers == 0 and not config.trainable_backbone
     assert (config.dropout_map, config.dropout_fused, config.dropout_pre_output) == (0.1, 0.4, 0.2)
     assert (config.weight_decay, config.max_grad_norm, config.warmup_fraction) == (1e-4, 0.1, 0.0)
+    # The reference's plain AdamW at a constant rate: every parameter decayed, no schedule.
+    assert (config.lr_schedule, config.decay_all) == ("constant", True)
+    assert (
+        train_spec(config, 10, run_dir="x").lr_schedule,
+        train_spec(config, 10, run_dir="x").decay_all,
+    ) == ("constant", True)
     assert config.sources == "hateful_memes" and config.eval_plan.primary == "dev_seen"
 
 
@@ -103,3 +109,7 @@ def test_projected_runs_keep_the_fingerprint_they_had_before_features_existed():
     demo = FusionConfig.from_params("demo")
     assert "features" not in demo.identity().config  # demo runs and their folders are found again
     assert FusionConfig.from_params("demo", features="pooled").identity().config["features"] == "pooled"
+    # Likewise the schedule fields: absent at their defaults, part of the identity otherwise.
+    assert not {"lr_schedule", "decay_all"} & set(demo.identity().config)
+    constant = FusionConfig.from_params("demo", lr_schedule="constant", decay_all=True).identity().config
+    assert (constant["lr_schedule"], constant["decay_all"]) == ("constant", True)

@@ -196,6 +196,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             results[name] = _run_model(model_class(), _share(batch(), dims, EQUAL[rank]))
         results["seconds"] = time.perf_counter() - start
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        # Both ranks done before either tears the group down: a rank that exits while the other's gloo
+        # threads still talk to it can abort that process ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

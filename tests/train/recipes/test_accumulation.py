@@ -160,6 +160,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         results[case] = one_step(model, batch_loss, split_batch(mine, MICRO), Path(out_dir) / f"{case}{rank}")
         results[case][0]["share_valid_pairs"] = float(mine["valid_pair"].sum())
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    # Both ranks done before either tears down its process group (see tests/losses/test_distributed.py).
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _free_port() -> int:

@@ -130,3 +130,30 @@ def register_open_clip_config(folder: Path, name: str, config: dict) -> str:
     path.write_text(json.dumps(config))
     open_clip.add_model_config(path)
     return name
+
+
+def run_ranks(worker, world: int, out: Path, timeout_s: float) -> list[dict]:
+    """Spawns ``worker(rank, port, out_dir)`` on ``world`` processes (a free port for their rendezvous), waits
+    up to ``timeout_s`` and returns what each rank saved as ``out/rank{r}.pt``.
+
+    Raises:
+        torch.multiprocessing.ProcessRaisedException: a rank failed (its traceback included).
+        pytest.fail: the ranks did not finish in time (they are killed).
+    """
+    import socket
+    import time
+
+    import pytest
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = mp.spawn(worker, args=(port, str(out)), nprocs=world, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not context.join(timeout=1):  # raises ProcessRaisedException if a process failed
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the {world} gloo processes did not finish in {timeout_s} s")
+    return [torch.load(out / f"rank{r}.pt") for r in range(world)]

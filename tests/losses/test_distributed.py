@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +20,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
@@ -35,6 +33,7 @@ from nbhelpers.losses import (
     masked_clip_loss,
 )
 from nbhelpers.losses.distributed import world_size
+from tests.helpers import run_ranks
 
 WORLD = 2
 #: Largest difference allowed, relative to the larger of 1 and the largest magnitude compared: float32
@@ -203,24 +202,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     """What each of the two processes saved (one spawn for every test of this module)."""
     out = tmp_path_factory.mktemp("distributed")
-    context = mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + SPAWN_TIMEOUT_S
-    while not context.join(timeout=1):  # raises ProcessRaisedException if a process failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the {WORLD} gloo processes did not finish in {SPAWN_TIMEOUT_S} s")
-    return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+    return run_ranks(_worker, WORLD, out, SPAWN_TIMEOUT_S)
 
 
 def close(got: torch.Tensor, expected: torch.Tensor) -> bool:

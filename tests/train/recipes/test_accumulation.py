@@ -10,17 +10,15 @@ get that step too (one spawn for every case).
 from __future__ import annotations
 
 import os
-import socket
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 
 from nbhelpers.train.accumulation import step_for
 from nbhelpers.train.recipes import cass_mm, clip, clip_classifier
+from tests.helpers import run_ranks
 from tests.train.accumulation_helpers import (
     TOLERANCE,
     fresh,
@@ -165,23 +163,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("two_processes")
-    context = mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=False)
-    deadline = time.monotonic() + SPAWN_TIMEOUT_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the {WORLD} gloo processes did not finish in {SPAWN_TIMEOUT_S} s")
-    return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
+    return run_ranks(_worker, WORLD, out, SPAWN_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -9,8 +9,6 @@ pictures' side (64 px: ResNet-152 at 224 px alone would take a minute here).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -49,10 +47,6 @@ def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("presets")
     make_shards(root / "shards", train=16, val=8, test=8, unseen=8, train_shard=16, eval_shard=8)
     return root
-
-
-def _seconds_since(start: float, most: float) -> None:
-    assert time.perf_counter() - start < most, "a preset's smoke test should stay well under 90 s here"
 
 
 @pytest.mark.parametrize("section", sorted(REPRODUCTIONS))
@@ -94,7 +88,6 @@ def test_the_reported_settings_are_in_the_presets():
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", REPRODUCTIONS["clip_classifier"][0])
 def test_clip_preset_takes_two_steps_at_real_size(shards, tmp_path, preset):
-    start = time.perf_counter()
     # The preset's accumulation (micro-batches of 256, 32 to a step) at 2 x 2: the same code path.
     result = get_recipe("clip_classifier").run(
         ClipClassifierConfig.from_params(
@@ -117,7 +110,6 @@ def test_clip_preset_takes_two_steps_at_real_size(shards, tmp_path, preset):
     # ViT-B/32 CLIP: 151 M weights; the two-layer head 6.3 M; LoRA rank 4 on the 24 out_proj: 123 k.
     assert trainable == (6_433_287 if preset == "clip_lora_7class" else 157_587_720)
     assert [e for e, _ in list_checkpoints(result.run_dir)] == [1]
-    _seconds_since(start, 150)
 
 
 def tiny_cifar(folder, n: int = 24):
@@ -150,7 +142,6 @@ def test_ssl_preset_takes_two_steps_at_real_size(tmp_path, monkeypatch, preset):
         return datasets.load_from_disk(str(folder / split))
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    start = time.perf_counter()
     result = get_recipe("ssl").run(
         SSLConfig.from_params(
             preset, runs_dir=str(tmp_path / "runs"), run_name="r", batch_size=8, **TWO_STEPS
@@ -159,7 +150,6 @@ def test_ssl_preset_takes_two_steps_at_real_size(tmp_path, monkeypatch, preset):
     assert calls == [("cifar10", "train"), ("cifar10", "test")]
     assert [e for e, _ in list_checkpoints(result.run_dir)] == [1]
     assert set(result.metrics["probes"]["test"]) == {"label"}
-    _seconds_since(start, 150)
 
 
 def save_bert_base(folder):
@@ -181,7 +171,6 @@ def save_bert_base(folder):
 @pytest.mark.slow
 @pytest.mark.skipif(local_minilm_path() is None, reason="needs the packaged MiniLM's tokenizer (dev extra)")
 def test_unimodal_preset_takes_two_steps_per_model_at_real_size(shards, tmp_path):
-    start = time.perf_counter()
     bert = save_bert_base(tmp_path / "bert-base")
     result = get_recipe("unimodal").run(
         UnimodalConfig.from_params(
@@ -208,4 +197,3 @@ def test_unimodal_preset_takes_two_steps_per_model_at_real_size(shards, tmp_path
     assert runs["text"].metrics["trainable_parameters"] > 109_000_000  # bert-base
     for kind in ("text", "image"):
         assert [e for e, _ in list_checkpoints(runs[kind].run_dir)] == [1]
-    _seconds_since(start, 150)

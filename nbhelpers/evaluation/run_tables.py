@@ -26,8 +26,8 @@ COMPARISON_CSV, COMPARISON_MD = "comparison.csv", "comparison.md"
 
 #: config.json fields that say where a run lives or how it was run, not what it trained.
 BOOKKEEPING_FIELDS = frozenset(
-    {"run_name", "runs_dir", "data_dir", "progress", "resume", "num_workers", "checkpoint_every", "keep_last",
-     "preset"}
+    {"run_name", "runs_dir", "data_dir", "progress", "report_to", "resume", "num_workers", "checkpoint_every",
+     "keep_last", "preset"}
 )  # fmt: skip
 
 

@@ -66,6 +66,7 @@ from nbhelpers.train.run_dir import (
 )
 from nbhelpers.train.schedule import warmup_cosine_schedule
 from nbhelpers.train.spec import TrainSpec
+from nbhelpers.train.tracking import Tracking
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def fit(
             batch's (GradCache, :mod:`nbhelpers.train.accumulation`; every micro-batch logs its values).
         batches: ``epoch -> iterable of batches`` (epoch from 1), already on the device or movable by
             ``accelerate.utils.send_to_device`` (tensors in dicts/lists/tuples; strings pass through).
-        spec: the training spec.
+        spec: the training spec; each history entry also goes to its ``report_to`` (TensorBoard).
         params: what to optimise (see :func:`param_groups`); default every ``requires_grad``
             parameter.
         on_step_end: ``(model, global_step, total_steps)`` after every optimiser step, ``global_step``
@@ -231,7 +232,7 @@ def fit(
     if resumed is not None:
         run.restore(*resumed)
     del resumed  # the checkpoint's tensors
-    run.start_progress()
+    run.start_progress(config or spec)
     try:
         for epoch in range(run.start_epoch + 1, spec.epochs + 1):
             totals = run.train_epoch(epoch, step_fn, batches, on_step_end)
@@ -359,9 +360,10 @@ class _Run:
         logger.info("resumed %s at epoch %d, step %d", path, self.start_epoch, self.global_step)
         self.last_good = epoch
 
-    def start_progress(self) -> None:
+    def start_progress(self, config: Any) -> None:
         """A widget in an interactive notebook, plain lines on stderr when headless (nbhelpers.progress)."""
-        total = self.spec.total_steps
+        spec, total = self.spec, self.spec.total_steps
+        self.tracking = Tracking(spec.report_to, spec.run_dir, self.global_step, self.main, config)
         self.bar = Progress(
             total,
             initial=min(self.global_step, total),
@@ -470,6 +472,7 @@ class _Run:
             entry = {"step": self.global_step, "epoch": epoch, "lr": lr}
             entry.update(log.step_means(self.spec.grad_accum_steps))
             self.history["steps"].append(entry)
+            self.tracking.log(entry, "steps")
             rate = log.samples * self.accelerator.num_processes / max(now - log.start, 1e-9)
             self.bar.set_postfix(  # shown at the next redraw
                 loss=f"{entry['loss']:.4f}", samples_s=f"{rate:.0f}" if log.samples else "?"
@@ -498,6 +501,7 @@ class _Run:
             for k, v in (metrics or {}).items():
                 record[f"eval_{k}" if k in record else k] = v
         self.history["epochs"].append(record)
+        self.tracking.log(record, "epochs")
         logger.info("epoch %d/%d: %s", epoch, self.spec.epochs, record)
         # One plain line per epoch: above the bar, or on stderr (and in the cell) when headless.
         self.bar.write(_epoch_line(record, self.spec.epochs))
@@ -541,6 +545,7 @@ class _Run:
         """Closes the progress bar and gives the model back as it came (GPU memory freed)."""
         if self.bar is not None:
             self.bar.close()
+        self.tracking.close()  # the event files complete
         # Undo accelerate's autocast patch of model.forward (when it did AMP) and drop its references.
         # unwrap_model(keep_fp32_wrapper=False) is the public undo, but it leaves the original forward
         # behind as a bound method in the instance's __dict__; accelerate (as of 1.16) has no public API

@@ -46,6 +46,7 @@ BOOKKEEPING_FIELDS = frozenset(
         "runs_dir",
         "data_dir",  # the data itself is in the identity, by content, not by where it lies
         "progress",
+        "report_to",
         "resume",
         "checkpoint_every",
         "keep_last",

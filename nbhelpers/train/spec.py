@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nbhelpers.train.precision import MIXED_PRECISION_MODES
 from nbhelpers.train.schedule import LR_SCHEDULES
+from nbhelpers.train.tracking import check_report_to
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TrainSpec:
         lr_schedule: what follows the warmup: ``cosine`` (to 0 at the end) or ``constant`` (the peak rate
             held; :data:`~nbhelpers.train.schedule.LR_SCHEDULES`).
         decay_all: decay every parameter, biases and norms included (a plain ``AdamW(model.parameters())``).
+        report_to: where the history is also sent while training: ``tensorboard`` (event files in
+            ``run_dir/logs``), ``wandb`` or ``none`` (:mod:`nbhelpers.train.tracking`).
 
     Raises:
         ValueError: naming the field, for a count below 1, a negative rate or decay, a warmup longer
@@ -68,12 +71,14 @@ class TrainSpec:
     eps: float = 1e-8
     lr_schedule: str = "cosine"
     decay_all: bool = False
+    report_to: str = "tensorboard"
 
     def __post_init__(self):
         self.run_dir = Path(self.run_dir)
         self.betas = tuple(self.betas)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainSpec.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        check_report_to(self.report_to)  # and that its package is installed, before anything is written
         for name in ("epochs", "steps_per_epoch", "grad_accum_steps", "checkpoint_every", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -36,6 +36,7 @@ def test_fingerprint_covers_what_changes_weights_and_ignores_bookkeeping():
     for bookkeeping in (
         {"run_name": "x"},
         {"progress": False},
+        {"report_to": "wandb"},
         {"runs_dir": "/elsewhere"},
         {"eval_splits": "a"},
     ):

@@ -24,6 +24,7 @@ from nbhelpers.train.accumulation import ACCUMULATE_LOSS_MODES
 from nbhelpers.train.engine import TrainSpec
 from nbhelpers.train.identity import RunIdentity, bind_run, check_run_name, manifest_digest
 from nbhelpers.train.run_dir import RunNotFoundError, read_json
+from nbhelpers.train.tracking import REPORT_TO
 
 C = TypeVar("C", bound="RecipeConfig")
 
@@ -64,6 +65,11 @@ class RecipeConfig(BaseConfig):
     seed: int = param(0, min=0)
     resume: bool = param(True, help="continue from the run's last checkpoint")
     progress: bool = param(True)
+    report_to: str = param(
+        "tensorboard",
+        choices=REPORT_TO,
+        help="where the history also goes while training: tensorboard (event files in runs/<run>/logs), wandb",
+    )
 
     def check(self) -> None:
         check_run_name(self.run_name)
@@ -310,6 +316,7 @@ def train_spec(config: RecipeConfig, steps_per_epoch: int, **overrides: Any) -> 
         resume=config.resume,
         gradient_checkpointing=config.gradient_checkpointing,
         progress=config.progress,
+        report_to=config.report_to,
         # Fields of the recipes that offer them (fusion: a reference's constant rate and plain AdamW).
         lr_schedule=getattr(config, "lr_schedule", "cosine"),
         decay_all=getattr(config, "decay_all", False),

@@ -220,10 +220,9 @@ class BaseConfig:
         unknown = sorted(set(params) - names)
         if unknown:
             close = difflib.get_close_matches(unknown[0], sorted(names), n=3, cutoff=0.6)
-            hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise ConfigError(
-                f"{unknown[0]}: unknown parameter for {cls.__name__}; {hint}allowed: {', '.join(sorted(names))}"
-            )
+            # The closest names when there are some (the full list would bury them), else every name.
+            hint = f"did you mean {' or '.join(close)}?" if close else f"allowed: {', '.join(sorted(names))}"
+            raise ConfigError(f"{unknown[0]}: unknown parameter for {cls.__name__}; {hint}")
         values = preset_values(preset, cls.SECTION)
         bad = sorted(set(values) - names)
         if bad:

@@ -26,6 +26,7 @@ LAYERS = [
     "train",
     "models | metrics",
     "data | lora | losses",
+    "cli",
     "config | fileio | progress",
 ]
 

@@ -32,7 +32,7 @@ class _ToyBase(BaseConfig):
     """Fields every toy has."""
 
     data_dir: str = param("data", help="where the data is")
-    epochs: int = param(1, min=1)
+    epochs: int = param(1, min=1, help="passes over the data")
 
 
 @dataclass

@@ -43,16 +43,6 @@ IMPORT_LINE = "from nbhelpers.parameters import notebook_config"
 #: The most knobs (``preset`` included) a parameters cell lists; every other field goes in overrides.
 MAX_KNOBS = 12
 
-#: Comments for knobs whose field has no ``help`` (fields of the shared recipe base class).
-KNOB_HELP = {
-    "epochs": "passes over the training split",
-    "batch_size": "samples per optimiser step",
-    "lr": "peak learning rate (after the warmup)",
-    "seed": "seed of the weights' init, the data order and the augmentations",
-    "lora_rank": "rank of the LoRA adapters",
-    "runs_dir": "folder holding every run",
-}
-
 
 @dataclass(frozen=True)
 class NotebookParameters:
@@ -62,8 +52,8 @@ class NotebookParameters:
         config: the config class as ``"module:Class"``.
         expression: how the notebook's code names that class (as its imports cell imports it).
         knobs: ``{field: (literal, comment)}``, in cell order, ``preset`` first: the fields the cell lists
-            (literal ``None``: the preset's value; comment ``None``: the field's help, else
-            :data:`KNOB_HELP`, else its choices). Every other field goes in ``overrides``.
+            (literal ``None``: the preset's value; comment ``None``: the field's ``help``, as
+            ``--help`` on the command line shows it, else its choices). Every other field goes in ``overrides``.
         extras: ``{name: (literal, comment)}``: the notebook-only parameters, not config fields.
         config_lines: lines of the config cell after ``print(config.describe())``.
     """
@@ -211,7 +201,7 @@ def check_knobs(spec: NotebookParameters, name: str = "notebook") -> None:
 
     Raises:
         ValueError: if a knob is not a field of the config class, ``preset`` is not the first knob, there
-            are more than :data:`MAX_KNOBS`, a knob has no comment (no help, :data:`KNOB_HELP` entry or
+            are more than :data:`MAX_KNOBS`, a knob has no comment (no help or
             choices) or one holding ``=`` (papermill skips such a line), or an extra is a field or
             ``overrides``.
     """
@@ -231,7 +221,7 @@ def check_knobs(spec: NotebookParameters, name: str = "notebook") -> None:
     silent = [knob for knob in spec.knobs if not _comment(config_class, knob, spec.knobs[knob][1])]
     if silent:
         raise ValueError(
-            f"{where}: no help for {', '.join(silent)}; give a comment in the table or KNOB_HELP"
+            f"{where}: no help for {', '.join(silent)}; give the field a help= or the table a comment"
         )
     equals = [knob for knob in spec.knobs if "=" in _comment(config_class, knob, spec.knobs[knob][1])]
     if equals:  # papermill skips (with a warning) a parameters line holding a second "="
@@ -248,9 +238,7 @@ def check_knobs(spec: NotebookParameters, name: str = "notebook") -> None:
 def _comment(config_class: type, name: str, comment: str | None) -> str:
     if comment is None:  # the field's help, else the table's, else its choices
         metadata = next(f for f in dataclasses.fields(config_class) if f.name == name).metadata
-        comment = (
-            metadata.get("help") or KNOB_HELP.get(name) or " | ".join(map(str, metadata.get("choices") or ()))
-        )
+        comment = metadata.get("help") or " | ".join(map(str, metadata.get("choices") or ()))
     return comment
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
-from nbhelpers.config import NULL, BaseConfig, ConfigError, param
+from nbhelpers.cli import check_known, explicit_nulls, field_help, first_sentence, parse_value, user_errors
+from nbhelpers.config import BaseConfig, ConfigError, param, preset_names
 from nbhelpers.data.records import SkipCounter
 from nbhelpers.data.shards import read_manifest, write_manifest, write_split
 from nbhelpers.data.sources import SOURCES, get_source
@@ -326,33 +328,64 @@ def _reader(config: PrepareConfig) -> tuple[ModuleType, Path | None, dict[str, A
     return get_source(config.source), raw_dir, {}
 
 
+PROG = "nbhelpers.data.prepare"
+
+
+def _parser() -> argparse.ArgumentParser:
+    """``--field value`` for every field of :class:`PrepareConfig`, its help showing type and default."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        usage=f"python -m {PROG} [list] [--preset NAME] [--field value ...]",
+        description=f"{__doc__.strip()} 'list' names the sources and presets. A value is read as JSON when "
+        "it parses (3, true, null: None even where the preset sets a value), else kept as a string.",
+        epilog="defaults shown are the demo preset's values",
+    )
+    for row in field_help(PrepareConfig, "demo"):
+        flag, default = f"--{row.name}", json.dumps(row.default)
+        help_text = f"{row.type}, default {default}" + (f": {row.help}" if row.help else "")
+        if row.name == "preset":
+            parser.add_argument(flag, default="demo", help=help_text.replace("%", "%%"))
+        else:
+            parser.add_argument(
+                flag, type=parse_value, default=argparse.SUPPRESS, help=help_text.replace("%", "%%")
+            )
+    return parser
+
+
+def sources_listing() -> str:
+    """``list``: each source with the first line of its reader's docstring, then the presets."""
+    lines = ["sources (--source NAME):"]
+    for name in SOURCES:
+        lines.append(f"  {name:<14} {first_sentence(get_source(name).__doc__)}")
+    lines.append(f"presets (--preset NAME): {', '.join(preset_names(PrepareConfig.SECTION))}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m nbhelpers.data.prepare --source synthetic --preset demo [--field value ...]``.
 
     ``--field null`` sets the field to None (e.g. ``--limit null``: no limit) even where the preset sets
-    it; a field left out takes the preset's value.
+    it; a field left out takes the preset's value. ``list`` prints the sources and presets.
+
+    Raises:
+        SystemExit: status 2 with one line on stderr for an unknown option, a value that is not allowed
+            or a raw folder that is missing (:mod:`nbhelpers.cli`).
     """
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", default="demo")
-    for f in dataclasses.fields(PrepareConfig):
-        if f.name != "preset":
-            parser.add_argument(
-                f"--{f.name}", type=json_or_str, default=argparse.SUPPRESS, help=f.metadata.get("help")
-            )
-    args = vars(parser.parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["list"]:
+        print(sources_listing())
+        return
+    parser = _parser()
+    known, unknown = parser.parse_known_args(argv)
+    args = vars(known)
+    with user_errors(PROG):
+        check_known(unknown, [f.name for f in dataclasses.fields(PrepareConfig)])
     preset = args.pop("preset")
-    config = PrepareConfig.from_params(preset, **{k: NULL if v is None else v for k, v in args.items()})
-    manifest = prepare(config)
+    with user_errors(PROG):
+        config = PrepareConfig.from_params(preset, **explicit_nulls(args))
+        manifest = prepare(config)
     summary = {split: info["num_samples"] for split, info in manifest["splits"].items()}
     print(json.dumps({"source_dir": str(config.source_dir), "samples": summary}))
-
-
-def json_or_str(text: str) -> Any:
-    """Parses a command-line value as a JSON literal (``3``, ``null``, ``true``), else keeps the string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbhelpers.cli import USAGE_STATUS
 from nbhelpers.data.image import decode_rgb
 from nbhelpers.data.shards import MANIFEST, SIZES, read_manifest
 from nbhelpers.data.tar_samples import MEMBERS, ShardReadError, iter_groups
@@ -36,6 +37,7 @@ from nbhelpers.fileio import read_json
 
 #: Problems listed per shard before the rest are only counted.
 MAX_LISTED = 10
+PROG = "nbhelpers.data.verify"
 
 
 class ShardVerificationError(ValueError):
@@ -314,7 +316,8 @@ def _check_json(
 def main(argv: list[str] | None = None) -> int:
     """``python -m nbhelpers.data.verify DIR``: prints the report; returns 0 (all match), 1 or 2 (usage)."""
     parser = argparse.ArgumentParser(
-        prog="python -m nbhelpers.data.verify",
+        prog=PROG,
+        usage=f"python -m {PROG} [-h] [--failures-only] DIR",
         description="Read every shard of a manifest and check counts, labels and images against it.",
     )
     parser.add_argument("dir", help="a source's shard folder (with manifest.json), or a folder of them")
@@ -323,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = verify(args.dir)
     except FileNotFoundError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+        print(f"{PROG}: error: {err}", file=sys.stderr)  # nbhelpers.cli's form, as a status, not an exit
+        return USAGE_STATUS
     print("\n".join([*report.failures(), report.summary()]) if args.failures_only else report)
     return 0 if report.ok else 1
 

@@ -46,7 +46,7 @@ class AttentionConfig(BaseConfig):
         "", help="a self-supervised ViT run of 04 (empty: the DINO ViT this notebook trains if missing)"
     )
     ssl_recipe: str = param("ssl", choices=tuple(RECIPE_MODULES), help="the recipe that makes ssl_run_name")
-    runs_dir: str = param("runs")
+    runs_dir: str = param("runs", help="folder holding every run")
     data_dir: str = param("data/shards", help="the shards the runs were trained on (finds the preset's runs)")
     sources: str = param("synthetic", help="the sources the runs were trained on (finds the preset's runs)")
     split: str = param("test", help="the split the samples come from")

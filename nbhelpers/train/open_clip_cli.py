@@ -31,7 +31,10 @@ import webdataset
 from webdataset import autodecode, filters
 from webdataset.shardlists import expand_urls
 
+from nbhelpers.cli import user_errors, wants_help
 from nbhelpers.data.shards import read_manifest
+
+PROG = "nbhelpers.train.open_clip_cli"
 
 #: Member extensions a shard may hold: what ``open_clip_train`` reads as the image, the caption, and our
 #: ``json``. A member's extension is everything after the first dot of its file name, as in webdataset.
@@ -243,18 +246,28 @@ def shard_options(argv: Sequence[str]) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m nbhelpers.train.open_clip_cli ARGS...``: checks, then ``open_clip_train.main``.
 
+    ``list`` names memelab's model configs; ``--help`` says what this wrapper adds, then prints
+    ``open_clip_train``'s options.
+
     Raises:
-        SystemExit: with status 2 and the reason on stderr when a shard is missing, is not local, or
+        SystemExit: with status 2 and one line on stderr (``nbhelpers.train.open_clip_cli: error: ...``)
+            when a shard is missing, is not local, or
             holds a member other than an image, ``txt`` or ``json``; nothing is trained then.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["list"] or wants_help(argv):
+        from nbhelpers.models.clip import MODEL_CONFIG_DIR
+
+        models = ", ".join(sorted(path.stem for path in MODEL_CONFIG_DIR.glob("*.json")))
+        if argv[:1] == ["list"]:
+            print(f"memelab's model configs (--model NAME), besides open_clip's own: {models}")
+            return
+        # Ours first, then open_clip_train's own options.
+        print(f"{__doc__.strip().split(chr(10) * 2)[0]}\n'list' names memelab's models: {models}\n")
     disable_pickle_decoders()
-    try:
+    with user_errors(PROG, (FileNotFoundError, ValueError)):
         for option, urls in shard_options(argv).items():
             check_shards(urls, option)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"nbhelpers.train.open_clip_cli: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
     from open_clip_train.main import main as open_clip_main
 

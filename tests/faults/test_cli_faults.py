@@ -237,7 +237,7 @@ def test_missing_shards_stop_the_cli_at_once_naming_each(tmp_path):
     done, seconds = _cli(*_train_args(pattern, tmp_path / "logs", "--val-data", str(tmp_path / "val.tar")))
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == (
-        f"nbhelpers.train.open_clip_cli: --train-data: 2 of 4 shards not found: "
+        f"nbhelpers.train.open_clip_cli: error: --train-data: 2 of 4 shards not found: "
         f"{tmp_path / 'train-00001.tar'}, {tmp_path / 'train-00003.tar'}"
     )
     assert seconds < 20
@@ -466,8 +466,10 @@ def test_none_still_takes_the_preset_in_notebooks_and_null_means_none():
 
 
 def test_prepare_command_line_null_sets_none(tmp_path, capsys):
-    with pytest.raises(ConfigError, match=r"^workers: expected int, got None"):
+    with pytest.raises(SystemExit) as exit_info:
         prepare_main(["--out_dir", str(tmp_path), "--workers", "null"])  # was: the preset's 2
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "nbhelpers.data.prepare: error: workers: expected int, got None\n"
     prepare_main(
         ["--out_dir", str(tmp_path), "--limit", "null", "--image_size", "16", "--workers", "1",
          "--synthetic_train", "3", "--synthetic_val", "2", "--synthetic_test", "2", "--synthetic_unseen", "2"]

@@ -74,7 +74,7 @@ class ClipClassifierConfig(StartsFromClip, RecipeConfig):
     full_lr: float | None = param(
         None, above=0.0, help="learning rate of baseline mode, where every weight trains (None: lr)"
     )
-    lora_rank: int = param(4, min=1)
+    lora_rank: int = param(4, min=1, help="rank of the LoRA adapters")
     head_layers: int = param(2, min=1)
     head_heads: int = param(8, min=1)
     contrastive_weight: float = param(1.0, min=0.0)

@@ -8,7 +8,9 @@ recipe that made it (``"recipe"``), which is how evaluation finds the recipe aga
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -116,6 +118,18 @@ class RecipeRegistry(Mapping[str, Recipe]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._modules
+
+    def summary(self, name: str) -> str:
+        """The first line of the docstring of ``name``'s module, read without importing it (``list`` stays fast).
+
+        Raises:
+            KeyError: for a name that is not registered.
+        """
+        spec = importlib.util.find_spec(self._modules[name])
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return ""
+        doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))) or ""
+        return doc.split("\n", 1)[0]
 
 
 #: Every recipe by name, in the notebooks' order (each imported when first asked for).

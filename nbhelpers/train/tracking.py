@@ -67,9 +67,10 @@ def scalars(entry: Mapping[str, Any], section: str) -> dict[str, float]:
 
 
 class Tracking:
-    """The trackers of one ``fit``: started after the resume point is known, closed with the run.
+    """The trackers of one ``fit``: made once the resume point is known, closed with the run.
 
-    ``Tracking()`` tracks nothing.
+    A tracker starts at the first entry it is sent, so a ``fit`` with nothing left to train (a finished
+    run) leaves no empty event file or wandb run behind. ``Tracking()`` tracks nothing.
 
     Args:
         report_to: one of :data:`REPORT_TO`.
@@ -92,6 +93,7 @@ class Tracking:
     ):
         check_report_to(report_to)
         self.trackers: list[GeneralTracker] = []
+        self.started = True  # nothing to start
         if not main or report_to == "none":
             return
         logs = Path(run_dir) / LOGS_DIR
@@ -106,19 +108,24 @@ class Tracking:
             tracker = WandBTracker(
                 project, name=Path(run_dir).name, dir=str(logs), config=to_jsonable(config)
             )
-        tracker.start()
         self.trackers.append(tracker)
+        self.started = False
 
     def log(self, entry: Mapping[str, Any], section: str) -> None:
         """Sends one history entry of ``section`` (``"steps"`` or ``"epochs"``) at its step."""
         if not self.trackers:
             return
+        if not self.started:
+            for tracker in self.trackers:
+                tracker.start()
+            self.started = True
         values, step = scalars(entry, section), int(entry[STEP_KEYS[section]])
         for tracker in self.trackers:
             tracker.log(values, step=step)
 
     def close(self) -> None:
         """Flushes and closes every tracker (the event files are complete afterwards)."""
-        for tracker in self.trackers:
-            tracker.finish()
+        if self.started:
+            for tracker in self.trackers:
+                tracker.finish()
         self.trackers = []

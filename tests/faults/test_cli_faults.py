@@ -469,7 +469,10 @@ def test_prepare_command_line_null_sets_none(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         prepare_main(["--out_dir", str(tmp_path), "--workers", "null"])  # was: the preset's 2
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == "nbhelpers.data.prepare: error: workers: expected int, got None\n"
+    assert (
+        capsys.readouterr().err
+        == "nbhelpers.data.prepare: error: workers: expected int, got None (NoneType)\n"
+    )
     prepare_main(
         ["--out_dir", str(tmp_path), "--limit", "null", "--image_size", "16", "--workers", "1",
          "--synthetic_train", "3", "--synthetic_val", "2", "--synthetic_test", "2", "--synthetic_unseen", "2"]

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCH = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 TINY = ["batch_size=4", "epochs=1", "steps_per_epoch=2", "eval_splits=test", "progress=false"]
 #: What a finished run directory holds (a classifier also its predictions, CLIP its exported weights).
-RUN_FILES = {"config.json", "history.json", "metrics.json", "run.json", "checkpoints"}
+RUN_FILES = {"config.json", "history.json", "metrics.json", "run.json", "checkpoints", "logs"}
 CHECKPOINT_FILES = {"epoch_0001.pt", "epoch_0001.pt.sha256.json", "latest.json"}
 
 
@@ -76,6 +76,8 @@ def test_two_process_runs_are_complete_and_written_once(launched):
         history = read_json(run / "history.json")
         assert [e["global_step"] for e in history["epochs"]] == [2]
         assert np.isfinite(history["epochs"][0]["loss"])
+        # TensorBoard's event file: one, the main process's.
+        assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 1
     assert read_json(classifier / "config.json")["pretrained"] == "run:clip"
 
 

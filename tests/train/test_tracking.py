@@ -98,6 +98,8 @@ def test_resumed_run_shows_each_step_once(tmp_path):
     logged = event_scalars(run.run_dir / LOGS_DIR)
     assert logged == history_scalars(history)
     assert [s for s, _ in logged["steps/loss"]] == [2, 4, 6, 8, 10, 12, 14, 16]
+    fit(model(), step_fn, batches, run, evaluate=evaluate)  # finished: nothing trained, nothing logged
+    assert len(list((run.run_dir / LOGS_DIR).glob("events.out.tfevents.*"))) == 2
 
 
 def test_report_to_none_writes_no_event_files(tmp_path):

@@ -10,7 +10,7 @@ Typical use in an entry point::
 
     def main(argv=None):
         with user_errors(PROG):
-            config = MyConfig.from_params(**parse_pairs(argv))
+            config = MyConfig.from_params(**explicit_nulls(parse_pairs(argv)))
             run(config)
 """
 
@@ -64,8 +64,7 @@ def user_errors(prog: str, kinds: tuple[type[BaseException], ...] = USER_ERRORS)
     try:
         yield
     except kinds as err:
-        # A FileNotFoundError from open() has no message of its own beyond strerror and the path.
-        message = str(err) if str(err) else type(err).__name__
+        message = str(err) or type(err).__name__  # an exception raised with no message still says what
         fail(prog, message)
 
 

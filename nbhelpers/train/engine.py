@@ -76,8 +76,7 @@ logger = logging.getLogger(__name__)
 # 05's training cell sent 2,018 messages.
 PROGRESS_REDRAWS = 50
 PROGRESS_MIN_SECONDS = 0.5
-#: The history key counting the optimiser steps the fp16 loss scaler skipped (overflowing gradients); it
-#: appears in an epoch's or a step log's entry only when there were some.
+#: History key: the optimiser steps the fp16 loss scaler skipped (overflow), in entries that had some.
 SKIPPED_STEPS = "skipped_steps"
 
 StepFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, Mapping[str, float]]"]
@@ -276,7 +275,9 @@ def _open_run_dir(
 
 
 class _Sums:
-    """Sums of the values of the micro-batches since ``start`` (``grad_norm`` comes once per optimiser step)."""
+    """Sums of the values of the micro-batches since ``start``; their means are per micro-batch, but
+    ``grad_norm``'s per optimiser step that reported one (a skipped fp16 step does not) and ``skipped_steps``
+    a count."""
 
     def __init__(self, start: float):
         self.start = start
@@ -294,14 +295,8 @@ class _Sums:
         self.samples += size
 
     def means(self) -> dict[str, float]:
-        """The means since ``start``: per micro-batch, ``grad_norm`` per optimiser step that reported one
-        (a step the fp16 scaler skipped reports none), and the count of skipped steps (not a mean)."""
-        return {k: self._mean(k, v) for k, v in self.sums.items()}
-
-    def _mean(self, key: str, total: float) -> float:
-        if key == SKIPPED_STEPS:
-            return total
-        return total / (self.steps if key == "grad_norm" else self.micro)
+        return {k: v if k == SKIPPED_STEPS else v / (self.steps if k == "grad_norm" else self.micro)
+                for k, v in self.sums.items()}  # fmt: skip
 
 
 class _Run:
@@ -449,8 +444,7 @@ class _Run:
             if self.spec.max_grad_norm is not None:
                 values["grad_norm"] = precision.clip(self.trained, optimizer, self.spec.max_grad_norm)
             if not precision.step(optimizer):
-                # fp16 gradients overflowed and the scaler skipped the step: their norm is inf or NaN and
-                # would make the epoch's mean one too; the step is counted instead.
+                # fp16 overflow, step skipped: an inf/NaN norm would spoil the mean, so count the step.
                 values.pop("grad_norm", None)
                 values[SKIPPED_STEPS] = 1.0
         optimizer.zero_grad(set_to_none=True)  # a no-op between accumulation boundaries

@@ -56,7 +56,7 @@ SHARD_IMAGE_SIZE = 256
 #: Training samples of the synthetic shards and per shard: enough shards for every worker to draw its own.
 TRAIN_SAMPLES, TRAIN_SHARD_SIZE, EVAL_SAMPLES = 2000, 250, 100
 #: Samples per :func:`load_split` call when a split's decoding rate is measured.
-LOAD_CHUNK = 256
+LOAD_CHUNK = 64
 
 
 def synthetic_shards(data_dir: Path = DATA_DIR) -> Path:
@@ -139,40 +139,39 @@ def backbone_image_size(name: str) -> int:
     try:
         config = AutoConfig.from_pretrained(name.removeprefix("hf:"))
     except OSError as err:
-        raise ValueError(f"image_size: cannot read {name}'s config ({err}); pass image_size") from err
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"image_size: cannot read the config of {name} ({first}); pass image_size") from err
     return int(getattr(config, "vision_config", config).image_size)
 
 
-def model_inputs(recipe: str, config: Any) -> dict[str, Any]:
-    """What ``recipe``'s training pipeline is given: ``image_size``, ``tokenizer``, ``mean``/``std``,
-    ``labels`` (the classes trained on, None: all), as each recipe's ``run`` passes them to ``train_data``."""
+def model_inputs(recipe: str, config: Any, image_size: int | None = None) -> dict[str, Any]:
+    """What ``recipe``'s training pipeline is given: ``image_size`` (None: the model's), ``tokenizer``,
+    ``mean``/``std``, ``labels`` (the classes trained on, None: all), as each recipe's ``run`` passes them
+    to ``train_data``."""
     from nbhelpers.data.taxonomy import label_set_of
     from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
     from nbhelpers.models.ssl import IMAGENET_MEAN, IMAGENET_STD
     from nbhelpers.train.recipes.config import manifests
 
-    clip_stats = {"mean": CLIP_MEAN, "std": CLIP_STD}
-    if recipe in ("clip", "clip_classifier", "cass_mm"):
-        size = getattr(config, "image_size", None) or open_clip_image_size(config.model)
-        labels = None
-        if getattr(config, "valid_only", False):
-            labels = sorted(label_set_of(manifests(config)).valid_pair)
-        return dict(image_size=size, tokenizer=open_clip_tokenizer(config.model), labels=labels, **clip_stats)
-    if recipe == "unimodal":  # the text baseline tokenises in its step: its pipeline carries raw text
-        return dict(
-            image_size=config.image_size, tokenizer=None, labels=None, mean=IMAGENET_MEAN, std=IMAGENET_STD
-        )
-    if (
-        recipe == "fusion"
-    ):  # normalisation statistics do not change the rate: CLIP's stand in for the backbone's
-        return dict(
-            image_size=backbone_image_size(config.backbone), tokenizer=None, labels=None, **clip_stats
-        )
-    if recipe == "ssl":
-        return dict(
-            image_size=config.image_size, tokenizer=None, labels=None, mean=IMAGENET_MEAN, std=IMAGENET_STD
-        )
-    raise ValueError(f"recipe: no loader measurement for {recipe!r}")
+    clip = recipe in ("clip", "clip_classifier", "cass_mm")
+    if recipe not in ("unimodal", "ssl", "fusion") and not clip:
+        raise ValueError(f"recipe: no loader measurement for {recipe!r}")
+    if image_size is None and clip:
+        image_size = getattr(config, "image_size", None) or open_clip_image_size(config.model)
+    elif image_size is None and recipe == "fusion":
+        image_size = backbone_image_size(config.backbone)
+    elif image_size is None:
+        image_size = config.image_size
+    labels = None
+    if getattr(config, "valid_only", False):  # CLIP trains on the valid pairs alone
+        labels = sorted(label_set_of(manifests(config)).valid_pair)
+    # The unimodal text baseline tokenises in its step (its pipeline carries raw text); fusion's own
+    # normalisation statistics would not change the rate, so CLIP's stand in for them.
+    imagenet = recipe in ("unimodal", "ssl")
+    return {
+        "image_size": image_size, "tokenizer": open_clip_tokenizer(config.model) if clip else None,
+        "labels": labels, "mean": IMAGENET_MEAN if imagenet else CLIP_MEAN, "std": IMAGENET_STD if imagenet else CLIP_STD,
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- measuring
@@ -264,9 +263,7 @@ def measure(
         raise ValueError(f"seconds: must be > 0, got {seconds!r}")
     data_dir = synthetic_shards(DATA_DIR if data_dir is None else Path(data_dir))
     config = preset_config(recipe, preset, data_dir, workers)
-    inputs = model_inputs(recipe, config)
-    if image_size is not None:
-        inputs["image_size"] = image_size
+    inputs = model_inputs(recipe, config, image_size)
     with pinned(cores):
         what, samples, elapsed, extra = _measure(recipe, config, inputs, seconds)
     micro = max(1, config.batch_size // config.grad_accum_steps)

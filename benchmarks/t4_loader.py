@@ -311,16 +311,26 @@ def _measure(
 
 
 def loader_samples_per_s(
-    recipe: str, preset: str, seconds: float = 10.0, workers: int | None = None
+    recipe: str,
+    preset: str,
+    seconds: float = 10.0,
+    workers: int | None = None,
+    *,
+    image_size: int | None = None,
+    data_dir: Path | None = None,
+    cores: int | None = 2,
 ) -> float:
     """Training samples per second ``recipe``'s ``preset`` data pipeline delivers on 2 cores of this machine
-    (:func:`measure`'s ``samples_per_s``; see the module docstring for what is measured for each recipe).
+    (:func:`measure`'s ``samples_per_s``, which see for the arguments; the module docstring says what is
+    measured for each recipe).
 
     Raises:
-        ValueError: an unknown recipe, ``seconds`` not positive, or a model size that cannot be found.
+        ValueError: an unknown recipe, ``seconds`` not positive, or a model size that cannot be found (an
+            ``hf:`` backbone offline: pass ``image_size``).
         ConfigError: an unknown preset.
     """
-    return measure(recipe, preset, seconds, workers)["samples_per_s"]
+    found = measure(recipe, preset, seconds, workers, data_dir=data_dir, image_size=image_size, cores=cores)
+    return found["samples_per_s"]
 
 
 def main(argv: Iterable[str] | None = None) -> int:

@@ -24,9 +24,8 @@ def test_a_streamed_preset_is_timed_over_real_batches(shards):
     assert found["samples_per_s"] == pytest.approx(found["samples"] / found["seconds"], rel=1e-3)
 
 
-def test_an_in_memory_preset_times_its_batches_and_its_load(shards, monkeypatch):
-    monkeypatch.setattr(t4_loader, "DATA_DIR", shards)  # loader_samples_per_s reads the default folder
-    rate = t4_loader.loader_samples_per_s("unimodal", "demo", seconds=0.3)
+def test_an_in_memory_preset_times_its_batches_and_its_load(shards):
+    rate = t4_loader.loader_samples_per_s("unimodal", "demo", seconds=0.3, data_dir=shards)
     assert math.isfinite(rate) and rate > 0
     found = t4_loader.measure("unimodal", "demo", seconds=0.3, data_dir=shards)
     assert found["what"] == "memory" and found["image_size"] == 32 and found["load_samples_per_s"] > 0

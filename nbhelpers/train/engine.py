@@ -76,6 +76,8 @@ logger = logging.getLogger(__name__)
 # 05's training cell sent 2,018 messages.
 PROGRESS_REDRAWS = 50
 PROGRESS_MIN_SECONDS = 0.5
+#: History key: the optimiser steps the fp16 loss scaler skipped (overflow), in entries that had some.
+SKIPPED_STEPS = "skipped_steps"
 
 StepFn = Callable[[nn.Module, Any], "tuple[torch.Tensor, Mapping[str, float]]"]
 #: What ``fit`` trains with: a per-batch step, or a :class:`BatchLoss` that accumulation keeps whole.
@@ -209,7 +211,8 @@ def fit(
     Returns:
         The history, as written to ``history.json``: ``{"epochs": [...], "steps": [...]}``. An epoch
         entry has ``epoch``, ``global_step``, ``loss`` (mean over micro-batches), ``lr`` (of the
-        epoch's last step, first group), the means of ``logs`` (and ``grad_norm`` when clipping),
+        epoch's last step, first group), the means of ``logs`` (and ``grad_norm`` when clipping, over the steps taken;
+        ``skipped_steps``, the steps the fp16 loss scaler skipped, when there were some),
         ``seconds``, ``samples_per_s`` (when the batch has a tensor to count), then eval metrics. A
         step entry has ``step``, ``epoch``, ``loss``, ``lr`` and the ``logs``, averaged since the
         previous step entry.
@@ -272,7 +275,9 @@ def _open_run_dir(
 
 
 class _Sums:
-    """Sums of the values of the micro-batches since ``start`` (``grad_norm`` comes once per optimiser step)."""
+    """Sums of the values of the micro-batches since ``start``; their means are per micro-batch, but
+    ``grad_norm``'s per optimiser step that reported one (a skipped fp16 step does not) and ``skipped_steps``
+    a count."""
 
     def __init__(self, start: float):
         self.start = start
@@ -289,12 +294,9 @@ class _Sums:
         self.steps += "grad_norm" in values
         self.samples += size
 
-    def epoch_means(self) -> dict[str, float]:
-        return {k: v / (self.steps if k == "grad_norm" else self.micro) for k, v in self.sums.items()}
-
-    def step_means(self, accum: int) -> dict[str, float]:
-        steps = max(self.micro // accum, 1)
-        return {k: v / (steps if k == "grad_norm" else self.micro) for k, v in self.sums.items()}
+    def means(self) -> dict[str, float]:
+        return {k: v if k == SKIPPED_STEPS else v / (self.steps if k == "grad_norm" else self.micro)
+                for k, v in self.sums.items()}  # fmt: skip
 
 
 class _Run:
@@ -441,7 +443,10 @@ class _Run:
         if accelerator.sync_gradients:
             if self.spec.max_grad_norm is not None:
                 values["grad_norm"] = precision.clip(self.trained, optimizer, self.spec.max_grad_norm)
-            precision.step(optimizer)
+            if not precision.step(optimizer):
+                # fp16 overflow, step skipped: an inf/NaN norm would spoil the mean, so count the step.
+                values.pop("grad_norm", None)
+                values[SKIPPED_STEPS] = 1.0
         optimizer.zero_grad(set_to_none=True)  # a no-op between accumulation boundaries
         return values
 
@@ -468,7 +473,7 @@ class _Run:
         if self.global_step % self.spec.log_every == 0:
             now, log = time.perf_counter(), self._log
             entry = {"step": self.global_step, "epoch": epoch, "lr": lr}
-            entry.update(log.step_means(self.spec.grad_accum_steps))
+            entry.update(log.means())
             self.history["steps"].append(entry)
             rate = log.samples * self.accelerator.num_processes / max(now - log.start, 1e-9)
             self.bar.set_postfix(  # shown at the next redraw
@@ -482,7 +487,7 @@ class _Run:
     ) -> dict[str, Any]:
         """Phase 3: the epoch's history entry, with ``evaluate``'s metrics; its progress line."""
         seconds = time.perf_counter() - totals.start
-        means = totals.epoch_means()
+        means = totals.means()
         record: dict[str, Any] = {"epoch": epoch, "global_step": self.global_step, "loss": means.pop("loss")}
         record["lr"] = totals.lr
         record.update(means)

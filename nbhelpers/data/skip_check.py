@@ -34,25 +34,25 @@ EXAMPLES = 2
 #: Characters of an example quoted (examples may hold long paths and decoder messages).
 EXAMPLE_CHARS = 160
 
-_ID = "id_column names a unique id per row (empty: the row number)"
-_TEXT = "text_column names the text (is it the right column?)"
-_IMAGE = "image_column names the images (paths relative to raw_dir, bytes or a datasets Image)"
-_LAYOUT = "raw_dir holds the dataset's files as its authors released them"
+_ID = "check id_column: it names a unique id per row (empty: the row number)"
+_TEXT = "check text_column: it names the column of the text"
+_IMAGE = "check image_column (image paths relative to raw_dir, bytes or a datasets Image)"
+_LAYOUT = "check that raw_dir holds the dataset's files as its authors released them"
 #: What usually fixes the rows skipped for a reason, naming the parameter (``unmapped_label``: see
 #: :func:`_unmapped_hint`); a reason not here is explained by its examples and the manifest.
 HINTS = {
-    "missing_label": "label_column names the label (is it the right column, and are its cells filled?)",
+    "missing_label": "check label_column: it names the column of the label, and its cells are filled",
     "empty_text": _TEXT,
     "invalid_text": _TEXT,
-    "missing_image": f"{_IMAGE}; are the images under raw_dir?",
+    "missing_image": f"{_IMAGE} and that the images are under raw_dir",
     "path_outside_raw_dir": "image paths must be relative to raw_dir and stay inside it",
-    "undecodable_image": f"{_IMAGE}; these do not decode as images",
+    "undecodable_image": f"{_IMAGE}: these do not decode as images",
     "image_too_large": "these images have more pixels than the decoder accepts",
     "malformed_row": "the table cannot be parsed there (a CSV needs one header row, JSON lines one object a line)",
     "missing_id": _ID,
     "duplicate_id": _ID,
     "duplicate_key": _ID,
-    "missing_split": "split_column names each row's split, and every row has one",
+    "missing_split": "check split_column: it names each row's split, and every row has one",
     "unknown_label": _LAYOUT,
     "unknown_id": _LAYOUT,
 }
@@ -117,7 +117,9 @@ def check_kept(
             f"split{'s' if len(failing) > 1 else ''} {listed} skipped more than "
             f"max_skipped_fraction={max_skipped_fraction:g} of {'their' if len(failing) > 1 else 'its'} rows"
         )
-    tail = f"Every count and example: {manifest}. Change the parameter and run again (complete shards are reused)"
+    tail = (
+        f"Every count and example: {manifest}. Fix the parameters and run again (complete shards are reused)"
+    )
     if kept:
         worst = max((total - n) / total for n, total in failing.values())
         tail += f", or keep what is left with max_skipped_fraction={math.ceil(worst * 100) / 100:g}."
@@ -144,9 +146,9 @@ def _reasons(results: Sequence[SplitResult], labels: LabelSet) -> str:
         elif reason in HINTS:
             sentence += f": {HINTS[reason]}"
         sentences.append(sentence + ".")
-    others = len(counts) - len(sentences)
-    if others > 0:
-        sentences.append(f"{others} other reason{'s' if others != 1 else ''} skipped fewer.")
+    others = counts.most_common()[TOP_REASONS:]
+    if others:
+        sentences.append("Also skipped: " + ", ".join(f"{reason} {count}" for reason, count in others) + ".")
     return " ".join(sentences)
 
 

@@ -360,7 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         manifest = prepare(config)
     except (TooManySkippedError, NoSpaceError) as err:
-        # One line, no traceback: the data or the disk is at fault, not the code (2: the parameters).
+        # One line, no traceback: the data or the disk is at fault, not the code. Exit 2: the
+        # parameters do not fit the data; 1: no room to write.
         parser.exit(2 if isinstance(err, TooManySkippedError) else 1, f"{parser.prog}: error: {err}\n")
     summary = {split: info["num_samples"] for split, info in manifest["splits"].items()}
     print(json.dumps({"source_dir": str(config.source_dir), "samples": summary}))

@@ -17,7 +17,6 @@ largest skip reasons with their counts, examples and the parameter that usually 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -121,12 +120,17 @@ def check_kept(
         f"Every count and example: {manifest}. Fix the parameters and run again (complete shards are reused)"
     )
     if kept:
-        worst = max((total - n) / total for n, total in failing.values())
-        tail += f", or keep what is left with max_skipped_fraction={math.ceil(worst * 100) / 100:g}."
+        accept = max(_hundredths_up(total - n, total) for n, total in failing.values())
+        tail += f", or keep what is left with max_skipped_fraction={accept:g}."
     else:
         tail += "; a run that keeps no sample always fails."
     reasons = _reasons([splits[name] for name in failing], labels)
     raise TooManySkippedError(f"{head}. {reasons} {tail}", failing)
+
+
+def _hundredths_up(lost: int, total: int) -> float:
+    """``lost / total`` rounded up to hundredths (4 of 6 -> 0.67), in integers so it is never below it."""
+    return -(-100 * lost // total) / 100
 
 
 def _reasons(results: Sequence[SplitResult], labels: LabelSet) -> str:

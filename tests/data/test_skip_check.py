@@ -224,6 +224,11 @@ def test_rows_left_out_by_design_do_not_count_and_an_empty_source_fails(tmp_path
         check_kept(splits, 0.5, SEVEN_CLASSES, manifest)
     assert caught.value.splits == {"val": (1, 4)}
     assert "text_column" in str(caught.value)
+    # the suggested fraction is rounded up, so it accepts the split it was suggested for
+    lossy = {"train": _result(2, {"missing_image": 4})}
+    with pytest.raises(TooManySkippedError, match=r"keep what is left with max_skipped_fraction=0\.67\.$"):
+        check_kept(lossy, 0.5, SEVEN_CLASSES, manifest)
+    check_kept(lossy, 0.67, SEVEN_CLASSES, manifest)
     with pytest.raises(TooManySkippedError, match="the source has no rows"):
         check_kept({"train": _result(0, {}), "val": _result(0, {})}, 1.0, SEVEN_CLASSES, manifest)
 

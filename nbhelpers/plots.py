@@ -176,7 +176,7 @@ def pr_curves_plot(
         ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
         ax.set_title(name, fontsize=9)
         if thresholds:
-            ax.legend(fontsize=7, loc="lower left")
+            ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 

@@ -32,7 +32,7 @@ from nbhelpers.evaluation.operating_points import (
     default_positive_class,
 )
 from nbhelpers.evaluation.run_discovery import RunRecord, inspect_run
-from nbhelpers.evaluation.run_scoring import Evaluation, evaluate_run
+from nbhelpers.evaluation.run_scoring import Evaluation, _first_line, evaluate_run
 from nbhelpers.evaluation.run_tables import display_names
 from nbhelpers.metrics.calibration import (
     ECE_BINS,
@@ -121,12 +121,14 @@ def operating_points_from_predictions(
         checkpoint_sha256=checkpoint_sha256,
     )
     calibrated = points.calibrate(scores)
+    nll = [negative_log_likelihood(p, labels) for p in (scores, calibrated)]
+    ece = [expected_calibration_error(p, labels) for p in (scores, calibrated)]
     figures = {
-        "nll": {"before": negative_log_likelihood(scores, labels), "after": negative_log_likelihood(calibrated, labels)},
-        "ece": {"before": expected_calibration_error(scores, labels), "after": expected_calibration_error(calibrated, labels)},
+        "nll": {"before": nll[0], "after": nll[1]},
+        "ece": {"before": ece[0], "after": ece[1]},
         "ece_bins": ECE_BINS,
         "num_samples": len(labels),
-    }  # fmt: skip
+    }
     thresholds = []
     if points.positive_class is not None:
         positives = labels == points.classes.index(points.positive_class)
@@ -280,14 +282,13 @@ def calibrate_runs(
         try:
             fitted.append(fit_operating_points(record, split, targets, refit, repredict))
         except Exception as err:  # noqa: BLE001 - one broken run must not stop the others' calibration
-            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            reason = _first_line(err)
             skipped.append((record, reason))
             say(f"{record.name}: skipped ({reason})")
             continue
         found = fitted[-1]
-        say(
-            f"{record.name}: T = {found.points.temperature:.3f} ({found.status}, {found.source}, {len(found.labels)} samples)"
-        )
+        how = f"{found.status}, {found.source}, {len(found.labels)} samples"
+        say(f"{record.name}: T = {found.points.temperature:.3f} ({how})")
     return Calibrations(fitted, skipped)
 
 

@@ -72,8 +72,8 @@ def test_temperature_scaling_lowers_val_nll_on_trained_runs(runs, calibrated):
                 assert negative_log_likelihood(scale_probabilities(c.scores, near), c.labels) > at
         assert 0.0 <= figures["ece"]["after"] <= 1.0 and 0.0 <= figures["ece"]["before"] <= 1.0
         assert figures["ece_bins"] == 15 and figures["num_samples"] == 32
-        np.testing.assert_array_equal(c.calibrated.argmax(-1) if c.scores.ndim == 2 else c.calibrated >= 0.5,
-                                      c.scores.argmax(-1) if c.scores.ndim == 2 else c.scores >= 0.5)  # fmt: skip
+        two = [np.stack([1 - p, p], 1) if p.ndim == 1 else p for p in (c.scores, c.calibrated)]
+        np.testing.assert_array_equal(two[0].argmax(1), two[1].argmax(1))  # scaling keeps every argmax
         assert OperatingPoints.load(runs / c.record.name) == points
         if c.record.name == "fusion_cross":
             assert (points.classes, points.positive_class, c.scores.ndim) == (BINARY_CLASSES, "hateful", 1)
@@ -141,6 +141,17 @@ def test_a_stored_record_is_used_again_and_a_stale_one_refitted(runs, calibrated
     assert fit_operating_points(runs / "unimodal_late_fusion", save=False).status == FITTED
 
 
+def test_a_run_without_the_split_is_skipped_with_its_reason(runs):
+    lines = []
+    found = calibrate_runs(discover_runs(runs)[:1], split="dev_seen", progress=lines.append)
+    assert found.runs == [] and len(found.skipped) == 1
+    record, reason = found.skipped[0]
+    assert record.name == "cass_mm" and "no split 'dev_seen'" in reason
+    assert lines == [f"cass_mm: skipped ({reason})"]
+    with pytest.raises(ValueError, match="^targets: "):
+        calibrate_runs(discover_runs(runs), targets="f1>=0.5")
+
+
 def test_saved_val_predictions_give_the_same_fit(runs, calibrated):
     first = next(c for c in calibrated.runs if c.record.name == "unimodal_text")
     saved = fit_operating_points(runs / "unimodal_text", repredict=False, refit=True, save=False)
@@ -152,7 +163,8 @@ def test_saved_val_predictions_give_the_same_fit(runs, calibrated):
 
 def test_tables_and_figures(calibrated):
     table = calibration_table(calibrated).set_index("Run")
-    assert list(table.columns[:7]) == ["Model", "Positive class", "T", "NLL before", "NLL after", "ECE before", "ECE after"]  # fmt: skip
+    figures = ["T", "NLL before", "NLL after", "ECE before", "ECE after"]
+    assert list(table.columns[:7]) == ["Model", "Positive class", *figures]
     assert (table["NLL after"] < table["NLL before"]).all()
     for c in calibrated.runs:
         assert table.loc[c.record.name, "T"] == c.points.temperature

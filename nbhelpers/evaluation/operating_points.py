@@ -11,8 +11,9 @@ can read as such. Both are fitted on the validation split and stored with the ru
   on its calibrated probability that reaches each target precision, and the highest that reaches each target
   recall, with the validation precision and recall they give.
 
-This module holds the record, its file and how it is applied to probabilities; fitting it lives with the
-rest of a run's evaluation.
+This module holds the record, its file and how it is applied to probabilities; the fitting math is
+:mod:`nbhelpers.metrics.calibration` (whose :func:`scale_probabilities` this module re-exports), fitting a
+run's record is :func:`nbhelpers.evaluation.calibration.fit_operating_points`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from nbhelpers.fileio import read_json, write_json_atomic
+from nbhelpers.metrics.calibration import scale_probabilities
 
 OPERATING_POINTS_FILE = "operating_points.json"
 SCHEMA_VERSION = 1
-_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -176,27 +177,6 @@ class OperatingPoints:
             raise ValueError(f"{path}: {err}") from err
 
 
-def scale_probabilities(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling applied to probabilities (their logs are logits up to a constant per row).
-
-    Args:
-        probabilities: ``(N, C)`` rows summing to 1, or ``(N,)`` positive-class probabilities.
-        temperature: the divisor, ``> 0``.
-
-    Returns:
-        float64 probabilities of the same shape.
-    """
-    p = np.asarray(probabilities, dtype=np.float64)
-    if p.ndim == 1:
-        q = np.clip(p, _EPS, 1.0 - _EPS)
-        logit = (np.log(q) - np.log1p(-q)) / temperature
-        return 1.0 / (1.0 + np.exp(-logit))
-    logits = np.log(np.clip(p, _EPS, None)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def default_positive_class(classes: Sequence[str]) -> str | None:
     """The class a moderation threshold is on: ``Hate`` if present, the second of two classes, else None."""
     if "Hate" in classes:
@@ -204,3 +184,13 @@ def default_positive_class(classes: Sequence[str]) -> str | None:
     if len(classes) == 2:
         return classes[1]
     return None
+
+
+__all__ = [
+    "OPERATING_POINTS_FILE",
+    "SCHEMA_VERSION",
+    "OperatingPoints",
+    "Threshold",
+    "default_positive_class",
+    "scale_probabilities",
+]

@@ -16,7 +16,7 @@ Every figure is measured in a fresh Python process of its own (``python -m bench
 ``... steps ...``), so no side inherits another's imports, threads, caches or memory.
 
 * **loaders** (:mod:`benchmarks.peers.loaders`), each delivering images (B, 3, 64, 64) and tokens (B, 32)
-  at batch 64, with 0 and 2 DataLoader workers; a figure is samples per second over 2,048 samples after a
+  at batch 64, with 0 and 2 DataLoader workers; a figure is samples per second over 1,024 samples after a
   warm-up of two batches per worker, with the peak RSS of the process and its workers:
 
   - ours: exactly what the streamed training path builds (``train_data`` of

@@ -56,7 +56,7 @@ def bench_training(manifest: dict, plan: Plan, cache: Path, where: str, command:
     def timed(key: tuple[str, int], command_of) -> None:
         scratch = Path(tempfile.mkdtemp(dir=cache, prefix="train-"))
         try:
-            times, rss = trainers.step_times(command_of(scratch), scratch / "times.json")
+            times, rss = trainers.step_times(command_of(scratch), scratch / "times.json", stop_after=steps)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if len(times) != steps:

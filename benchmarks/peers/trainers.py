@@ -44,15 +44,17 @@ def bare_loop_command(steps: int) -> list[str]:
     return [sys.executable, "-m", "benchmarks.peers.bare_loop", str(steps), "64"]
 
 
-def step_times(command: Sequence[str], out: Path) -> tuple[list[float], float]:
+def step_times(command: Sequence[str], out: Path, stop_after: int | None = None) -> tuple[list[float], float]:
     """Runs ``command`` (``python -m MODULE ARGS...``, from the repository root) under :func:`record_steps`;
     returns the time (``perf_counter``) at the end of each of its optimiser steps, and its peak RSS (MB,
-    with its DataLoader workers').
+    with its DataLoader workers'). With ``stop_after``, the run is cut short after that many steps
+    (what comes after the timed steps, an evaluation or a checkpoint, is not waited for).
 
     Raises:
         RuntimeError: the command failed (its output's tail in the message).
     """
-    wrapped = [sys.executable, "-m", "benchmarks.peers", "steps", str(out), *command[2:]]
+    stop = ["--stop-after", str(stop_after)] if stop_after else []
+    wrapped = [sys.executable, "-m", "benchmarks.peers", "steps", *stop, str(out), *command[2:]]
     done = subprocess.run(wrapped, cwd=ROOT, env=child_env(), capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(
@@ -67,20 +69,36 @@ def steady_rate(times: Sequence[float], warmup: int, batch: int = 64) -> float:
     return (len(times) - warmup) * batch / (times[-1] - times[warmup - 1])
 
 
+class StepsDone(BaseException):
+    """Raised by :func:`record_steps`'s hook after the last step wanted: a ``BaseException``, so that no
+    trainer's ``except Exception`` takes it for an error of its own; ``finally`` blocks still run."""
+
+
 def record_steps(argv: Sequence[str]) -> int:
-    """``steps OUT MODULE ARGS...``: runs ``python -m MODULE ARGS...`` in this process and writes to OUT
-    the time at the end of every optimiser step (torch's global step hook, whoever's optimiser it is)
-    and the peak RSS of the process and its workers (``{"times": [...], "rss_mb": ...}``)."""
+    """``steps [--stop-after N] OUT MODULE ARGS...``: runs ``python -m MODULE ARGS...`` in this process and
+    writes to OUT the time at the end of every optimiser step (torch's global step hook, whoever's
+    optimiser it is) and the peak RSS of the process and its workers (``{"times": [...], "rss_mb": ...}``).
+    With ``--stop-after N`` the run is ended (:class:`StepsDone`) right after its N-th step."""
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    out, module, *args = argv
+    argv = list(argv)
+    stop_after = int(argv[1]) if argv[:1] == ["--stop-after"] else None
+    out, module, *args = argv[2:] if stop_after else argv
     times: list[float] = []
-    hook = register_optimizer_step_post_hook(lambda *_: times.append(time.perf_counter()))
+
+    def on_step(*_: Any) -> None:
+        times.append(time.perf_counter())
+        if stop_after is not None and len(times) >= stop_after:
+            raise StepsDone
+
+    hook = register_optimizer_step_post_hook(on_step)
     argv_before = sys.argv
     sys.argv = [module, *args]
     try:
         with PeakMemory(interval=0.25) as memory:
             runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except StepsDone:
+        pass
     except SystemExit as err:
         if err.code not in (0, None):
             raise

@@ -186,6 +186,8 @@ def test_steps_are_timed_inside_the_trainer_and_the_rate_skips_the_warm_up(tmp_p
     assert len(recorded["times"]) == 5 and recorded["times"] == sorted(recorded["times"])
     assert recorded["rss_mb"] > 50
     assert peers.steady_rate([0.0, 1.0, 2.0, 3.0, 5.0], warmup=2, batch=64) == 3 * 64 / 4.0
+    assert peers.main(["steps", "--stop-after", "3", str(out), "toy_trainer", "5"]) == 0  # cut short
+    assert len(json.loads(out.read_text())["times"]) == 3
 
 
 def test_the_bare_loop_makes_one_optimiser_step_per_step_and_learns(tmp_path, monkeypatch):

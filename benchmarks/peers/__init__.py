@@ -5,7 +5,7 @@
     python -m benchmarks.peers render --check  # exit 1 if that block is not what the results give
     python -m benchmarks.peers profile         # where a streamed training step's time goes (stack samples)
     python -m benchmarks.peers profile-loaders # each loader's hottest functions (cProfile, 0 workers)
-    python -m benchmarks.peers --quick --out /tmp/p.jsonl   # a smoke test of seconds, tiny data
+    python -m benchmarks.peers --quick --out /tmp/p.jsonl   # a smoke test of about a minute, tiny data
 
 ``--threads N`` sets torch's threads for everything measured (every measured process included); on a
 machine shared with other busy processes, 1 thread avoids OpenMP threads spinning against them.

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -83,13 +85,12 @@ def folder_transform():
     )
 
 
-def our_decode(path: str):
-    """Our decode of an image file: a JPEG decoded at the smallest scale our crops allow (PIL's draft
-    mode, :func:`~nbhelpers.data.image.decode_rgb`), to RGB."""
+def our_decode(path: str, min_side: int):
+    """Our decode of an image file: a JPEG decoded at the smallest scale whose shorter side is still
+    ``min_side`` (PIL's draft mode, :func:`~nbhelpers.data.image.decode_rgb`), to RGB."""
     from nbhelpers.data.image import decode_rgb
-    from nbhelpers.data.transforms import RandomResizedCropFlip
 
-    return decode_rgb(Path(path).read_bytes(), path, RandomResizedCropFlip(IMAGE_SIZE).min_side)
+    return decode_rgb(Path(path).read_bytes(), path, min_side)
 
 
 def folder(root: Path, batch: int, workers: int, ours_inside: bool = False) -> Iterable[Any]:
@@ -100,14 +101,16 @@ def folder(root: Path, batch: int, workers: int, ours_inside: bool = False) -> I
     from torchvision import datasets
     from torchvision.datasets.folder import default_loader
 
+    from nbhelpers.data.transforms import RandomResizedCropFlip
+
     tok = tokenizer()
-    with open(root / CAPTIONS, encoding="utf-8", newline="") as f:
-        captions = {Path(row["path"]): row["caption"] for row in csv.DictReader(f)}
+    with open(root / CAPTIONS, encoding="utf-8", newline="") as f:  # keyed by the path ImageFolder lists
+        captions = {os.path.join(root, row["path"]): row["caption"] for row in csv.DictReader(f)}
 
     class CaptionedFolder(datasets.ImageFolder):
         def __getitem__(self, index: int):
             image, label = super().__getitem__(index)
-            return image, captions[Path(self.samples[index][0]).relative_to(root)], label
+            return image, captions[self.samples[index][0]], label
 
     def collate(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, texts, labels = zip(*items)
@@ -116,7 +119,11 @@ def folder(root: Path, batch: int, workers: int, ours_inside: bool = False) -> I
     return torch.utils.data.DataLoader(
         CaptionedFolder(
             str(root), transform=our_sample_transform() if ours_inside else folder_transform(),
-            loader=our_decode if ours_inside else default_loader,
+            loader=(
+                functools.partial(our_decode, min_side=RandomResizedCropFlip(IMAGE_SIZE).min_side)
+                if ours_inside
+                else default_loader
+            ),
         ), batch_size=batch, shuffle=True,
         drop_last=True, num_workers=workers, collate_fn=collate, generator=torch.Generator().manual_seed(0),
     )  # fmt: skip

@@ -89,8 +89,13 @@ def table(rows: Sequence[dict]) -> str:
     note = (
         f"Measured on {'; '.join(machines)} by `{'`, `'.join(commands)}` (median of "
         f"{max(len(r.get('runs', [])) for r in rows)} interleaved repeats"
-        # rows without a kind come from before each side ran in a process of its own
-        + (", each side in a process of its own" if all("kind" in r for r in rows) else "")
+        + (
+            ", each side in a process of its own"
+            if all("kind" in r for r in rows)
+            # rows without a kind: from the first version of this benchmark
+            else "; by the first version of this benchmark: the loaders in one process, the folder loader "
+            "reading a caption file per image, no ceilings"
+        )
         + "; ratio = ours / peer, above 1: ours is faster)."
     )
     peers = [r for r in rows if r.get("kind", "peer") == "peer"]

@@ -214,3 +214,10 @@ def test_docs_table_is_the_committed_results():
     assert peers.PAGE == peers.ROOT / "docs" / "performance.md"
     page = peers.PAGE.read_text()
     assert read_block(page, peers.BLOCK) == peers.table(peers.read_results(peers.RESULTS))
+
+
+def test_rows_of_the_first_version_say_so_and_have_no_memory_column():
+    first = {k: v for k, v in ROW.items() if k not in ("kind", "ours_mb", "peer_mb", "memory_ratio")}
+    text = peers.table([first])
+    assert "by the first version of this benchmark" in text and "each side in a process" not in text
+    assert "| what | peer | batch | workers | ours | peer's | ours / peer |\n" in text

@@ -39,9 +39,9 @@ Every figure is measured in a fresh Python process of its own (``python -m bench
   pairs: the same forward and backward), fp32 on the CPU, AdamW, gradient-norm clipping at 1.0, one
   epoch, shards drawn with replacement in both; with 0 and 2 data workers. The **ceiling** is a bare
   PyTorch loop of the same model, batch and optimiser on one batch already in memory (forward, loss,
-  backward, step: :mod:`benchmarks.peers.bare_loop`). Each runs 28 steps in its own process, which
+  backward, step: :mod:`benchmarks.peers.bare_loop`). Each runs 24 steps in its own process, which
   records when each optimiser step ends (torch's global optimiser hook); the rate is the samples of steps
-  5 to 28 over the time from the end of step 4 to the end of step 28: the steady state, data loading
+  5 to 24 over the time from the end of step 4 to the end of step 24: the steady state, data loading
   included, start-up, worker start, evaluation and checkpoints not.
 
 Each figure runs ``--repeats`` times (default 3), interleaved (ours, then each peer, then the ceiling,

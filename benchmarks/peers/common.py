@@ -47,7 +47,7 @@ class Plan:
     train_workers: tuple[int, ...]
 
 
-FULL = Plan(FULL_SIZES, 500, (64,), (0, 2), 1024, 3, (4, 28), (0, 2))
+FULL = Plan(FULL_SIZES, 500, (64,), (0, 2), 1024, 3, (4, 24), (0, 2))
 QUICK = Plan(QUICK_SIZES, 16, (8,), (0,), 16, 1, (1, 3), ())
 
 

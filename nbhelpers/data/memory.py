@@ -96,7 +96,12 @@ def load_split(
         ValueError: if the split has no labelled sample left.
     """
     pipeline = make_pipeline(
-        manifests, split, batch_size=256, image_transform=uint8_transform(image_size), tokenizer=tokenizer, limit=limit
+        manifests,
+        split,
+        batch_size=256,
+        image_transform=uint8_transform(image_size),
+        tokenizer=tokenizer,
+        limit=limit,
     )
     parts: dict[str, list] = {
         k: [] for k in ("image", "label", "valid_pair", "hateful", "text", "key", "tokens", "meta")

@@ -37,7 +37,7 @@ from nbhelpers.data.image import decode_rgb, letterbox, load_rgb, to_rgb
 from nbhelpers.data.memory import TensorSplit, uint8_transform
 from nbhelpers.data.validity import valid_text
 from nbhelpers.evaluation.operating_points import OperatingPoints
-from nbhelpers.evaluation.run_discovery import BINARY_CLASSES, CLASSIFIER_TASKS, inspect_run
+from nbhelpers.evaluation.run_discovery import BINARY_CLASSES, CLASSIFIER_TASKS, inspect_run, model_name
 from nbhelpers.fileio import read_json
 from nbhelpers.models.unimodal import late_fusion
 from nbhelpers.train.recipes import get_recipe
@@ -132,7 +132,9 @@ class Predictions:
             "run": self.run,
             "classes": list(self.classes),
             "probabilities": dict(zip(self.classes, map(float, self.probabilities[i]))),
-            "uncalibrated_probabilities": dict(zip(self.classes, map(float, self.uncalibrated_probabilities[i]))),
+            "uncalibrated_probabilities": dict(
+                zip(self.classes, map(float, self.uncalibrated_probabilities[i]))
+            ),
             "predicted": self.predicted[i],
             "temperature": float(self.temperature),
             "thresholds_passed": list(self.thresholds_passed[i]) if self.thresholds_passed else [],
@@ -141,7 +143,9 @@ class Predictions:
             out["hateful_probability"] = float(self.probabilities[i, 1])
         if self.positive_class is not None:
             out["positive_class"] = self.positive_class
-            out["positive_probability"] = float(self.probabilities[i, self.classes.index(self.positive_class)])
+            out["positive_probability"] = float(
+                self.probabilities[i, self.classes.index(self.positive_class)]
+            )
         return out
 
     def records(self) -> list[dict[str, Any]]:
@@ -216,6 +220,11 @@ class Predictor:
     @property
     def task(self) -> str:
         return str(self.metrics.get("task"))
+
+    @property
+    def model_name(self) -> str:
+        """The readable model name (``CLIP lora``, ``Hate-CLIPper cross``, ...)."""
+        return model_name(self.metrics, self.name)
 
     @property
     def binary(self) -> bool:
@@ -386,7 +395,9 @@ def _late_fusion_parts(folder: Path, fused_from: dict[str, str]) -> list[Path]:
                 parts.append(candidate)
                 break
         else:
-            raise RunNotFoundError(recorded, "notebook 02_unimodal_baselines", what=f"{kind} run of late fusion")
+            raise RunNotFoundError(
+                recorded, "notebook 02_unimodal_baselines", what=f"{kind} run of late fusion"
+            )
     return parts
 
 
@@ -404,9 +415,7 @@ def _load_run(folder: Path, device: str | torch.device | None) -> Predictor:
     else:
         models = [get_recipe(record.recipe).load_trained(folder)]
         shard = _shard_image_size(models[0].config)
-    return Predictor(
-        record.name, models, record.metrics, shard, OperatingPoints.load(folder), device=device
-    )
+    return Predictor(record.name, models, record.metrics, shard, OperatingPoints.load(folder), device=device)
 
 
 def _load_export(folder: Path, device: str | torch.device | None) -> Predictor:

@@ -574,7 +574,9 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     """
     trained = load_trained(run_dir)
     data = load_split(manifests(trained.config), split, trained.image_size, None, limit=trained.config.limit)
-    targets = hateful_targets(data.labels, data.hateful) if trained.model.head.num_outputs == 1 else data.labels
+    targets = (
+        hateful_targets(data.labels, data.hateful) if trained.model.head.num_outputs == 1 else data.labels
+    )
     return predict_split(trained, data), targets[targets != UNLABELLED].numpy()
 
 

@@ -36,8 +36,14 @@ def baseline_run(tiny_runs, tmp_path_factory):
     weights = tiny_runs / "runs" / "tinyclip" / "clip_weights.pt"
     get_recipe("clip_classifier").run(
         dict(
-            runs_dir=str(runs), data_dir=str(tiny_runs / "shards"), batch_size=16, progress=False,
-            eval_splits="test", run_name="clip_classifier_baseline", mode="baseline", pretrained=str(weights),
+            runs_dir=str(runs),
+            data_dir=str(tiny_runs / "shards"),
+            batch_size=16,
+            progress=False,
+            eval_splits="test",
+            run_name="clip_classifier_baseline",
+            mode="baseline",
+            pretrained=str(weights),
             epochs=1,
         )  # fmt: skip
     )
@@ -179,5 +185,9 @@ def test_a_text_run_needs_no_picture_and_an_image_run_no_caption(tiny_runs):
     text_run = load(tiny_runs / "runs" / "unimodal_text", device="cpu")
     image_run = load(tiny_runs / "runs" / "unimodal_image", device="cpu")
     images, texts = shard_samples(image_run, k=2)
-    np.testing.assert_array_equal(text_run.predict(None, texts[0]).scores, text_run.predict(images[0], texts[0]).scores)
-    np.testing.assert_array_equal(image_run.predict(images[0], None).scores, image_run.predict(images[0], "x").scores)
+    np.testing.assert_array_equal(
+        text_run.predict(None, texts[0]).scores, text_run.predict(images[0], texts[0]).scores
+    )
+    np.testing.assert_array_equal(
+        image_run.predict(images[0], None).scores, image_run.predict(images[0], "x").scores
+    )

@@ -64,7 +64,7 @@ def _export_one(predictor: Predictor, source: Path, out: Path, info: dict[str, A
     return info
 
 
-def _info(predictor: Predictor, source: Path) -> dict[str, Any]:
+def _info(predictor: Predictor) -> dict[str, Any]:
     metrics = predictor.metrics
     return {
         "format": FORMAT,
@@ -77,7 +77,6 @@ def _info(predictor: Predictor, source: Path) -> dict[str, Any]:
         "classes": list(predictor.classes),
         "shard_image_size": predictor.shard_image_size,
         "checkpoint": metrics.get("checkpoint"),
-        "source_run": str(source.resolve()),
     }
 
 
@@ -110,7 +109,7 @@ def export(
             raise FileExistsError(f"out_dir: {out} exists and is not empty (overwrite=True replaces it)")
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     predictor = load(source, device="cpu")
-    info = _info(predictor, source)
+    info = _info(predictor)
     if license:
         info["license"] = license
     fused_from = predictor.metrics.get("fused_from")
@@ -122,7 +121,7 @@ def export(
                 trained.run_dir.name, [trained], read_json(trained.run_dir / "metrics.json"),
                 predictor.shard_image_size, device="cpu",
             )  # fmt: skip
-            part_info = _export_one(part, trained.run_dir, out / kind, _info(part, trained.run_dir))
+            part_info = _export_one(part, trained.run_dir, out / kind, _info(part))
             write_json_atomic(out / kind / EXPORT_FILE, part_info)
             info["parts"][kind] = kind
         write_json_atomic(out / "metrics.json", {**predictor.metrics, "fused_from": dict(info["parts"])})

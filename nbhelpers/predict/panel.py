@@ -148,7 +148,12 @@ class PredictSession:
         trained = predictor.trained
         explainer = explainer_of(trained)
         prepared = predictor.prepare_image(image)
-        data = predictor.tensor_split([prepared], [predictor.prepare_text(text)], trained)
+        caption = predictor.prepare_text(text)
+        data = predictor.tensor_split([prepared], [caption], trained)
+        if (
+            data.tokens is None and explainer.tokenizer is not None
+        ):  # 07's maps need token ids its head does not
+            data.tokens = explainer.tokenizer([caption])
         explanation = explainer.explain(data, 0)
         # A picture of one's own (or a binary run's sample, whose hateful label the shard may not hold) has
         # no true class to show.

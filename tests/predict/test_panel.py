@@ -4,6 +4,7 @@ explains it as 08 would, and scores an uploaded picture; the widget drives the s
 from __future__ import annotations
 
 import io
+from datetime import datetime, timezone
 
 import matplotlib
 import numpy as np
@@ -85,7 +86,7 @@ def test_the_widget_runs_the_callback(tiny_runs):
     assert box.state["error"] == "image: upload a picture or pick a test sample"
     data = png_bytes()
     upload.value = ({"name": "m.png", "type": "image/png", "size": len(data), "content": memoryview(data),
-                     "last_modified": 0},)  # fmt: skip
+                     "last_modified": datetime.now(timezone.utc)},)  # fmt: skip
     box.children[2].value = "my caption"
     box.predict()
     assert box.state["score"].text == "my caption" and box.state["score"].label is None

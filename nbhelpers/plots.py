@@ -382,7 +382,8 @@ def _masked(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 def _prediction_title(explanation: Any) -> str:
     names = explanation.class_names
-    title = f"true: {names[explanation.label]}"
+    # A picture of one's own has no true class (label -1).
+    title = f"true: {names[explanation.label]}" if explanation.label >= 0 else "true: unknown"
     if explanation.probs is not None:
         p = explanation.predicted
         title += f"\npred: {names[p]} ({explanation.probs[p]:.2f})"

@@ -22,6 +22,8 @@ PYPROJECT = ROOT / "pyproject.toml"
 LAYERS = [
     "widgets | parameters",
     "plots",
+    "export",
+    "predict",
     "evaluation",
     "train",
     "models | metrics",

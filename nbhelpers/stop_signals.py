@@ -62,7 +62,7 @@ _ACTIVE: list[StopRequest] = []
 
 
 @contextlib.contextmanager
-def stop_requests(what: str = "the job", then: str = "") -> Iterator[StopRequest]:
+def stop_requests(what: str = "the job", then: str = "", *, at_once: bool = False) -> Iterator[StopRequest]:
     """Catches SIGINT and SIGTERM in the block as stop requests instead of immediate exits.
 
     Nested blocks share the outer block's request (and handlers).
@@ -70,6 +70,8 @@ def stop_requests(what: str = "the job", then: str = "") -> Iterator[StopRequest
     Args:
         what: what stops, for the line printed at the first signal (``"training"``).
         then: what happens at the stop, for the same line (``"after the current optimiser step"``).
+        at_once: raise at the first signal (SIGTERM as ``SystemExit(143)``, so that ``finally`` blocks and
+            atomic writes clean up as for Ctrl-C), for a job whose every write is atomic on its own.
 
     Yields:
         The :class:`StopRequest` to check.
@@ -88,11 +90,10 @@ def stop_requests(what: str = "the job", then: str = "") -> Iterator[StopRequest
             raise_for(signum)
         request.signum = signum
         name = signal.Signals(signum).name
-        print(
-            f"{name} received: stopping {what} {then}".rstrip() + "; send it again to stop at once",
-            file=sys.stderr,
-            flush=True,
-        )
+        again = "" if at_once else "; send it again to stop at once"
+        print(f"{name} received: stopping {what} {then}".rstrip() + again, file=sys.stderr, flush=True)
+        if at_once:
+            raise_for(signum)
 
     for s in STOP_SIGNALS:
         signal.signal(s, handle)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +25,8 @@ from nbhelpers.data.sources._rows import (
 from nbhelpers.data.sources.hf import LAYOUTS, HFOptions, fetch_layout
 from nbhelpers.data.sources.own import SEPARATORS, OwnOptions, parse_files
 from nbhelpers.data.taxonomy import CLASSES, SEVEN_CLASSES, LabelSet
+from nbhelpers.folder_lock import ON_BUSY, hold_folder
+from nbhelpers.stop_signals import stop_requests
 
 #: Splits written with the large training shard size; every other split uses the eval shard size.
 TRAIN_SPLITS = ("train",)
@@ -66,6 +69,11 @@ class PrepareConfig(BaseConfig):
         1000, min=1, help="synthetic samples in unseen (held-out shapes and templates)"
     )
     workers: int = param(2, min=1, help="processes writing shards")
+    on_busy: str = param(
+        "wait",
+        choices=ON_BUSY,
+        help="another process writes these shards: wait for it (then resume, which keeps its shards) or fail",
+    )
     # hf and own: rows with image, text and label columns
     image_column: str = param(
         "image",
@@ -280,6 +288,12 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
 
     Re-running resumes: complete shards whose inputs did not change are kept as they are.
 
+    One process writes a shard folder at a time (its ``.lock``; :mod:`nbhelpers.folder_lock`): another
+    waits for it (``on_busy="wait"``) or fails at once (``"fail"``). SIGINT (Ctrl-C, a notebook's stop)
+    and SIGTERM stop it at once with a consistent folder: the shard being written in this process is
+    discarded, those in worker processes are finished, queued ones are dropped, and ``manifest.json`` is
+    gone from the moment a shard is rewritten until every split is done. A re-run resumes.
+
     The manifest records the label set (``classes``, ``valid_pair_classes``): the seven classes, or the
     ``classes`` parameter's for a row source.
 
@@ -287,10 +301,28 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
         FileNotFoundError: if ``config.raw_dir`` lacks the source's files, or a Hugging Face dataset cannot
             be loaded (before any shard is written).
         ValueError: naming the parameter, when a row source's split or column is not in its tables.
+        FolderBusyError: another process writes ``config.source_dir`` and ``on_busy="fail"``.
+        KeyboardInterrupt: SIGINT came (the folder is consistent; a re-run resumes).
+        SystemExit: SIGTERM came (code 143; as for SIGINT).
     """
     source, raw_dir, options = _reader(config)
     source.check(raw_dir, **options)
     splits = source.SPLITS if source.SPLITS is not None else source.splits(raw_dir, **options)
+    with (  # only now, when the checks passed: a failed check leaves no shard folder behind
+        hold_folder(config.source_dir, config.on_busy, what="shard folder"),
+        stop_requests("prepare", "(the shards of worker processes are finished first)", at_once=True),
+    ):
+        return _write_shards(config, source, raw_dir, options, splits, progress)
+
+
+def _write_shards(
+    config: PrepareConfig,
+    source: ModuleType,
+    raw_dir: Path | None,
+    options: dict[str, Any],
+    splits: Sequence[str],
+    progress: bool,
+) -> dict[str, Any]:
     read_kwargs = options
     if config.source == "synthetic":
         read_kwargs = {"seed": config.seed, "sizes": config.synthetic_sizes, "image_size": config.image_size}

@@ -314,6 +314,10 @@ def write_split(
                 resumed += 1
                 bar.update()
                 continue
+            # The manifest describes the shards as they were; from the first rewrite until the new
+            # manifest is written, a stopped run must not leave it describing shards that changed.
+            for name in (MANIFEST, SIZES):
+                (out_dir / name).unlink(missing_ok=True)
             pending.append((k, pool.submit(write_shard, shard, chunk, image_size, labels)))
             # Bound the chunks in flight: records may hold their images' bytes (parquet, datasets).
             while len(pending) > 2 * max(workers, 1):
@@ -352,16 +356,26 @@ def write_split(
 
 
 def _pool(workers: int) -> ProcessPoolExecutor | _Inline:
-    """``workers`` processes that die with this one, or the inline stand-in for a single worker."""
+    """``workers`` processes that die with this one, or the inline stand-in for a single worker.
+
+    Left by an exception (a stop: Ctrl-C, SIGTERM), the pool finishes the shards being written and drops
+    the queued ones, so the folder holds only complete shards.
+    """
     if workers <= 1:
         return _Inline()
     context = multiprocessing.get_context()
-    return ProcessPoolExecutor(
+    return _StoppablePool(
         max_workers=workers,
         mp_context=context,
         initializer=die_with_parent,
         initargs=(os.getpid(), context.get_start_method() == "fork"),
     )
+
+
+class _StoppablePool(ProcessPoolExecutor):
+    def __exit__(self, exc_type, exc, tb):
+        self.shutdown(wait=True, cancel_futures=exc_type is not None)
+        return False
 
 
 def _remove_stale(out_dir: Path, split: str, n_shards: int) -> None:
@@ -398,6 +412,10 @@ def die_with_parent(parent_pid: int, forked: bool) -> None:
     """
     if sys.platform.startswith("linux"):
         _set_parent_death_signal(signal.SIGKILL)
+    # The parent decides when to stop (it finishes the shards under way): Ctrl-C in a terminal reaches
+    # every process of the group, and a worker stopped mid-shard would break the pool. (SIGTERM keeps
+    # its default: the pool itself ends broken workers with it.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if forked and os.getppid() != parent_pid:  # the parent died before the signal was set
         os._exit(1)
     threading.Thread(

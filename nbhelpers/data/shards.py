@@ -51,6 +51,8 @@ from nbhelpers.progress import Progress
 
 MANIFEST = "manifest.json"
 SIZES = "sizes.json"
+#: ``manifest.json`` moved aside while a run rewrites shards (the splits it does not write are kept from it).
+PREVIOUS_MANIFEST = ".manifest.previous.json"
 MANIFEST_VERSION = 1
 #: The modification time of every shard member, a whole number of seconds. A whole number keeps each
 #: member to one plain 512-byte ustar header (a fractional time, webdataset's default, adds a PAX
@@ -314,10 +316,7 @@ def write_split(
                 resumed += 1
                 bar.update()
                 continue
-            # The manifest describes the shards as they were; from the first rewrite until the new
-            # manifest is written, a stopped run must not leave it describing shards that changed.
-            for name in (MANIFEST, SIZES):
-                (out_dir / name).unlink(missing_ok=True)
+            _retire_manifest(out_dir)
             pending.append((k, pool.submit(write_shard, shard, chunk, image_size, labels)))
             # Bound the chunks in flight: records may hold their images' bytes (parquet, datasets).
             while len(pending) > 2 * max(workers, 1):
@@ -353,6 +352,15 @@ def write_split(
         repaired=dict(sorted(skips.repaired.items())),
         repair_examples=skips.repair_examples,
     )
+
+
+def _retire_manifest(out_dir: Path) -> None:
+    """Moves ``manifest.json`` aside (and drops ``sizes.json``) before a shard is rewritten: a stopped
+    run must not leave a manifest describing shards that changed. :func:`write_manifest` still reads
+    the splits it keeps from the moved file."""
+    if (out_dir / MANIFEST).is_file():
+        os.replace(out_dir / MANIFEST, out_dir / PREVIOUS_MANIFEST)
+    (out_dir / SIZES).unlink(missing_ok=True)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor | _Inline:
@@ -413,9 +421,10 @@ def die_with_parent(parent_pid: int, forked: bool) -> None:
     if sys.platform.startswith("linux"):
         _set_parent_death_signal(signal.SIGKILL)
     # The parent decides when to stop (it finishes the shards under way): Ctrl-C in a terminal reaches
-    # every process of the group, and a worker stopped mid-shard would break the pool. (SIGTERM keeps
-    # its default: the pool itself ends broken workers with it.)
+    # every process of the group, and a worker stopped mid-shard would break the pool. SIGTERM gets its
+    # default back from any handler a forked worker inherited (the pool ends broken workers with it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if forked and os.getppid() != parent_pid:  # the parent died before the signal was set
         os._exit(1)
     threading.Thread(
@@ -483,7 +492,9 @@ def write_manifest(
     """
     source_dir = Path(source_dir)
     manifest_file = source_dir / MANIFEST
-    previous = read_json(manifest_file) if manifest_file.is_file() else {}
+    retired = source_dir / PREVIOUS_MANIFEST  # the manifest before this run rewrote a shard
+    previous_file = manifest_file if manifest_file.is_file() else retired
+    previous = read_json(previous_file) if previous_file.is_file() else {}
     all_splits = dict(previous.get("splits", {}))
     kept = [name for name in all_splits if name not in splits]
     if kept and LabelSet.from_manifest(previous) != labels:
@@ -519,6 +530,7 @@ def write_manifest(
                 sizes[shard] = read_json(_stats_path(source_dir / shard))["num_samples"]
     write_json_atomic(source_dir / SIZES, sizes)
     write_json_atomic(manifest_file, manifest)
+    retired.unlink(missing_ok=True)
     return manifest
 
 

@@ -1,10 +1,12 @@
 """One writer per folder: an OS lock that a second process waits on or fails on, and a dead one never holds.
 
 A run folder (``runs/<name>/``) or a shard folder (``data/shards/<source>/``) is written by one process
-at a time. The writer holds ``fcntl.flock`` on ``<folder>/.lock``; the kernel releases it when the
-holder's file descriptor closes, which includes the holder dying in any way (``SIGKILL``, a Colab
-runtime reset), so a stale lock never blocks. The file itself stays behind and holds the last holder's
-pid, host, command and start time as JSON, which is what a waiting process shows.
+at a time. The writer holds ``fcntl.flock`` on the lock file beside the folder, ``runs/.<name>.lock``
+(beside, not inside: the folder's contents stay exactly the run's or the shards', and the lock can be
+taken before the folder exists); the kernel releases it when the holder's file descriptor closes, which
+includes the holder dying in any way (``SIGKILL``, a Colab runtime reset), so a stale lock never blocks.
+The file itself stays behind and holds the last holder's pid, host, command and start time as JSON,
+which is what a waiting process shows.
 
 A second process either waits, printing a line when it starts and then every ``message_every`` seconds,
 and goes on once the holder is done (``on_busy="wait"``), or stops at once with
@@ -38,8 +40,6 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-#: The lock file inside a locked folder.
-LOCK_FILE = ".lock"
 #: What a process does when another one holds the folder.
 ON_BUSY = ("wait", "fail")
 #: Seconds between two tries of a waiting process.
@@ -89,10 +89,16 @@ def describe_holder(holder: dict[str, Any]) -> str:
     return text + (f" ({', '.join(details)})" if details else "")
 
 
+def lock_path(folder: str | os.PathLike) -> Path:
+    """The lock file of ``folder``: ``.<name>.lock`` in its parent."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.lock"
+
+
 def read_holder(folder: str | os.PathLike) -> dict[str, Any]:
     """What the last holder of ``folder``'s lock wrote (``{}`` if nothing readable)."""
     try:
-        holder = json.loads((Path(folder) / LOCK_FILE).read_text(encoding="utf-8"))
+        holder = json.loads(lock_path(folder).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return holder if isinstance(holder, dict) else {}
@@ -102,7 +108,7 @@ class FolderLock:
     """The lock of one folder, taken without blocking; :func:`hold_folder` is the usual way in.
 
     Args:
-        folder: the folder (created if missing).
+        folder: the folder (its parent is created if missing; the folder itself is not).
     """
 
     def __init__(self, folder: str | os.PathLike) -> None:
@@ -118,8 +124,9 @@ class FolderLock:
                 entry[1] += 1
                 self.held = True
                 return True
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            path = lock_path(self.folder)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
             if fcntl is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -159,7 +166,7 @@ def hold_folder(
     """Holds ``folder``'s lock for the body: waits for another holder, or fails at once.
 
     Args:
-        folder: the folder to hold (created if missing).
+        folder: the folder to hold (its parent is created if missing).
         on_busy: ``"wait"`` for the other holder to finish, or ``"fail"`` at once.
         what: what the folder is, for the messages (``"run"``, ``"shard folder"``).
         message_every: seconds between two "still waiting" lines.
@@ -236,13 +243,13 @@ def _say(line: str) -> None:
 
 
 __all__ = [
-    "LOCK_FILE",
     "ON_BUSY",
     "FolderBusyError",
     "FolderLock",
     "check_on_busy",
     "describe_holder",
     "hold_folder",
+    "lock_path",
     "read_holder",
     "wait_until_acquired",
 ]

@@ -288,7 +288,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
 
     Re-running resumes: complete shards whose inputs did not change are kept as they are.
 
-    One process writes a shard folder at a time (its ``.lock``; :mod:`nbhelpers.folder_lock`): another
+    One process writes a shard folder at a time (its lock file beside it; :mod:`nbhelpers.folder_lock`): another
     waits for it (``on_busy="wait"``) or fails at once (``"fail"``). SIGINT (Ctrl-C, a notebook's stop)
     and SIGTERM stop it at once with a consistent folder: the shard being written in this process is
     discarded, those in worker processes are finished, queued ones are dropped, and ``manifest.json`` is

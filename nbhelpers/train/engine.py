@@ -19,6 +19,9 @@ With this contract, a run killed at any point and resumed from its last checkpoi
 weights as the uninterrupted run on CPU (tested bit-exactly); on GPU, cuDNN/cuBLAS nondeterminism
 makes it close, not equal.
 
+**Stops.** SIGINT and SIGTERM finish the optimiser step under way and checkpoint it, inside the epoch
+(:mod:`nbhelpers.train.stopped`); one process trains a run folder at a time (:mod:`~nbhelpers.train.run_lock`).
+
 **Bad checkpoints.** Resuming continues from the newest checkpoint that matches its digest, skips the
 others with a warning, and refuses rather than overwrite one that may be good
 (:mod:`nbhelpers.train.resume`). Temporary files of writes cut off by a kill are removed first.

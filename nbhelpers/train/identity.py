@@ -35,7 +35,6 @@ from nbhelpers.config import ConfigError
 from nbhelpers.data.shards import shard_stats_path
 from nbhelpers.data.taxonomy import LabelSet
 from nbhelpers.fileio import read_json, sha256_file, to_jsonable, write_json_atomic
-from nbhelpers.folder_lock import LOCK_FILE
 
 #: The record of what a run (or a stage of one) is bound to.
 RUN_RECORD = "run.json"
@@ -228,7 +227,7 @@ def bind_run(run_dir: str | os.PathLike, identity: RunIdentity, *, write: bool =
     run_dir = Path(run_dir)
     state = PartialState()
     stored = read_run_record(run_dir)
-    occupied = run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir())
+    occupied = run_dir.is_dir() and any(run_dir.iterdir())
     state.wait_for_everyone()  # every process has read the folder before the main one writes to it
     if stored is not None:
         if stored.get("fingerprint") != identity.fingerprint:

@@ -14,7 +14,7 @@ import torch
 
 from nbhelpers.data.prepare import PrepareConfig, prepare
 from nbhelpers.data.shards import shard_stats_path
-from nbhelpers.folder_lock import LOCK_FILE, FolderBusyError, hold_folder, read_holder
+from nbhelpers.folder_lock import FolderBusyError, hold_folder, lock_path, read_holder
 from nbhelpers.stop_signals import stop_requests
 from nbhelpers.train.engine import fit
 from nbhelpers.train.run_dir import checkpoint_path, list_checkpoints, read_json
@@ -148,7 +148,8 @@ def test_one_process_holds_a_folder_once_and_fails_fast_for_others(tmp_path):
     with hold_folder(tmp_path / "f", "fail"):
         with hold_folder(tmp_path / "f", "fail"):  # the same process again: re-entrant
             pass
-        assert (tmp_path / "f" / LOCK_FILE).is_file()
+        assert lock_path(tmp_path / "f") == tmp_path / ".f.lock" and (tmp_path / ".f.lock").is_file()
+        assert not (tmp_path / "f").exists()  # the folder itself is left to its writer
     with pytest.raises(ValueError, match="on_busy"):
         with hold_folder(tmp_path / "f", "later"):
             pass

@@ -316,16 +316,11 @@ def test_batch_size_finds_the_first_tensor():
 
 def test_resume_with_changed_spec_is_refused_before_anything_is_written(tmp_path):
     fit(make_model(0), step_fn, stream(0), spec(tmp_path, "w", epochs=1, steps_per_epoch=2))
-
-    # The lock file names its latest holder, so it changes; the run's own files must not.
-    def files():
-        return {p: p.read_bytes() for p in (tmp_path / "w").rglob("*") if p.is_file() and p.name != ".lock"}
-
-    before = files()
+    before = {p: p.read_bytes() for p in (tmp_path / "w").rglob("*") if p.is_file()}
     with pytest.raises(RunMismatchError) as caught:
         fit(make_model(0), step_fn, stream(0), spec(tmp_path, "w", epochs=2, steps_per_epoch=2, lr=5e-3))
     assert "epochs: 1 -> 2" in str(caught.value) and "lr: 0.01 -> 0.005" in str(caught.value)
-    assert files() == before
+    assert {p: p.read_bytes() for p in (tmp_path / "w").rglob("*") if p.is_file()} == before
 
 
 def test_epoch_line_is_one_readable_summary():

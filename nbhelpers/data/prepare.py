@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 from nbhelpers.config import NULL, BaseConfig, ConfigError, param
 from nbhelpers.data.records import SkipCounter
-from nbhelpers.data.shards import read_manifest, write_manifest, write_split
+from nbhelpers.data.shards import MANIFEST, read_manifest, write_manifest, write_split
+from nbhelpers.data.skip_check import TooManySkippedError, check_kept
 from nbhelpers.data.sources import SOURCES, get_source
 from nbhelpers.data.sources._rows import (
     RowSpec,
@@ -25,7 +26,8 @@ from nbhelpers.data.sources._rows import (
 from nbhelpers.data.sources.hf import LAYOUTS, HFOptions, fetch_layout
 from nbhelpers.data.sources.own import SEPARATORS, OwnOptions, parse_files
 from nbhelpers.data.taxonomy import CLASSES, SEVEN_CLASSES, LabelSet
-from nbhelpers.folder_lock import ON_BUSY, hold_folder
+from nbhelpers.fileio import NoSpaceError
+from nbhelpers.folder_lock import ON_BUSY, FolderBusyError, hold_folder
 from nbhelpers.stop_signals import stop_requests
 
 #: Splits written with the large training shard size; every other split uses the eval shard size.
@@ -69,6 +71,12 @@ class PrepareConfig(BaseConfig):
         1000, min=1, help="synthetic samples in unseen (held-out shapes and templates)"
     )
     workers: int = param(2, min=1, help="processes writing shards")
+    max_skipped_fraction: float = param(
+        0.5,
+        min=0,
+        help="fail when a split skips more than this fraction of its rows (unmapped labels, missing images...); "
+        "1: accept any loss (a run that keeps no sample always fails)",
+    )
     on_busy: str = param(
         "wait",
         choices=ON_BUSY,
@@ -124,6 +132,8 @@ class PrepareConfig(BaseConfig):
     split_column: str = param("", help="own: the column naming each row's split, when own_files is one table")
 
     def check(self) -> None:
+        if self.max_skipped_fraction > 1:
+            raise ConfigError(f"max_skipped_fraction: a fraction in 0..1, got {self.max_skipped_fraction}")
         self._check_params_belong()
         if self.source == "synthetic":
             return
@@ -292,7 +302,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     waits for it (``on_busy="wait"``) or fails at once (``"fail"``). SIGINT (Ctrl-C, a notebook's stop)
     and SIGTERM stop it at once with a consistent folder: the shard being written in this process is
     discarded, those in worker processes are finished, queued ones are dropped, and ``manifest.json`` is
-    gone from the moment a shard is rewritten until every split is done. A re-run resumes.
+    moved aside from the moment a shard is rewritten until every split is done. A re-run resumes.
 
     The manifest records the label set (``classes``, ``valid_pair_classes``): the seven classes, or the
     ``classes`` parameter's for a row source.
@@ -301,6 +311,10 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
         FileNotFoundError: if ``config.raw_dir`` lacks the source's files, or a Hugging Face dataset cannot
             be loaded (before any shard is written).
         ValueError: naming the parameter, when a row source's split or column is not in its tables.
+        TooManySkippedError: after writing the shards and manifest, when no sample was kept or a split
+            skipped more than ``config.max_skipped_fraction`` of its rows (:mod:`nbhelpers.data.skip_check`).
+        NoSpaceError: naming the file, when the disk (or the file size limit) has no room for it; no
+            incomplete shard is left for a re-run to keep.
         FolderBusyError: another process writes ``config.source_dir`` and ``on_busy="fail"``.
         KeyboardInterrupt: SIGINT came (the folder is consistent; a re-run resumes).
         SystemExit: SIGTERM came (code 143; as for SIGINT).
@@ -345,6 +359,7 @@ def _write_shards(
     write_manifest(
         config.source_dir, config.shard_source, config.image_size, results, config.to_dict(), labels=labels
     )
+    check_kept(results, config.max_skipped_fraction, labels, config.source_dir / MANIFEST)
     return read_manifest(config.source_dir)
 
 
@@ -364,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     ``--field null`` sets the field to None (e.g. ``--limit null``: no limit) even where the preset sets
     it; a field left out takes the preset's value.
     """
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="nbhelpers.data.prepare", description=__doc__)
     parser.add_argument("--preset", default="demo")
     for f in dataclasses.fields(PrepareConfig):
         if f.name != "preset":
@@ -374,7 +389,12 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(parser.parse_args(argv))
     preset = args.pop("preset")
     config = PrepareConfig.from_params(preset, **{k: NULL if v is None else v for k, v in args.items()})
-    manifest = prepare(config)
+    try:
+        manifest = prepare(config)
+    except (TooManySkippedError, NoSpaceError, FolderBusyError) as err:
+        # One line, no traceback: the data, the disk or another prepare is in the way, not the code.
+        # Exit 2: the parameters do not fit the data; 1: no room to write, or the folder is busy.
+        parser.exit(2 if isinstance(err, TooManySkippedError) else 1, f"{parser.prog}: error: {err}\n")
     summary = {split: info["num_samples"] for split, info in manifest["splits"].items()}
     print(json.dumps({"source_dir": str(config.source_dir), "samples": summary}))
 

@@ -273,6 +273,8 @@ class SplitResult:
     resumed_shards: int = 0
     repaired: dict[str, int] = field(default_factory=dict)
     repair_examples: dict[str, list[str]] = field(default_factory=dict)
+    #: The reader's distinct skipped values by reason (:attr:`SkipCounter.values`); not in the manifest.
+    skip_values: dict[str, list[str]] = field(default_factory=dict)
 
 
 def write_split(
@@ -351,6 +353,7 @@ def write_split(
         resumed_shards=resumed,
         repaired=dict(sorted(skips.repaired.items())),
         repair_examples=skips.repair_examples,
+        skip_values=skips.values,
     )
 
 

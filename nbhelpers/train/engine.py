@@ -19,14 +19,12 @@ With this contract, a run killed at any point and resumed from its last checkpoi
 weights as the uninterrupted run on CPU (tested bit-exactly); on GPU, cuDNN/cuBLAS nondeterminism
 makes it close, not equal.
 
-**Stops.** SIGINT and SIGTERM finish the optimiser step under way and checkpoint it, inside the epoch
-(:mod:`nbhelpers.train.stopped`); one process trains a run folder at a time (:mod:`~nbhelpers.train.run_lock`).
-
 **Bad checkpoints.** Resuming continues from the newest checkpoint that matches its digest, skips the
 others with a warning, and refuses rather than overwrite one that may be good
 (:mod:`nbhelpers.train.resume`). Temporary files of writes cut off by a kill are removed first.
 
-**Phases.** ``fit`` reads top-down: the resume point (:func:`_open_run_dir`) and restore, then per epoch
+**Stops, locks.** SIGINT/SIGTERM checkpoint inside the epoch (:mod:`~nbhelpers.train.stopped`); one
+process trains a run folder at a time (:mod:`~nbhelpers.train.run_lock`). **Phases.** ``fit`` reads top-down: the resume point (:func:`_open_run_dir`) and restore, then per epoch
 train (:meth:`_Run.train_epoch`), evaluate and record (:meth:`_Run.record_epoch`) and checkpoint
 (:meth:`_Run.checkpoint`). Precision is per fit (:mod:`nbhelpers.train.precision`).
 """
@@ -50,7 +48,7 @@ from nbhelpers.progress import Progress
 from nbhelpers.stop_signals import StopRequest, stop_requests
 from nbhelpers.train.accumulation import BatchLoss, CachedBatch
 from nbhelpers.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
-from nbhelpers.train.epoch_log import Sums, epoch_line
+from nbhelpers.train.epoch_log import SKIPPED_STEPS, Sums, epoch_line
 from nbhelpers.train.grad_checkpointing import enable_gradient_checkpointing
 from nbhelpers.train.optimizer import param_groups
 from nbhelpers.train.precision import (
@@ -184,7 +182,8 @@ def fit(
     Returns:
         The history, as written to ``history.json``: ``{"epochs": [...], "steps": [...]}``. An epoch
         entry has ``epoch``, ``global_step``, ``loss`` (mean over micro-batches), ``lr`` (of the
-        epoch's last step, first group), the means of ``logs`` (and ``grad_norm`` when clipping),
+        epoch's last step, first group), the means of ``logs`` (and ``grad_norm`` when clipping, over the steps taken;
+        ``skipped_steps``, the steps the fp16 loss scaler skipped, when there were some),
         ``seconds``, ``samples_per_s`` (when the batch has a tensor to count), then eval metrics. A
         step entry has ``step``, ``epoch``, ``loss``, ``lr`` and the ``logs``, averaged since the
         previous step entry.
@@ -446,7 +445,10 @@ class _Run:
         if accelerator.sync_gradients:
             if self.spec.max_grad_norm is not None:
                 values["grad_norm"] = precision.clip(self.trained, optimizer, self.spec.max_grad_norm)
-            precision.step(optimizer)
+            if not precision.step(optimizer):
+                # fp16 overflow, step skipped: an inf/NaN norm would spoil the mean, so count the step.
+                values.pop("grad_norm", None)
+                values[SKIPPED_STEPS] = 1.0
         optimizer.zero_grad(set_to_none=True)  # a no-op between accumulation boundaries
         return values
 
@@ -473,7 +475,7 @@ class _Run:
         if self.global_step % self.spec.log_every == 0:
             now, log = time.perf_counter(), self._log
             entry = {"step": self.global_step, "epoch": epoch, "lr": lr}
-            entry.update(log.step_means(self.spec.grad_accum_steps))
+            entry.update(log.means())
             self.history["steps"].append(entry)
             rate = log.samples * self.accelerator.num_processes / max(now - log.start, 1e-9)
             self.bar.set_postfix(  # shown at the next redraw
@@ -487,7 +489,7 @@ class _Run:
     ) -> dict[str, Any]:
         """Phase 3: the epoch's history entry, with ``evaluate``'s metrics; its progress line."""
         seconds = time.perf_counter() - totals.start
-        means = totals.epoch_means()
+        means = totals.means()
         record: dict[str, Any] = {"epoch": epoch, "global_step": self.global_step, "loss": means.pop("loss")}
         record["lr"] = totals.lr
         record.update(means)

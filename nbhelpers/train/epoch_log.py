@@ -6,9 +6,14 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+#: History key: the optimiser steps the fp16 loss scaler skipped (overflow), in entries that had some.
+SKIPPED_STEPS = "skipped_steps"
+
 
 class Sums:
-    """Sums of the values of the micro-batches since ``start`` (``grad_norm`` comes once per optimiser step)."""
+    """Sums of the values of the micro-batches since ``start``; their means are per micro-batch, but
+    ``grad_norm``'s per optimiser step that reported one (a skipped fp16 step does not) and ``skipped_steps``
+    a count."""
 
     def __init__(self, start: float):
         self.start = start
@@ -25,12 +30,9 @@ class Sums:
         self.steps += "grad_norm" in values
         self.samples += size
 
-    def epoch_means(self) -> dict[str, float]:
-        return {k: v / (self.steps if k == "grad_norm" else self.micro) for k, v in self.sums.items()}
-
-    def step_means(self, accum: int) -> dict[str, float]:
-        steps = max(self.micro // accum, 1)
-        return {k: v / (steps if k == "grad_norm" else self.micro) for k, v in self.sums.items()}
+    def means(self) -> dict[str, float]:
+        return {k: v if k == SKIPPED_STEPS else v / (self.steps if k == "grad_norm" else self.micro)
+                for k, v in self.sums.items()}  # fmt: skip
 
     def state(self) -> dict[str, Any]:
         """The sums as JSON-like values (a checkpoint of a stop mid-epoch holds them)."""

@@ -28,7 +28,7 @@ LAYERS = [
     "train",
     "models | metrics",
     "data | lora | losses",
-    "config | fileio | progress",
+    "config | fileio | progress | folder_lock | stop_signals",
 ]
 
 

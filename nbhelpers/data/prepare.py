@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +27,8 @@ from nbhelpers.data.sources.hf import LAYOUTS, HFOptions, fetch_layout
 from nbhelpers.data.sources.own import SEPARATORS, OwnOptions, parse_files
 from nbhelpers.data.taxonomy import CLASSES, SEVEN_CLASSES, LabelSet
 from nbhelpers.fileio import NoSpaceError
+from nbhelpers.folder_lock import ON_BUSY, FolderBusyError, hold_folder
+from nbhelpers.stop_signals import stop_requests
 
 #: Splits written with the large training shard size; every other split uses the eval shard size.
 TRAIN_SPLITS = ("train",)
@@ -73,6 +76,11 @@ class PrepareConfig(BaseConfig):
         min=0,
         help="fail when a split skips more than this fraction of its rows (unmapped labels, missing images...); "
         "1: accept any loss (a run that keeps no sample always fails)",
+    )
+    on_busy: str = param(
+        "wait",
+        choices=ON_BUSY,
+        help="another process writes these shards: wait for it (then resume, which keeps its shards) or fail",
     )
     # hf and own: rows with image, text and label columns
     image_column: str = param(
@@ -290,6 +298,12 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
 
     Re-running resumes: complete shards whose inputs did not change are kept as they are.
 
+    One process writes a shard folder at a time (its lock file beside it; :mod:`nbhelpers.folder_lock`): another
+    waits for it (``on_busy="wait"``) or fails at once (``"fail"``). SIGINT (Ctrl-C, a notebook's stop)
+    and SIGTERM stop it at once with a consistent folder: the shard being written in this process is
+    discarded, those in worker processes are finished, queued ones are dropped, and ``manifest.json`` is
+    moved aside from the moment a shard is rewritten until every split is done. A re-run resumes.
+
     The manifest records the label set (``classes``, ``valid_pair_classes``): the seven classes, or the
     ``classes`` parameter's for a row source.
 
@@ -301,10 +315,28 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
             skipped more than ``config.max_skipped_fraction`` of its rows (:mod:`nbhelpers.data.skip_check`).
         NoSpaceError: naming the file, when the disk (or the file size limit) has no room for it; no
             incomplete shard is left for a re-run to keep.
+        FolderBusyError: another process writes ``config.source_dir`` and ``on_busy="fail"``.
+        KeyboardInterrupt: SIGINT came (the folder is consistent; a re-run resumes).
+        SystemExit: SIGTERM came (code 143; as for SIGINT).
     """
     source, raw_dir, options = _reader(config)
     source.check(raw_dir, **options)
     splits = source.SPLITS if source.SPLITS is not None else source.splits(raw_dir, **options)
+    with (  # only now, when the checks passed: a failed check leaves no shard folder behind
+        hold_folder(config.source_dir, config.on_busy, what="shard folder"),
+        stop_requests("prepare", "(the shards of worker processes are finished first)", at_once=True),
+    ):
+        return _write_shards(config, source, raw_dir, options, splits, progress)
+
+
+def _write_shards(
+    config: PrepareConfig,
+    source: ModuleType,
+    raw_dir: Path | None,
+    options: dict[str, Any],
+    splits: Sequence[str],
+    progress: bool,
+) -> dict[str, Any]:
     read_kwargs = options
     if config.source == "synthetic":
         read_kwargs = {"seed": config.seed, "sizes": config.synthetic_sizes, "image_size": config.image_size}
@@ -359,9 +391,9 @@ def main(argv: list[str] | None = None) -> None:
     config = PrepareConfig.from_params(preset, **{k: NULL if v is None else v for k, v in args.items()})
     try:
         manifest = prepare(config)
-    except (TooManySkippedError, NoSpaceError) as err:
-        # One line, no traceback: the data or the disk is at fault, not the code. Exit 2: the
-        # parameters do not fit the data; 1: no room to write.
+    except (TooManySkippedError, NoSpaceError, FolderBusyError) as err:
+        # One line, no traceback: the data, the disk or another prepare is in the way, not the code.
+        # Exit 2: the parameters do not fit the data; 1: no room to write, or the folder is busy.
         parser.exit(2 if isinstance(err, TooManySkippedError) else 1, f"{parser.prog}: error: {err}\n")
     summary = {split: info["num_samples"] for split, info in manifest["splits"].items()}
     print(json.dumps({"source_dir": str(config.source_dir), "samples": summary}))

@@ -47,6 +47,7 @@ BOOKKEEPING_FIELDS = frozenset(
         "data_dir",  # the data itself is in the identity, by content, not by where it lies
         "progress",
         "resume",
+        "on_busy",
         "checkpoint_every",
         "keep_last",
         "eval_splits",

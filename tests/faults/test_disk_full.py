@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from nbhelpers.data.prepare import PrepareConfig, prepare
+from nbhelpers.data.shards import PREVIOUS_MANIFEST
 from nbhelpers.data.verify import verify
 from nbhelpers.fileio import NoSpaceError, atomic_open, read_json, write_json_atomic
 from nbhelpers.train.engine import fit
@@ -53,7 +54,9 @@ def _child(code: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def _dot_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob(".*") if not p.name.endswith(".stats.json"))
+    """Hidden files other than shard sidecars and the manifest a rewrite moved aside: temporaries."""
+    kept = (".stats.json", PREVIOUS_MANIFEST)
+    return sorted(p.name for p in folder.rglob(".*") if not p.name.endswith(kept))
 
 
 @pytest.mark.parametrize("cause", [errno.ENOSPC, errno.EFBIG])

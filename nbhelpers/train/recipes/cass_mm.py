@@ -60,6 +60,7 @@ from nbhelpers.train.recipes.results import (
     run_class_names,
 )
 from nbhelpers.train.run_dir import latest_checkpoint
+from nbhelpers.train.run_lock import locks_its_run
 
 CLASSIFIER_DIR = "classifier"
 
@@ -179,6 +180,7 @@ def predict_features(head: nn.Module, features: dict[str, torch.Tensor]) -> np.n
     return head(features["image"], features["text"]).softmax(-1).numpy()
 
 
+@locks_its_run
 def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     """Pre-trains CASS-MM, trains the classifier on its frozen features, evaluates both stages' output."""
     config = CassMMConfig.coerce(config)

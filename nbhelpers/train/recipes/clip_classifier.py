@@ -54,6 +54,7 @@ from nbhelpers.train.recipes.results import (
     history_seconds,
     run_class_names,
 )
+from nbhelpers.train.run_lock import locks_its_run
 
 MODES = ("lora", "baseline")
 
@@ -181,6 +182,7 @@ def predict(model: nn.Module, data, batch_size: int = 256) -> tuple[np.ndarray, 
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
+@locks_its_run
 def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     """Trains the classifier, evaluates it on ``eval_splits`` and writes the run directory."""
     config = ClipClassifierConfig.coerce(config)

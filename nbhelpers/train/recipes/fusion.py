@@ -87,6 +87,7 @@ from nbhelpers.train.recipes.results import (
     topk_ks,
 )
 from nbhelpers.train.run_dir import RunNotFoundError
+from nbhelpers.train.run_lock import locks_its_run
 from nbhelpers.train.schedule import LR_SCHEDULES
 
 NOTEBOOK = "07_hateful_memes_fusion"
@@ -357,6 +358,7 @@ def score_split(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str] |
     return binary_report(scores, labels) if classes is None else class_report(scores, labels, classes)
 
 
+@locks_its_run
 def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     """Trains the fusion head (and the backbone if ``trainable_backbone``), evaluates, writes the run."""
     config = FusionConfig.coerce(config)

@@ -73,6 +73,7 @@ from nbhelpers.train.recipes.results import (
     topk_ks,
 )
 from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
+from nbhelpers.train.run_lock import locks_its_run
 
 #: What ``model`` may ask for: ``both`` trains text and image, then fuses them.
 MODELS = ("both", "text", "image")
@@ -445,6 +446,7 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
     return RunResult(out, metrics, extra={"reports": reports})
 
 
+@locks_its_run
 def run(config: UnimodalConfig | dict[str, Any]) -> RunResult:
     """Trains the baselines ``config.model`` asks for and, for ``both``, fuses them.
 

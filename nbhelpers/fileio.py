@@ -5,6 +5,10 @@ target with ``os.replace`` (atomic on POSIX and Windows), so a reader sees the o
 never a torn one, even if Colab drops the runtime mid-write. Shards, manifests, checkpoints and run
 files all go through here.
 
+A write that runs out of room (a full disk, a quota, the process's file size limit) raises
+:class:`NoSpaceError` naming the file, after removing the temporary file: nothing half-written is left
+under the target's name for a re-run to trust.
+
 A file written here gets the permissions of a plain ``open``: ``0o666`` less the process umask (``0o644``
 under the usual umask ``022``), not the owner-only ``0o600`` of :func:`tempfile.mkstemp`, so a shared data
 folder or a Drive-mounted ``runs/`` stays readable to the collaborators the umask admits.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -22,6 +27,50 @@ import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
+
+#: What each errno of a write that found no room means.
+_NO_SPACE = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "the file is larger than the file system or the process's file size limit (ulimit -f) allows",
+    **({errno.EDQUOT: "the disk quota is used up"} if hasattr(errno, "EDQUOT") else {}),
+}
+
+
+class NoSpaceError(OSError):
+    """A file that could not be written for lack of room: the disk is full, a quota is used up, or the file
+    is over the file size limit. The incomplete temporary file was removed; the target is as it was.
+
+    An ``OSError`` with ``errno`` (``ENOSPC``, ``EDQUOT`` or ``EFBIG``), ``filename`` (the file) and
+    ``strerror`` (what happened and what to do); it pickles, so it crosses from a worker process intact.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def no_space_error(cause: BaseException, path: str | os.PathLike) -> NoSpaceError | None:
+    """The :class:`NoSpaceError` for writing ``path``, if ``cause`` (or an exception it was raised from or
+    while handling) is an ``OSError`` saying there was no room; else ``None``.
+
+    The chain is searched because a library writing through a file object may turn the ``OSError`` into
+    its own (``torch.save`` raises a ``RuntimeError`` while handling it).
+    """
+    seen: set[int] = set()
+    err: BaseException | None = cause
+    while err is not None and id(err) not in seen:
+        if isinstance(err, NoSpaceError):
+            return err
+        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+            what = _NO_SPACE[err.errno]
+            return NoSpaceError(
+                err.errno,
+                f"cannot write it: {what}; the incomplete file was removed (free some space, or write "
+                "elsewhere, and run again)",
+                os.fspath(path),
+            )
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 @contextlib.contextmanager
@@ -41,6 +90,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
     Raises:
         ValueError: for a mode other than ``"wb"`` or ``"w"``.
+        NoSpaceError: naming ``path``, when a write finds no room (full disk, quota, file size limit).
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
@@ -57,9 +107,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        full = no_space_error(err, path)
+        if full is not None and full is not err:
+            raise full from err
         raise
     _fsync_dir(path.parent)
 

@@ -1,4 +1,5 @@
-"""Figures the notebooks show: sample grids, class histograms, curves, confusion matrices, ROC curves."""
+"""Figures the notebooks show: sample grids, class histograms, curves, confusion matrices, ROC curves,
+reliability diagrams and precision-recall curves."""
 
 from __future__ import annotations
 
@@ -120,6 +121,62 @@ def roc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str
     ax.set_ylabel("true positive rate")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _grid(count: int, columns: int, width: float) -> tuple[plt.Figure, np.ndarray]:
+    """A figure of ``count`` square panels, ``columns`` to a row; the unused panels are hidden."""
+    columns = max(1, min(columns, count))
+    rows = max(1, int(np.ceil(count / columns)))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(width * columns, width * rows), dpi=FIG_DPI, squeeze=False
+    )
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def reliability_diagrams(
+    curves: dict[str, tuple[Any, Any]], columns: int = 3, width: float = 3.6
+) -> plt.Figure:
+    """Top-label reliability diagrams before and after temperature scaling, one panel per model:
+    ``{name: (bins before, bins after)}``, each a :class:`nbhelpers.metrics.calibration.ReliabilityBins`.
+
+    Each panel plots every non-empty bin's accuracy against its mean confidence (a calibrated model lies on
+    the diagonal), the ECE of each in the legend.
+    """
+    fig, axes = _grid(max(1, len(curves)), columns, width)
+    for ax, (name, pair) in zip(axes.flat, curves.items()):
+        for bins, label, style in zip(pair, ("before", "after scaling"), ("o--", "s-")):
+            full = bins.count > 0
+            ax.plot(
+                bins.confidence[full], bins.accuracy[full], style, ms=4, label=f"{label} (ECE {bins.ece:.3f})"
+            )
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def pr_curves_plot(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, Sequence[Any]]], columns: int = 3, width: float = 3.6
+) -> plt.Figure:
+    """Precision-recall curves of the positive class with the chosen operating points marked, one panel per
+    model: ``{name: (precision, recall, thresholds)}``, each threshold a
+    :class:`nbhelpers.evaluation.operating_points.Threshold` (its name, precision, recall)."""
+    fig, axes = _grid(max(1, len(curves)), columns, width)
+    for ax, (name, (precision, recall, thresholds)) in zip(axes.flat, curves.items()):
+        ax.plot(recall, precision, lw=1.2, color="0.4", drawstyle="steps-post")
+        for t, marker in zip(thresholds, "oDs^v"):
+            shown = f"{t.name}: t={t.threshold:.2f}" + ("" if t.reached else " (not reached)")
+            ax.plot([t.recall], [t.precision], marker, ms=7, label=shown)
+        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
+        ax.set_title(name, fontsize=9)
+        if thresholds:
+            ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 
@@ -325,7 +382,8 @@ def _masked(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 def _prediction_title(explanation: Any) -> str:
     names = explanation.class_names
-    title = f"true: {names[explanation.label]}"
+    # A picture of one's own has no true class (label -1).
+    title = f"true: {names[explanation.label]}" if explanation.label >= 0 else "true: unknown"
     if explanation.probs is not None:
         p = explanation.predicted
         title += f"\npred: {names[p]} ({explanation.probs[p]:.2f})"

@@ -133,3 +133,73 @@ def attention_explorer(
     box = widgets.VBox([widgets.HBox([run, split, index]), widgets.HBox([layer, head, share, save]), out])
     display(box)
     return box
+
+
+def _uploaded_bytes(upload: widgets.FileUpload) -> bytes | None:
+    """The content of the file an upload widget holds (ipywidgets 8: a tuple of dicts; 7: a dict)."""
+    value = upload.value
+    files = list(value.values()) if isinstance(value, dict) else list(value)
+    return bytes(files[-1]["content"]) if files else None
+
+
+def predict_panel(runs_dir: str = "runs", split: str = "test") -> widgets.Widget:
+    """Score a meme of one's own, or a test sample, with any classifier run: the probabilities (calibrated
+    when the run has operating points), the thresholds it passes and the explanation notebook 08 draws.
+
+    Everything shown comes from :meth:`nbhelpers.predict.panel.PredictSession.score`; the returned box's
+    ``state`` holds the last :class:`~nbhelpers.predict.panel.MemeScore` (``state["score"]``) or error.
+
+    Args:
+        runs_dir: the folder of runs.
+        split: the split test samples are picked from.
+    """
+    from nbhelpers.plots import explanation_figure
+    from nbhelpers.predict.panel import PredictSession
+
+    session = PredictSession(runs_dir, split)
+    run = widgets.Dropdown(options=session.runs(), description="run")
+    source = widgets.ToggleButtons(options=["test sample", "upload"], description="picture")
+    sample = widgets.BoundedIntText(value=0, min=0, max=63, description=f"{split} sample")
+    upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload")
+    caption = widgets.Text(placeholder="caption (empty: the test sample's own)", description="caption")
+    go = widgets.Button(description="predict", button_style="primary")
+    out = widgets.Output()
+    state: dict[str, Any] = {}
+
+    def on_predict(_=None) -> None:
+        out.clear_output(wait=True)
+        state.clear()
+        with out:
+            try:
+                if source.value == "upload":
+                    score = session.score(run.value, _uploaded_bytes(upload), caption.value)
+                else:
+                    score = session.score(run.value, None, caption.value, sample=sample.value)
+            except (ValueError, IndexError, OSError) as err:  # a missing picture or caption, a bad file
+                state["error"] = str(err)
+                print(f"cannot predict: {err}")
+                return
+            state["score"] = score
+            record = score.record
+            print(
+                f"{record['run']}: {record['predicted']}" + (f" (true: {score.label})" if score.label else "")
+            )
+            for name, p in sorted(record["probabilities"].items(), key=lambda kv: -kv[1]):
+                raw = record["uncalibrated_probabilities"][name]
+                print(
+                    f"  {name:<22} {p:.3f}"
+                    + (f"  (uncalibrated {raw:.3f})" if record["temperature"] != 1 else "")
+                )
+            print(f"thresholds passed: {', '.join(record['thresholds_passed']) or 'none'}")
+            if score.explanation is not None:
+                explanation_figure(score.explanation)
+                plt.show()
+            else:
+                print(f"no explanation: {score.explain_error}")
+
+    go.on_click(on_predict)
+    box = widgets.VBox([widgets.HBox([run, source]), widgets.HBox([sample, upload]), caption, go, out])
+    box.state = state
+    box.predict = on_predict
+    display(box)
+    return box

@@ -22,12 +22,14 @@ PYPROJECT = ROOT / "pyproject.toml"
 LAYERS = [
     "widgets | parameters",
     "plots",
+    "export",
+    "predict",
     "evaluation",
     "train",
     "models | metrics",
     "data | lora | losses",
     "cli",
-    "config | fileio | progress",
+    "config | fileio | progress | folder_lock | stop_signals",
 ]
 
 

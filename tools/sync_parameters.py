@@ -178,6 +178,8 @@ NOTEBOOKS: dict[str, NotebookParameters] = {
             "split",
             "k",
             "repredict",
+            "calibration_split",
+            "operating_targets",
         ),
     ),
 }

@@ -417,6 +417,11 @@ def make_pipeline(
     return pipeline
 
 
+def as_is(batch: Any) -> Any:
+    """The loader's ``collate_fn``: a pipeline's batch, already collated (:func:`collate`), unchanged."""
+    return batch
+
+
 def make_loader(pipeline: wds.DataPipeline, num_workers: int = 0, seed: int | None = None) -> wds.WebLoader:
     """Wraps a batched pipeline in a ``WebLoader`` (a DataLoader with ``batch_size=None``).
 

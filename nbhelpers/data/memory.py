@@ -72,6 +72,12 @@ class TensorSplit:
         )
 
 
+def uint8_transform(image_size: int) -> v2.Compose:
+    """What a decoded shard image becomes in memory: a ``(3, S, S)`` uint8 tensor, its shorter side resized
+    to ``image_size`` (antialiased) and centre-cropped (a letterboxed shard image is square: a resize)."""
+    return v2.Compose([v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+
+
 def load_split(
     manifests: Sequence[str | Path | dict],
     split: str,
@@ -89,9 +95,13 @@ def load_split(
     Raises:
         ValueError: if the split has no labelled sample left.
     """
-    to_uint8 = v2.Compose([v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
     pipeline = make_pipeline(
-        manifests, split, batch_size=256, image_transform=to_uint8, tokenizer=tokenizer, limit=limit
+        manifests,
+        split,
+        batch_size=256,
+        image_transform=uint8_transform(image_size),
+        tokenizer=tokenizer,
+        limit=limit,
     )
     parts: dict[str, list] = {
         k: [] for k in ("image", "label", "valid_pair", "hateful", "text", "key", "tokens", "meta")

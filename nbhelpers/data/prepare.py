@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -14,7 +15,8 @@ from typing import Any, ClassVar
 from nbhelpers.cli import check_known, explicit_nulls, field_help, first_sentence, parse_value, user_errors
 from nbhelpers.config import BaseConfig, ConfigError, param, preset_names
 from nbhelpers.data.records import SkipCounter
-from nbhelpers.data.shards import read_manifest, write_manifest, write_split
+from nbhelpers.data.shards import MANIFEST, read_manifest, write_manifest, write_split
+from nbhelpers.data.skip_check import TooManySkippedError, check_kept
 from nbhelpers.data.sources import SOURCES, get_source
 from nbhelpers.data.sources._rows import (
     RowSpec,
@@ -26,6 +28,9 @@ from nbhelpers.data.sources._rows import (
 from nbhelpers.data.sources.hf import LAYOUTS, HFOptions, fetch_layout
 from nbhelpers.data.sources.own import SEPARATORS, OwnOptions, parse_files
 from nbhelpers.data.taxonomy import CLASSES, SEVEN_CLASSES, LabelSet
+from nbhelpers.fileio import NoSpaceError
+from nbhelpers.folder_lock import ON_BUSY, FolderBusyError, hold_folder
+from nbhelpers.stop_signals import stop_requests
 
 #: Splits written with the large training shard size; every other split uses the eval shard size.
 TRAIN_SPLITS = ("train",)
@@ -68,6 +73,17 @@ class PrepareConfig(BaseConfig):
         1000, min=1, help="synthetic samples in unseen (held-out shapes and templates)"
     )
     workers: int = param(2, min=1, help="processes writing shards")
+    max_skipped_fraction: float = param(
+        0.5,
+        min=0,
+        help="fail when a split skips more than this fraction of its rows (unmapped labels, missing images...); "
+        "1: accept any loss (a run that keeps no sample always fails)",
+    )
+    on_busy: str = param(
+        "wait",
+        choices=ON_BUSY,
+        help="another process writes these shards: wait for it (then resume, which keeps its shards) or fail",
+    )
     # hf and own: rows with image, text and label columns
     image_column: str = param(
         "image",
@@ -118,6 +134,8 @@ class PrepareConfig(BaseConfig):
     split_column: str = param("", help="own: the column naming each row's split, when own_files is one table")
 
     def check(self) -> None:
+        if self.max_skipped_fraction > 1:
+            raise ConfigError(f"max_skipped_fraction: a fraction in 0..1, got {self.max_skipped_fraction}")
         self._check_params_belong()
         if self.source == "synthetic":
             return
@@ -282,6 +300,12 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
 
     Re-running resumes: complete shards whose inputs did not change are kept as they are.
 
+    One process writes a shard folder at a time (its lock file beside it; :mod:`nbhelpers.folder_lock`): another
+    waits for it (``on_busy="wait"``) or fails at once (``"fail"``). SIGINT (Ctrl-C, a notebook's stop)
+    and SIGTERM stop it at once with a consistent folder: the shard being written in this process is
+    discarded, those in worker processes are finished, queued ones are dropped, and ``manifest.json`` is
+    moved aside from the moment a shard is rewritten until every split is done. A re-run resumes.
+
     The manifest records the label set (``classes``, ``valid_pair_classes``): the seven classes, or the
     ``classes`` parameter's for a row source.
 
@@ -289,10 +313,32 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
         FileNotFoundError: if ``config.raw_dir`` lacks the source's files, or a Hugging Face dataset cannot
             be loaded (before any shard is written).
         ValueError: naming the parameter, when a row source's split or column is not in its tables.
+        TooManySkippedError: after writing the shards and manifest, when no sample was kept or a split
+            skipped more than ``config.max_skipped_fraction`` of its rows (:mod:`nbhelpers.data.skip_check`).
+        NoSpaceError: naming the file, when the disk (or the file size limit) has no room for it; no
+            incomplete shard is left for a re-run to keep.
+        FolderBusyError: another process writes ``config.source_dir`` and ``on_busy="fail"``.
+        KeyboardInterrupt: SIGINT came (the folder is consistent; a re-run resumes).
+        SystemExit: SIGTERM came (code 143; as for SIGINT).
     """
     source, raw_dir, options = _reader(config)
     source.check(raw_dir, **options)
     splits = source.SPLITS if source.SPLITS is not None else source.splits(raw_dir, **options)
+    with (  # only now, when the checks passed: a failed check leaves no shard folder behind
+        hold_folder(config.source_dir, config.on_busy, what="shard folder"),
+        stop_requests("prepare", "(the shards of worker processes are finished first)", at_once=True),
+    ):
+        return _write_shards(config, source, raw_dir, options, splits, progress)
+
+
+def _write_shards(
+    config: PrepareConfig,
+    source: ModuleType,
+    raw_dir: Path | None,
+    options: dict[str, Any],
+    splits: Sequence[str],
+    progress: bool,
+) -> dict[str, Any]:
     read_kwargs = options
     if config.source == "synthetic":
         read_kwargs = {"seed": config.seed, "sizes": config.synthetic_sizes, "image_size": config.image_size}
@@ -315,6 +361,7 @@ def prepare(config: PrepareConfig, progress: bool = True) -> dict[str, Any]:
     write_manifest(
         config.source_dir, config.shard_source, config.image_size, results, config.to_dict(), labels=labels
     )
+    check_kept(results, config.max_skipped_fraction, labels, config.source_dir / MANIFEST)
     return read_manifest(config.source_dir)
 
 
@@ -383,7 +430,13 @@ def main(argv: list[str] | None = None) -> None:
     preset = args.pop("preset")
     with user_errors(PROG):
         config = PrepareConfig.from_params(preset, **explicit_nulls(args))
-        manifest = prepare(config)
+    try:
+        with user_errors(PROG):
+            manifest = prepare(config)
+    except (TooManySkippedError, NoSpaceError, FolderBusyError) as err:
+        # One line, no traceback: the data, the disk or another prepare is in the way, not the code.
+        # Exit 2: the parameters do not fit the data; 1: no room to write, or the folder is busy.
+        parser.exit(2 if isinstance(err, TooManySkippedError) else 1, f"{PROG}: error: {err}\n")
     summary = {split: info["num_samples"] for split, info in manifest["splits"].items()}
     print(json.dumps({"source_dir": str(config.source_dir), "samples": summary}))
 

@@ -55,16 +55,31 @@ class SkipCounter(Counter):
     """
 
     max_examples = 5
+    #: Distinct offending values kept per reason (:attr:`values`).
+    max_values = 20
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.examples: dict[str, list[str]] = {}
         self.repaired: Counter[str] = Counter()
         self.repair_examples: dict[str, list[str]] = {}
+        #: reason -> the first distinct values skipped under it (label values a map lacks, say), kept in
+        #: memory for error messages; the manifest keeps the examples only.
+        self.values: dict[str, list[str]] = {}
 
-    def skip(self, reason: str, example: str | None = None, count: int = 1) -> None:
-        """Counts ``count`` skipped inputs under ``reason`` (a short snake_case key)."""
+    def skip(self, reason: str, example: str | None = None, count: int = 1, value: str | None = None) -> None:
+        """Counts ``count`` skipped inputs under ``reason`` (a short snake_case key).
+
+        With ``value`` (the offending value, e.g. a label), examples are kept for distinct values only,
+        so five examples show five different values rather than the first five rows, and the value is
+        listed in :attr:`values`.
+        """
         self[reason] += count
+        if value is not None:
+            seen = self.values.setdefault(reason, [])
+            if value in seen or len(seen) >= self.max_values:
+                return
+            seen.append(value)
         _keep(self.examples, reason, example, self.max_examples)
 
     def repair(self, reason: str, example: str | None = None) -> None:
@@ -91,6 +106,10 @@ class SkipCounter(Counter):
         """Adds ``other``'s counts and examples to this counter."""
         self.update(other)
         self.repaired.update(other.repaired)
+        for reason, values in other.values.items():
+            seen = self.values.setdefault(reason, [])
+            seen.extend(v for v in values if v not in seen)
+            del seen[self.max_values :]
         for mine, theirs in ((self.examples, other.examples), (self.repair_examples, other.repair_examples)):
             for reason, examples in theirs.items():
                 kept = mine.setdefault(reason, [])

@@ -51,6 +51,8 @@ from nbhelpers.progress import Progress
 
 MANIFEST = "manifest.json"
 SIZES = "sizes.json"
+#: ``manifest.json`` moved aside while a run rewrites shards (the splits it does not write are kept from it).
+PREVIOUS_MANIFEST = ".manifest.previous.json"
 MANIFEST_VERSION = 1
 #: The modification time of every shard member, a whole number of seconds. A whole number keeps each
 #: member to one plain 512-byte ustar header (a fractional time, webdataset's default, adds a PAX
@@ -271,6 +273,8 @@ class SplitResult:
     resumed_shards: int = 0
     repaired: dict[str, int] = field(default_factory=dict)
     repair_examples: dict[str, list[str]] = field(default_factory=dict)
+    #: The reader's distinct skipped values by reason (:attr:`SkipCounter.values`); not in the manifest.
+    skip_values: dict[str, list[str]] = field(default_factory=dict)
 
 
 def write_split(
@@ -314,6 +318,7 @@ def write_split(
                 resumed += 1
                 bar.update()
                 continue
+            _retire_manifest(out_dir)
             pending.append((k, pool.submit(write_shard, shard, chunk, image_size, labels)))
             # Bound the chunks in flight: records may hold their images' bytes (parquet, datasets).
             while len(pending) > 2 * max(workers, 1):
@@ -348,20 +353,40 @@ def write_split(
         resumed_shards=resumed,
         repaired=dict(sorted(skips.repaired.items())),
         repair_examples=skips.repair_examples,
+        skip_values=skips.values,
     )
 
 
+def _retire_manifest(out_dir: Path) -> None:
+    """Moves ``manifest.json`` aside (and drops ``sizes.json``) before a shard is rewritten: a stopped
+    run must not leave a manifest describing shards that changed. :func:`write_manifest` still reads
+    the splits it keeps from the moved file."""
+    if (out_dir / MANIFEST).is_file():
+        os.replace(out_dir / MANIFEST, out_dir / PREVIOUS_MANIFEST)
+    (out_dir / SIZES).unlink(missing_ok=True)
+
+
 def _pool(workers: int) -> ProcessPoolExecutor | _Inline:
-    """``workers`` processes that die with this one, or the inline stand-in for a single worker."""
+    """``workers`` processes that die with this one, or the inline stand-in for a single worker.
+
+    Left by an exception (a stop: Ctrl-C, SIGTERM), the pool finishes the shards being written and drops
+    the queued ones, so the folder holds only complete shards.
+    """
     if workers <= 1:
         return _Inline()
     context = multiprocessing.get_context()
-    return ProcessPoolExecutor(
+    return _StoppablePool(
         max_workers=workers,
         mp_context=context,
         initializer=die_with_parent,
         initargs=(os.getpid(), context.get_start_method() == "fork"),
     )
+
+
+class _StoppablePool(ProcessPoolExecutor):
+    def __exit__(self, exc_type, exc, tb):
+        self.shutdown(wait=True, cancel_futures=exc_type is not None)
+        return False
 
 
 def _remove_stale(out_dir: Path, split: str, n_shards: int) -> None:
@@ -398,6 +423,11 @@ def die_with_parent(parent_pid: int, forked: bool) -> None:
     """
     if sys.platform.startswith("linux"):
         _set_parent_death_signal(signal.SIGKILL)
+    # The parent decides when to stop (it finishes the shards under way): Ctrl-C in a terminal reaches
+    # every process of the group, and a worker stopped mid-shard would break the pool. SIGTERM gets its
+    # default back from any handler a forked worker inherited (the pool ends broken workers with it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if forked and os.getppid() != parent_pid:  # the parent died before the signal was set
         os._exit(1)
     threading.Thread(
@@ -465,7 +495,9 @@ def write_manifest(
     """
     source_dir = Path(source_dir)
     manifest_file = source_dir / MANIFEST
-    previous = read_json(manifest_file) if manifest_file.is_file() else {}
+    retired = source_dir / PREVIOUS_MANIFEST  # the manifest before this run rewrote a shard
+    previous_file = manifest_file if manifest_file.is_file() else retired
+    previous = read_json(previous_file) if previous_file.is_file() else {}
     all_splits = dict(previous.get("splits", {}))
     kept = [name for name in all_splits if name not in splits]
     if kept and LabelSet.from_manifest(previous) != labels:
@@ -501,6 +533,7 @@ def write_manifest(
                 sizes[shard] = read_json(_stats_path(source_dir / shard))["num_samples"]
     write_json_atomic(source_dir / SIZES, sizes)
     write_json_atomic(manifest_file, manifest)
+    retired.unlink(missing_ok=True)
     return manifest
 
 

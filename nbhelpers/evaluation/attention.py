@@ -15,7 +15,7 @@ from nbhelpers.config import BaseConfig, ConfigError, param
 from nbhelpers.evaluation.explainers import EXPLAINERS, Explainer
 from nbhelpers.evaluation.run_discovery import RunRecord, discover_runs, inspect_run
 from nbhelpers.train.identity import check_run_name
-from nbhelpers.train.recipes.registry import RECIPE_MODULES, default_run_dir, get_recipe
+from nbhelpers.train.recipes.registry import RECIPE_MODULES, TrainedRun, default_run_dir, get_recipe
 from nbhelpers.train.run_dir import RunNotFoundError, read_json
 
 __all__ = ["AttentionConfig", "explainable_runs", "load_explainer"]
@@ -126,6 +126,16 @@ def load_explainer(run_dir: str | Path, recipe: str = "") -> Explainer:
     record = inspect_run(run_dir)
     kind = _explainer_kind(record)
     return kind.create(get_recipe(record.recipe).load_trained(run_dir))
+
+
+def explainer_of(trained: TrainedRun) -> Explainer:
+    """The :class:`Explainer` of a run already loaded (``Recipe.load_trained``, e.g. by
+    :func:`nbhelpers.predict.load`), by the recipe of its folder's ``metrics.json``.
+
+    Raises:
+        TypeError: for a run with nothing to map (as :func:`load_explainer`).
+    """
+    return _explainer_kind(inspect_run(trained.run_dir)).create(trained)
 
 
 def explainable_runs(runs_dir: str | Path = "runs") -> list[str]:

@@ -39,7 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nbhelpers.config import BaseConfig, param
+from nbhelpers.config import BaseConfig, ConfigError, param
+from nbhelpers.evaluation.calibration import DEFAULT_TARGETS, parse_targets
 from nbhelpers.evaluation.run_discovery import (
     BINARY_CLASSES,
     CLASSIFIER_TASKS,
@@ -93,6 +94,21 @@ class EvalRunsConfig(BaseConfig):
     repredict: bool = param(
         True, help="rebuild each model from its checkpoint and predict again (False: saved predictions)"
     )
+    calibration_split: str = param(
+        "val", help="the split temperature and thresholds are fitted on (Hateful Memes runs: dev_seen)"
+    )
+    operating_targets: str = param(
+        ",".join(DEFAULT_TARGETS),
+        help="thresholds fitted on calibration_split: target precisions and recalls, comma-separated (as the default)",
+    )
+
+    def check(self) -> None:
+        if not self.calibration_split.strip():
+            raise ConfigError("calibration_split: name a split (val, or dev_seen for Hateful Memes runs)")
+        try:
+            parse_targets(self.operating_targets)
+        except ValueError as err:
+            raise ConfigError(f"operating_targets: {str(err).removeprefix('targets: ')}") from err
 
 
 __all__ = [

@@ -23,7 +23,8 @@ makes it close, not equal.
 others with a warning, and refuses rather than overwrite one that may be good
 (:mod:`nbhelpers.train.resume`). Temporary files of writes cut off by a kill are removed first.
 
-**Phases.** ``fit`` reads top-down: the resume point (:func:`_open_run_dir`) and restore, then per epoch
+**Stops, locks.** SIGINT/SIGTERM checkpoint inside the epoch (:mod:`~nbhelpers.train.stopped`); one
+process trains a run folder at a time (:mod:`~nbhelpers.train.run_lock`). **Phases.** ``fit`` reads top-down: the resume point (:func:`_open_run_dir`) and restore, then per epoch
 train (:meth:`_Run.train_epoch`), evaluate and record (:meth:`_Run.record_epoch`) and checkpoint
 (:meth:`_Run.checkpoint`). Precision is per fit (:mod:`nbhelpers.train.precision`).
 """
@@ -34,7 +35,6 @@ import logging
 import math
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,11 @@ from accelerate.utils import gather_object, send_to_device, set_seed
 from torch import nn
 
 from nbhelpers.progress import Progress
+from nbhelpers.stop_signals import StopRequest, stop_requests
 from nbhelpers.train.accumulation import BatchLoss, CachedBatch
 from nbhelpers.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from nbhelpers.train.epoch_log import SKIPPED_STEPS, Sums, epoch_line
+from nbhelpers.train.grad_checkpointing import enable_gradient_checkpointing
 from nbhelpers.train.optimizer import param_groups
 from nbhelpers.train.precision import (
     MIXED_PRECISION_MODES,
@@ -64,8 +67,10 @@ from nbhelpers.train.run_dir import (
     write_json_atomic,
     write_latest_pointer,
 )
+from nbhelpers.train.run_lock import hold_run_dir
 from nbhelpers.train.schedule import warmup_cosine_schedule
 from nbhelpers.train.spec import TrainSpec
+from nbhelpers.train.stopped import remove_stopped, stop_point, stopped_path
 from nbhelpers.train.tracking import Tracking
 
 logger = logging.getLogger(__name__)
@@ -115,38 +120,6 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(
             f"non-finite training state at epoch {epoch}, optimiser step {step}: {what}; {where}"
         )
-
-
-def enable_gradient_checkpointing(model: nn.Module) -> int:
-    """Switch on activation checkpointing on every outermost submodule that supports it.
-
-    open_clip and timm models have ``set_grad_checkpointing(True)``; transformers models have
-    ``gradient_checkpointing_enable()``. A wrapper (student + teacher + loss) usually has neither, so
-    its submodules are searched; below a module that was switched on, the search stops (it switches
-    its own children).
-
-    Returns:
-        How many modules were switched on; 0 also warns, since nothing then saves memory.
-    """
-    switched = 0
-    stack = [model]
-    while stack:
-        module = stack.pop()
-        if callable(getattr(module, "set_grad_checkpointing", None)):
-            module.set_grad_checkpointing(True)
-            switched += 1
-        elif callable(getattr(module, "gradient_checkpointing_enable", None)):
-            module.gradient_checkpointing_enable()
-            switched += 1
-        else:
-            stack.extend(reversed(list(module.children())))
-    if switched == 0:
-        warnings.warn(
-            f"gradient_checkpointing=True but no submodule of {type(model).__name__} has "
-            "set_grad_checkpointing or gradient_checkpointing_enable: memory use is unchanged",
-            stacklevel=2,
-        )
-    return switched
 
 
 def batch_size(batch: Any) -> int | None:
@@ -210,7 +183,8 @@ def fit(
     Returns:
         The history, as written to ``history.json``: ``{"epochs": [...], "steps": [...]}``. An epoch
         entry has ``epoch``, ``global_step``, ``loss`` (mean over micro-batches), ``lr`` (of the
-        epoch's last step, first group), the means of ``logs`` (and ``grad_norm`` when clipping),
+        epoch's last step, first group), the means of ``logs`` (and ``grad_norm`` when clipping, over the steps taken;
+        ``skipped_steps``, the steps the fp16 loss scaler skipped, when there were some),
         ``seconds``, ``samples_per_s`` (when the batch has a tensor to count), then eval metrics. A
         step entry has ``step``, ``epoch``, ``loss``, ``lr`` and the ``logs``, averaged since the
         previous step entry.
@@ -218,6 +192,11 @@ def fit(
     Raises:
         NonFiniteLossError: the loss, or the weights about to be checkpointed, are NaN or infinite.
         FileExistsError: ``resume=False`` and the run directory already has checkpoints.
+        FolderBusyError: another process trains in ``spec.run_dir`` and ``spec.on_busy="fail"``
+            (with ``"wait"``, the default, this waits for it and then resumes where it ended).
+        KeyboardInterrupt: SIGINT (Ctrl-C, a notebook's stop) came; the optimiser step under way was
+            finished and checkpointed (:mod:`nbhelpers.train.stopped`), and a resume continues exactly.
+        SystemExit: SIGTERM came (code 143), handled as SIGINT.
         BadCheckpointError: no checkpoint is good and one that may be good has no digest to verify it
             (see the module docstring; bad checkpoints are otherwise skipped with a warning).
         RunMismatchError: the last checkpoint was trained under another trajectory (epochs, lr, seed,
@@ -227,21 +206,31 @@ def fit(
     """
     mixed_precision = resolve_mixed_precision(spec.mixed_precision)
     accelerator, precision = make_accelerator(mixed_precision, spec.grad_accum_steps)
-    resumed = _open_run_dir(spec, config, accelerator.is_main_process)
-    run = _Run(model, spec, params, accelerator, precision)
-    if resumed is not None:
-        run.restore(*resumed)
-    del resumed  # the checkpoint's tensors
-    run.start_progress(config or spec)
-    try:
-        for epoch in range(run.start_epoch + 1, spec.epochs + 1):
-            totals = run.train_epoch(epoch, step_fn, batches, on_step_end)
-            run.record_epoch(epoch, totals, evaluate)
-            if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs:
-                run.checkpoint(epoch)
-            run.write_history()
-    finally:
-        run.close()
+    with (
+        hold_run_dir(spec.run_dir, spec.on_busy),
+        stop_requests("training", "after the current optimiser step, with a checkpoint") as stop,
+    ):
+        resumed = _open_run_dir(spec, config, accelerator.is_main_process)
+        run = _Run(model, spec, params, accelerator, precision, stop)
+        if resumed is not None:
+            run.restore(*resumed)
+        del resumed  # the checkpoint's tensors
+        run.start_progress(config or spec)
+        try:
+            for epoch in range(run.start_epoch + 1, spec.epochs + 1):
+                totals = run.train_epoch(epoch, step_fn, batches, on_step_end)
+                if totals is None:  # stopped inside the epoch, its checkpoint written
+                    break
+                run.record_epoch(epoch, totals, evaluate)
+                stopping = run.stop_requested()
+                if epoch % spec.checkpoint_every == 0 or epoch == spec.epochs or stopping:
+                    run.checkpoint(epoch)
+                run.write_history()
+                if stopping:
+                    break
+        finally:
+            run.close()
+        stop.stop()  # raises what the signal asked for, if one came (KeyboardInterrupt, SystemExit)
     return run.history
 
 
@@ -257,45 +246,20 @@ def _open_run_dir(
     """
     run_dir = spec.run_dir
     config_json = to_jsonable(config if config is not None else spec)  # fail fast on a bad config
-    if not spec.resume and list_checkpoints(run_dir):
+    if not spec.resume and (list_checkpoints(run_dir) or stopped_path(run_dir).is_file()):
         raise FileExistsError(
             f"{run_dir} already has checkpoints and resume=False: choose another run directory, "
             "delete this one, or set resume=True"
         )
     # stacklevel 3: the warnings about skipped checkpoints name the line that called fit.
     found = resume_point(run_dir, warn=main, stacklevel=3) if spec.resume else None
+    found = stop_point(run_dir, found, warn=main, stacklevel=3) if spec.resume else None
     if found is not None:
         check_spec_unchanged(found[2].get("spec"), _spec_dict(spec), run_dir)
     if main:
         remove_stale_temporaries(run_dir)
         write_json_atomic(run_dir / "config.json", config_json)
     return found
-
-
-class _Sums:
-    """Sums of the values of the micro-batches since ``start`` (``grad_norm`` comes once per optimiser step)."""
-
-    def __init__(self, start: float):
-        self.start = start
-        self.sums: dict[str, float] = defaultdict(float)
-        self.micro = 0  # micro-batches
-        self.steps = 0  # optimiser steps that reported a grad_norm
-        self.samples = 0
-        self.lr = float("nan")  # the rate of the last optimiser step
-
-    def add(self, values: Mapping[str, float], size: int) -> None:
-        for k, v in values.items():
-            self.sums[k] += v
-        self.micro += 1
-        self.steps += "grad_norm" in values
-        self.samples += size
-
-    def epoch_means(self) -> dict[str, float]:
-        return {k: v / (self.steps if k == "grad_norm" else self.micro) for k, v in self.sums.items()}
-
-    def step_means(self, accum: int) -> dict[str, float]:
-        steps = max(self.micro // accum, 1)
-        return {k: v / (steps if k == "grad_norm" else self.micro) for k, v in self.sums.items()}
 
 
 class _Run:
@@ -314,8 +278,11 @@ class _Run:
         params: Iterable[Any] | None,
         accelerator: Accelerator,
         precision: Precision,
+        stop: StopRequest | None = None,
     ):
         self.spec, self.accelerator, self.precision = spec, accelerator, precision
+        self.stop = stop if stop is not None else StopRequest()
+        self.stopped: dict[str, Any] | None = None  # a stop inside an epoch that this run resumes
         self.main = accelerator.is_main_process
         set_seed(spec.seed)
         if spec.gradient_checkpointing:
@@ -336,7 +303,7 @@ class _Run:
         # to it that still matches its digest (last_verified), never a file that does not.
         self.last_good: int | None = None
         self.bar: Progress | None = None
-        self._log = _Sums(time.perf_counter())
+        self._log = Sums(time.perf_counter())
 
     def restore(self, epoch: int, path: Path, ckpt: Mapping[str, Any]) -> None:
         """Phase 1, restore: weights, optimiser, schedule, scaler, history and RNGs of a checkpoint."""
@@ -350,6 +317,10 @@ class _Run:
         rng, accelerator = ckpt["rng"], self.accelerator
         if len(rng) == accelerator.num_processes:
             restore_rng_state(rng[accelerator.process_index])
+            stopped = (ckpt.get("extra") or {}).get("stopped")
+            if stopped is not None:  # the epoch's start RNG is restored when the epoch begins
+                self.stopped = {**stopped, "rng": rng[accelerator.process_index]}
+                self.stopped["epoch_rng"] = stopped["epoch_rng"][accelerator.process_index]
         else:
             warnings.warn(
                 f"{path} holds RNG states of {len(rng)} processes, this run has "
@@ -380,19 +351,32 @@ class _Run:
         step_fn: Step,
         batches: Callable[[int], Iterable[Any]],
         on_step_end: Callable[[nn.Module, int, int], None] | None,
-    ) -> _Sums:
+    ) -> Sums | None:
         """Phase 2: the epoch's ``steps_per_epoch * grad_accum_steps`` micro-batches; returns their sums."""
         self.bar.set_description(f"epoch {epoch}/{self.spec.epochs}")
         self.model.train()
-        self._log = _Sums(time.perf_counter())
-        totals = _Sums(self._log.start)
+        self._log = Sums(time.perf_counter())
+        totals = Sums(self._log.start)
+        stopped, self.stopped = self.stopped, None
+        epoch_rng = stopped["epoch_rng"] if stopped else capture_rng_state()
+        if stopped:
+            restore_rng_state(epoch_rng)  # the stream as the stopped run built it (e.g. worker seeds)
         stream = iter(batches(epoch))
+        done = 0
+        if stopped:  # drop the micro-batches trained on before the stop, then continue as that run did
+            done = stopped["micro"]
+            for micro in range(done):
+                _next_batch(stream, epoch, micro, self.spec)
+            restore_rng_state(stopped["rng"])
+            totals = Sums.from_state(stopped["totals"], totals.start)
+            self._log = Sums.from_state(stopped["log"], totals.start)
         # A BatchLoss under accumulation takes the optimiser step's micro-batches together (GradCache).
         whole = isinstance(step_fn, BatchLoss) and self.spec.grad_accum_steps > 1
         if isinstance(step_fn, BatchLoss) and not whole:
             step_fn = step_fn.step
         group = self.spec.grad_accum_steps if whole else 1
-        for first in range(0, self.spec.steps_per_epoch * self.spec.grad_accum_steps, group):
+        micro_batches = self.spec.steps_per_epoch * self.spec.grad_accum_steps
+        for first in range(done, micro_batches, group):
             chunk = [_next_batch(stream, epoch, first + j, self.spec) for j in range(group)]
             sizes = [batch_size(batch) or 0 for batch in chunk]
             chunk = [send_to_device(batch, self.accelerator.device) for batch in chunk]
@@ -405,7 +389,27 @@ class _Run:
                 self._log.add(values, size)
             if self.accelerator.sync_gradients:
                 totals.lr = self._optimizer_step_done(epoch, on_step_end)
+                if first + group < micro_batches and self.stop_requested():
+                    self.checkpoint_stop(epoch, first + group, epoch_rng, totals)
+                    return None
         return totals
+
+    def stop_requested(self) -> bool:
+        """Whether a stop signal came (to any process: then every process stops at the same step)."""
+        requested = bool(self.stop)
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor(float(requested), device=self.accelerator.device)
+            requested = float(self.accelerator.reduce(flag, "sum")) > 0
+        return requested
+
+    def checkpoint_stop(self, epoch: int, micro: int, epoch_rng: dict[str, Any], totals: Sums) -> None:
+        """``stopped.pt`` after ``micro`` micro-batches of ``epoch`` (:mod:`nbhelpers.train.stopped`)."""
+        self.write_history()
+        stopped = {"epoch": epoch, "micro": micro, "epoch_rng": epoch_rng}
+        self.checkpoint(epoch - 1, {**stopped, "totals": totals.state(), "log": self._log.state()})
+        self.bar.write(
+            f"stopped in epoch {epoch} after optimiser step {self.global_step}; resume continues here"
+        )
 
     def _micro_step(self, step_fn: StepFn, batch: Any, epoch: int) -> dict[str, float]:
         """Forward under autocast, the finite check, backward; at an optimiser step clipping and AdamW."""
@@ -443,7 +447,10 @@ class _Run:
         if accelerator.sync_gradients:
             if self.spec.max_grad_norm is not None:
                 values["grad_norm"] = precision.clip(self.trained, optimizer, self.spec.max_grad_norm)
-            precision.step(optimizer)
+            if not precision.step(optimizer):
+                # fp16 overflow, step skipped: an inf/NaN norm would spoil the mean, so count the step.
+                values.pop("grad_norm", None)
+                values[SKIPPED_STEPS] = 1.0
         optimizer.zero_grad(set_to_none=True)  # a no-op between accumulation boundaries
         return values
 
@@ -470,22 +477,22 @@ class _Run:
         if self.global_step % self.spec.log_every == 0:
             now, log = time.perf_counter(), self._log
             entry = {"step": self.global_step, "epoch": epoch, "lr": lr}
-            entry.update(log.step_means(self.spec.grad_accum_steps))
+            entry.update(log.means())
             self.history["steps"].append(entry)
             self.tracking.log(entry, "steps")
             rate = log.samples * self.accelerator.num_processes / max(now - log.start, 1e-9)
             self.bar.set_postfix(  # shown at the next redraw
                 loss=f"{entry['loss']:.4f}", samples_s=f"{rate:.0f}" if log.samples else "?"
             )
-            self._log = _Sums(now)
+            self._log = Sums(now)
         return lr
 
     def record_epoch(
-        self, epoch: int, totals: _Sums, evaluate: Callable[[nn.Module, int], Mapping[str, float]] | None
+        self, epoch: int, totals: Sums, evaluate: Callable[[nn.Module, int], Mapping[str, float]] | None
     ) -> dict[str, Any]:
         """Phase 3: the epoch's history entry, with ``evaluate``'s metrics; its progress line."""
         seconds = time.perf_counter() - totals.start
-        means = totals.epoch_means()
+        means = totals.means()
         record: dict[str, Any] = {"epoch": epoch, "global_step": self.global_step, "loss": means.pop("loss")}
         record["lr"] = totals.lr
         record.update(means)
@@ -504,11 +511,14 @@ class _Run:
         self.tracking.log(record, "epochs")
         logger.info("epoch %d/%d: %s", epoch, self.spec.epochs, record)
         # One plain line per epoch: above the bar, or on stderr (and in the cell) when headless.
-        self.bar.write(_epoch_line(record, self.spec.epochs))
+        self.bar.write(epoch_line(record, self.spec.epochs))
         return record
 
-    def checkpoint(self, epoch: int) -> None:
-        """Phase 4: an atomic checkpoint of the whole training state, never of non-finite weights."""
+    def checkpoint(self, epoch: int, stopped: dict[str, Any] | None = None) -> None:
+        """Phase 4: an atomic checkpoint of the whole training state, never of non-finite weights.
+
+        With ``stopped``, the checkpoint of a stop inside epoch ``epoch + 1`` (``stopped.pt``).
+        """
         spec, accelerator = self.spec, self.accelerator
         if not _all_finite(self.raw.state_dict()):
             last = last_verified(spec.run_dir, self.last_good)
@@ -518,9 +528,11 @@ class _Run:
         accelerator.wait_for_everyone()
         # Captured after evaluate, the last thing to draw random numbers before the next epoch.
         rng = gather_object([capture_rng_state()])
+        if stopped is not None:
+            stopped["epoch_rng"] = gather_object([stopped["epoch_rng"]])
         if self.main:
             save_checkpoint(
-                checkpoint_path(spec.run_dir, epoch),
+                stopped_path(spec.run_dir) if stopped else checkpoint_path(spec.run_dir, epoch),
                 model=self.raw,
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
@@ -530,12 +542,16 @@ class _Run:
                 rng=rng,
                 history=self.history,
                 spec=_spec_dict(spec),
+                extra=None if stopped is None else {"stopped": stopped},
             )
-            write_latest_pointer(spec.run_dir, epoch, self.global_step)
-            if spec.keep_last is not None:
-                prune_checkpoints(spec.run_dir, spec.keep_last, epoch)
+            if stopped is None:
+                write_latest_pointer(spec.run_dir, epoch, self.global_step)
+                remove_stopped(spec.run_dir)  # this epoch's checkpoint is past any stop
+                if spec.keep_last is not None:
+                    prune_checkpoints(spec.run_dir, spec.keep_last, epoch)
         accelerator.wait_for_everyone()
-        self.last_good = epoch
+        if stopped is None:
+            self.last_good = epoch
 
     def write_history(self) -> None:
         if self.main:
@@ -576,25 +592,7 @@ def _spec_dict(spec: TrainSpec) -> dict[str, Any]:
     return to_jsonable(spec)
 
 
-def _epoch_line(record: Mapping[str, Any], epochs: int) -> str:
-    """``epoch 3/10 · loss 0.6340 · lr 1.2e-04 · train_acc 0.9890 · 412 samples/s · 12.3 s``."""
-    skip = {"epoch", "global_step", "loss", "lr", "seconds", "samples_per_s", "eval_seconds", "grad_norm"}
-    parts = [f"epoch {record['epoch']}/{epochs}", f"loss {record['loss']:.4f}", f"lr {record['lr']:.1e}"]
-    parts += [f"{k} {v:.4f}" for k, v in record.items() if k not in skip and isinstance(v, float)][:4]
-    if "samples_per_s" in record:
-        parts.append(f"{record['samples_per_s']:.0f} samples/s")
-    parts.append(f"{record['seconds']:.1f} s")
-    return " · ".join(parts)
-
-
 __all__ = [
-    "MIXED_PRECISION_MODES",
-    "NonFiniteLossError",
-    "StepFn",
-    "TrainSpec",
-    "batch_size",
-    "enable_gradient_checkpointing",
-    "fit",
-    "param_groups",
-    "resolve_mixed_precision",
-]
+    "MIXED_PRECISION_MODES", "NonFiniteLossError", "StepFn", "TrainSpec", "batch_size",
+    "enable_gradient_checkpointing", "fit", "param_groups", "resolve_mixed_precision",
+]  # fmt: skip

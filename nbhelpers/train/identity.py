@@ -48,6 +48,7 @@ BOOKKEEPING_FIELDS = frozenset(
         "progress",
         "report_to",
         "resume",
+        "on_busy",
         "checkpoint_every",
         "keep_last",
         "eval_splits",

@@ -31,6 +31,10 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, parse_flag_from_env
 
 MIXED_PRECISION_MODES = ("no", "fp16", "bf16", "auto")
+#: Device types on which the engine's own ``fp16`` is full precision (no autocast, no loss scaling):
+#: Accelerate's rule, fp16 only off the CPU. Emptied, a CPU runs the GPU's fp16 path (autocast to fp16 and
+#: a ``GradScaler``), which is how that path is tested without a GPU.
+FP16_FULL_PRECISION_DEVICES = frozenset({"cpu"})
 
 
 def resolve_mixed_precision(mode: str) -> str:
@@ -85,7 +89,7 @@ class Precision:
         # Accelerate's rules: bf16 autocasts on any device; fp16 autocasts and scales losses only off the
         # CPU (on a CPU it is full precision).
         self._dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode) if own else None
-        if self._dtype is torch.float16 and device == "cpu":
+        if self._dtype is torch.float16 and device in FP16_FULL_PRECISION_DEVICES:
             self._dtype = None
         self._own_scaler = torch.amp.GradScaler(device) if self._dtype is torch.float16 else None
 
@@ -119,16 +123,24 @@ class Precision:
             self._own_scaler.unscale_(_inner(optimizer))
         return float(self.accelerator.clip_grad_norm_(params, max_norm))
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
         """The optimiser step (skipped by the scaler when fp16 gradients overflowed).
 
         Call only at an optimiser step (gradients synchronised).
+
+        Returns:
+            False when the fp16 loss scaler skipped the step (inf or NaN gradients; it then halves its
+            scale), else True.
         """
         if self._own_scaler is None:
             optimizer.step()
-            return
+            # Under a launcher Accelerate's optimiser wrapper knows whether its scaler skipped the step.
+            return not getattr(optimizer, "step_was_skipped", False)
+        scale = self._own_scaler.get_scale()
         self._own_scaler.step(_inner(optimizer))
         self._own_scaler.update()
+        # The scale only falls when the step found inf or NaN gradients and was skipped.
+        return self._own_scaler.get_scale() >= scale
 
 
 def _inner(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nbhelpers.folder_lock import check_on_busy
 from nbhelpers.train.precision import MIXED_PRECISION_MODES
 from nbhelpers.train.schedule import LR_SCHEDULES
 from nbhelpers.train.tracking import check_report_to
@@ -43,6 +44,8 @@ class TrainSpec:
         lr_schedule: what follows the warmup: ``cosine`` (to 0 at the end) or ``constant`` (the peak rate
             held; :data:`~nbhelpers.train.schedule.LR_SCHEDULES`).
         decay_all: decay every parameter, biases and norms included (a plain ``AdamW(model.parameters())``).
+        on_busy: another process trains in ``run_dir``: ``wait`` for it (then resume where it ended) or
+            ``fail`` at once (:mod:`nbhelpers.train.run_lock`).
         report_to: where the history is also sent while training: ``tensorboard`` (event files in
             ``run_dir/logs``), ``wandb`` or ``none`` (:mod:`nbhelpers.train.tracking`).
 
@@ -71,6 +74,7 @@ class TrainSpec:
     eps: float = 1e-8
     lr_schedule: str = "cosine"
     decay_all: bool = False
+    on_busy: str = "wait"
     report_to: str = "tensorboard"
 
     def __post_init__(self):
@@ -95,6 +99,7 @@ class TrainSpec:
             )
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"TrainSpec.max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
+        check_on_busy(self.on_busy, "TrainSpec.on_busy")
         if self.mixed_precision not in MIXED_PRECISION_MODES:
             raise ValueError(
                 f"TrainSpec.mixed_precision must be one of {MIXED_PRECISION_MODES}, got {self.mixed_precision!r}"

@@ -216,3 +216,30 @@ def test_each_worker_runs_its_own_stream_and_the_loader_takes_them_in_turn(small
     assert not any(_same(a, b) for a, b in zip(alone, two[1::2]))  # worker 1 draws its own
     again = _take(make_loader(_fast_stream(manifest), num_workers=2, seed=0), 6)
     assert all(_same(a, b) for a, b in zip(two, again))
+
+
+def _identical(a, b):
+    """Every field of two batches equal: tensors (dtype, shape, values) and lists (keys, texts, metadata)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], torch.Tensor):
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+        else:
+            assert a[k] == b[k], k
+    return True
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_loader_hands_over_the_pipelines_batches_unchanged(small_synthetic, workers):
+    from torch.utils.data._utils.collate import default_convert
+
+    _, manifest = small_synthetic
+    tok = lambda texts: torch.tensor([[len(t), 1] for t in texts])  # noqa: E731
+    loader = make_loader(_fast_stream(manifest, tokenizer=tok), num_workers=workers, seed=0)
+    got = _take(loader, 4)
+    if workers == 0:  # worker 0's stream is the stream: the pipeline's own batches, every field
+        alone = _take(_fast_stream(manifest, tokenizer=tok), 4)
+        assert all(_identical(a, b) for a, b in zip(alone, got))
+    # what the DataLoader's default conversion would have made of them: the same batches
+    assert all(_identical(default_convert(b), b) for b in got)
+    assert got[0]["meta"][0]["label"] == got[0]["label"][0].item() and got[0]["tokens"].shape == (4, 2)

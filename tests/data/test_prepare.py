@@ -31,6 +31,7 @@ def test_real_format_to_shards_counts_every_planted_fault(source, tmp_path):
         out_dir=str(tmp_path / "shards"),
         image_size=48,
         workers=1,
+        max_skipped_fraction=1,  # the fixture plants more faults than good rows
     )
     manifest = prepare(config, progress=False)
     for split, expected in planted["splits"].items():
@@ -70,6 +71,7 @@ def test_hateful_memes_json_carries_binary_label_and_test_is_unlabelled(tmp_path
         out_dir=str(tmp_path / "s"),
         image_size=32,
         workers=1,
+        max_skipped_fraction=1,  # the fixture plants more faults than good rows
     )
     manifest = prepare(config, progress=False)
     assert set(manifest["splits"]["test_seen"]["class_counts"]) == {"unlabelled"}

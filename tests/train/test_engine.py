@@ -324,7 +324,7 @@ def test_resume_with_changed_spec_is_refused_before_anything_is_written(tmp_path
 
 
 def test_epoch_line_is_one_readable_summary():
-    from nbhelpers.train.engine import _epoch_line
+    from nbhelpers.train.epoch_log import epoch_line as _epoch_line
 
     line = _epoch_line(
         {

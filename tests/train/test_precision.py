@@ -1,5 +1,6 @@
 """Precision per ``fit``: several precisions in one process, Accelerate's own AMP under a launcher."""
 
+import math
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from torch import nn
 
-from nbhelpers.train import precision
+from nbhelpers.train import engine, precision
 from nbhelpers.train.engine import fit
 from nbhelpers.train.precision import Precision, make_accelerator
 from tests.train.test_engine import make_model, spec, step_fn, stream
@@ -122,3 +123,70 @@ def test_accelerate_precision_is_used_when_it_owns_amp():
     assert amp.scaler is None
     with amp.autocast():
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_fp16_through_fit_skips_an_overflowing_step_halves_the_scale_and_trains_on(tmp_path, monkeypatch):
+    # A T4 resolves mixed_precision to fp16: autocast to fp16 and a GradScaler. A CPU runs fp16 at full
+    # precision (Accelerate's rule), so that rule is lifted here to run the GPU's path through the real fit.
+    monkeypatch.setattr(precision, "FP16_FULL_PRECISION_DEVICES", frozenset())
+    made = []
+
+    def recording_make_accelerator(mode, grad_accum_steps):
+        accelerator, amp = make_accelerator(mode, grad_accum_steps)
+        made.append(amp)
+        return accelerator, amp
+
+    monkeypatch.setattr(engine, "make_accelerator", recording_make_accelerator)
+    model = make_model(0, dropout=0.0)
+    steps, poisoned, calls, dtypes = 12, 8, [0], set()
+    # The gradient of one weight is made infinite at the 8th optimiser step only (one micro-batch a step),
+    # as an fp16 overflow would make it.
+    model.net[0].weight.register_hook(
+        lambda grad: torch.full_like(grad, float("inf")) if calls[0] == poisoned else None
+    )
+
+    def step(m, batch):
+        calls[0] += 1
+        dtypes.add(m.net[0](batch[0]).dtype)
+        return step_fn(m, batch)
+
+    weights = [{k: v.clone() for k, v in model.state_dict().items()}]
+    scales = [torch.amp.GradScaler("cpu").get_scale()]  # the scaler's initial scale, 2**16
+
+    def after_step(m, global_step, total):
+        weights.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        scales.append(made[0].scaler.get_scale())
+
+    s = spec(
+        tmp_path,
+        "fp16",
+        epochs=2,
+        steps_per_epoch=steps // 2,
+        mixed_precision="fp16",
+        lr=5e-2,
+        max_grad_norm=1.0,
+    )
+    history = fit(model, step, stream(0), s, on_step_end=after_step)
+
+    assert isinstance(made[0].scaler, torch.amp.GradScaler) and dtypes == {torch.float16}
+    assert len(weights) == len(scales) == steps + 1 and calls[0] == steps
+
+    def changed(i):  # did optimiser step i (from 1) change any weight?
+        return any(not torch.equal(weights[i][k], weights[i - 1][k]) for k in weights[i] if k != "seen")
+
+    # A step is skipped exactly when its gradients overflowed, and then the scale is halved. (The first
+    # steps overflow of themselves: 2**16 is too large a scale for this model, as the scaler expects.)
+    for i in range(1, steps + 1):
+        assert scales[i] == (scales[i - 1] if changed(i) else scales[i - 1] / 2), f"step {i}"
+    # (a) the poisoned step is skipped, weights and all, after a step that was not
+    assert changed(poisoned - 1) and not changed(poisoned)
+    # (b) every later step updates, and the run stays finite
+    assert all(changed(i) for i in range(poisoned + 1, steps + 1))
+    assert all(torch.isfinite(v).all() for v in weights[-1].values())
+    # the history counts the skipped steps, and the mean gradient norm is over the steps taken
+    half = steps // 2
+    skipped = [sum(not changed(i) for i in range(1 + e * half, 1 + (e + 1) * half)) for e in range(2)]
+    assert [e.get("skipped_steps", 0) for e in history["epochs"]] == skipped and skipped[1] == 1
+    for key in ("loss", "grad_norm"):
+        assert all(math.isfinite(e[key]) for e in history["epochs"] + history["steps"]), key
+    assert history["epochs"][1]["loss"] < history["epochs"][0]["loss"]

@@ -142,7 +142,8 @@ def records_from_rows(
     """Yields the record of every usable row, in order; every other row is counted in ``skips``.
 
     Skips: ``missing_id`` (an id column cell that is empty), ``duplicate_id``, ``missing_label`` (an empty
-    label cell), ``unmapped_label`` (a label the label map does not name), ``empty_text`` (a text that
+    label cell), ``unmapped_label`` (a label the label map does not name; its examples show distinct labels, with
+    their ``ClassLabel`` names), ``empty_text`` (a text that
     is not a string or is blank), ``missing_image`` (an empty image cell, or a path to no file),
     ``path_outside_raw_dir`` (an image path that is absolute or leaves the dataset's folder),
     ``malformed_row`` (an image cell of another type).
@@ -181,7 +182,9 @@ def records_from_rows(
             continue
         label = _lookup(spec.label_map, key, raw_label, label_names)
         if label is None:
-            skips.skip("unmapped_label", f"{row.where} label {key!r}")
+            name = _class_label_name(raw_label, label_names)
+            named = "" if name is None else f" (ClassLabel name {name!r})"
+            skips.skip("unmapped_label", f"{row.where} label {key!r}{named}", value=name or key)
             continue
 
         text = clean_text(values.get(spec.text_column))
@@ -212,9 +215,15 @@ def _lookup(
 ) -> int | None:
     if key in label_map:
         return label_map[key]
+    name = _class_label_name(raw, label_names)
+    return None if name is None else label_map.get(label_key(name) or "")
+
+
+def _class_label_name(raw: Any, label_names: Sequence[str] | None) -> str | None:
+    """The ``ClassLabel`` name of an integer label, or ``None`` (no names, or not one of their indices)."""
     index = as_int(raw)
     if label_names is not None and index is not None and 0 <= index < len(label_names):
-        return label_map.get(label_key(label_names[index]) or "")
+        return label_names[index]
     return None
 
 

@@ -23,6 +23,7 @@ Run directory: ``runs/<run_name>/`` holds stage 1 (checkpoints, history) and ``m
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,6 +60,7 @@ from nbhelpers.train.recipes.results import (
     run_class_names,
 )
 from nbhelpers.train.run_dir import latest_checkpoint
+from nbhelpers.train.run_lock import locks_its_run
 
 CLASSIFIER_DIR = "classifier"
 
@@ -178,6 +180,7 @@ def predict_features(head: nn.Module, features: dict[str, torch.Tensor]) -> np.n
     return head(features["image"], features["text"]).softmax(-1).numpy()
 
 
+@locks_its_run
 def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     """Pre-trains CASS-MM, trains the classifier on its frozen features, evaluates both stages' output."""
     config = CassMMConfig.coerce(config)
@@ -249,8 +252,13 @@ def run(config: CassMMConfig | dict[str, Any]) -> RunResult:
     )
 
 
-def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
+def load_trained(run_dir: str | os.PathLike, weights: Mapping[str, torch.Tensor] | None = None) -> TrainedRun:
     """The trained towers and classifier head of a run, from their last checkpoints; never trains.
+
+    Args:
+        run_dir: the run directory (or an exported folder holding its config.json and metrics.json).
+        weights: :meth:`TrainedRun.weights` (towers under ``model.``, head under ``head.``) to fill the
+            model with instead of the checkpoints.
 
     Returns:
         A :class:`TrainedRun` whose ``model`` is the three towers (:class:`CASSMM`), with parts
@@ -263,10 +271,8 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
     """
     config = CassMMConfig.load(run_dir, RECIPE.how)
     model, tokenizer, size = build_model(config)
-    load_run_weights(model, run_dir, RECIPE.how)
     names = run_class_names(run_dir, config)
     head = FeatureClassifier(model.embed_dim, config.head_layers, config.head_heads, len(names))
-    load_run_weights(head, Path(run_dir) / CLASSIFIER_DIR, RECIPE.how)
     parts = {
         "towers": model,
         "head": head,
@@ -274,10 +280,22 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
         "image_tower": model.clip.visual,
         "cnn": model.cnn,
     }
-    return TrainedRun(
+    trained = TrainedRun(
         recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=tokenizer,
         image_size=size, mean=CLIP_MEAN, std=CLIP_STD, parts=parts, class_names=names,
     )  # fmt: skip
+    if weights is None:
+        load_run_weights(model, run_dir, RECIPE.how)
+        load_run_weights(head, Path(run_dir) / CLASSIFIER_DIR, RECIPE.how)
+    else:
+        trained.load_weights(weights)
+    return trained
+
+
+def predict_split(trained: TrainedRun, data: TensorSplit) -> np.ndarray:
+    """``(N, C)`` class probabilities of a loaded run on samples in memory: the towers' features, then the
+    head (kept on the CPU, where the features are)."""
+    return predict_features(trained.parts["head"], extract_features(trained.model, data))
 
 
 def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -290,8 +308,7 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     trained = load_trained(run_dir)
     config = trained.config
     data = load_split(manifests(config), split, trained.image_size, trained.tokenizer, limit=config.limit)
-    features = extract_features(trained.model, data)
-    return predict_features(trained.parts["head"], features), features["label"].numpy()
+    return predict_split(trained, data), data.labels.numpy()
 
 
 def display_name(metrics: dict[str, Any]) -> str:
@@ -307,4 +324,5 @@ RECIPE = Recipe(
     load_trained=load_trained,
     predict_run=predict_run,
     display_name=display_name,
+    predict_split=predict_split,
 )

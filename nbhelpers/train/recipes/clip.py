@@ -53,6 +53,7 @@ from nbhelpers.train.recipes.data import eval_batches, train_data
 from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 from nbhelpers.train.recipes.results import RunMetrics, RunResult, history_seconds
 from nbhelpers.train.run_dir import RunNotFoundError, atomic_open
+from nbhelpers.train.run_lock import locks_its_run
 
 RECIPE_NAME = "clip"
 WEIGHTS_FILE = "clip_weights.pt"
@@ -227,6 +228,7 @@ def export_weights(model: nn.Module, path: Path) -> Path:
     return path
 
 
+@locks_its_run
 def run(config: ClipConfig | dict[str, Any]) -> RunResult:
     """Trains CLIP contrastively, evaluates retrieval and zero-shot, exports the weights."""
     config = ClipConfig.coerce(config)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +31,7 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from nbhelpers.config import ConfigError, param
-from nbhelpers.data.memory import load_split
+from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.taxonomy import NUM_CLASSES, label_set_of
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.lora import add_lora
@@ -53,6 +54,7 @@ from nbhelpers.train.recipes.results import (
     history_seconds,
     run_class_names,
 )
+from nbhelpers.train.run_lock import locks_its_run
 
 MODES = ("lora", "baseline")
 
@@ -180,6 +182,7 @@ def predict(model: nn.Module, data, batch_size: int = 256) -> tuple[np.ndarray, 
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
+@locks_its_run
 def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     """Trains the classifier, evaluates it on ``eval_splits`` and writes the run directory."""
     config = ClipClassifierConfig.coerce(config)
@@ -227,8 +230,12 @@ def run(config: ClipClassifierConfig | dict[str, Any]) -> RunResult:
     )
 
 
-def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
+def load_trained(run_dir: str | os.PathLike, weights: Mapping[str, torch.Tensor] | None = None) -> TrainedRun:
     """Rebuilds a trained classifier from its run directory (config.json + last checkpoint); never trains.
+
+    Args:
+        run_dir: the run directory (or an exported folder holding its config.json and metrics.json).
+        weights: :meth:`TrainedRun.weights` to fill the model with instead of the last checkpoint.
 
     Returns:
         A :class:`TrainedRun` whose ``model`` is the :class:`CLIPClassifier` (with LoRA in ``lora``
@@ -241,12 +248,21 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
     config = ClipClassifierConfig.load(run_dir, RECIPE.how)
     names = run_class_names(run_dir, config)
     model, tokenizer, size = build_model(config, num_classes=len(names))
-    load_run_weights(model, run_dir, RECIPE.how)
-    return TrainedRun(
+    trained = TrainedRun(
         recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=tokenizer,
         image_size=size, mean=CLIP_MEAN, std=CLIP_STD,
         parts={"clip": model.clip, "image_tower": model.clip.visual, "head": model.head}, class_names=names,
     )  # fmt: skip
+    if weights is None:
+        load_run_weights(model, run_dir, RECIPE.how)
+    else:
+        trained.load_weights(weights)
+    return trained
+
+
+def predict_split(trained: TrainedRun, data: TensorSplit) -> np.ndarray:
+    """``(N, C)`` class probabilities of a loaded run on samples in memory (at ``trained.image_size``)."""
+    return predict(trained.model, data)[0]
 
 
 def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -259,7 +275,7 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     trained = load_trained(run_dir)
     config = trained.config
     data = load_split(manifests(config), split, trained.image_size, trained.tokenizer, limit=config.limit)
-    return predict(trained.model, data)
+    return predict_split(trained, data), data.labels.numpy()
 
 
 def display_name(metrics: dict[str, Any]) -> str:
@@ -275,4 +291,5 @@ RECIPE = Recipe(
     load_trained=load_trained,
     predict_run=predict_run,
     display_name=display_name,
+    predict_split=predict_split,
 )

@@ -20,10 +20,12 @@ from nbhelpers.config import NULL, BaseConfig, ConfigError, param
 from nbhelpers.data.shards import read_manifest
 from nbhelpers.data.sources import SOURCES, get_source
 from nbhelpers.data.taxonomy import LabelSet, label_set_of
+from nbhelpers.folder_lock import ON_BUSY
 from nbhelpers.train.accumulation import ACCUMULATE_LOSS_MODES
 from nbhelpers.train.engine import TrainSpec
 from nbhelpers.train.identity import RunIdentity, bind_run, check_run_name, manifest_digest
 from nbhelpers.train.run_dir import RunNotFoundError, read_json
+from nbhelpers.train.run_lock import hold_bound_run
 from nbhelpers.train.tracking import REPORT_TO
 
 C = TypeVar("C", bound="RecipeConfig")
@@ -65,6 +67,11 @@ class RecipeConfig(BaseConfig):
     seed: int = param(0, min=0, help="seed of the weights' init, the data order and the augmentations")
     resume: bool = param(True, help="continue from the run's last checkpoint")
     progress: bool = param(True, help="a progress bar (plain lines when headless)")
+    on_busy: str = param(
+        "wait",
+        choices=ON_BUSY,
+        help="another process trains this run: wait for it (then load its result) or fail at once",
+    )
     report_to: str = param(
         "tensorboard",
         choices=REPORT_TO,
@@ -199,14 +206,17 @@ class RecipeConfig(BaseConfig):
     def bind(self, found: Sequence[Mapping[str, Any]] = ()) -> Path:
         """Binds the run folder to this config, its data and its input weights; returns the folder.
 
-        Called by every recipe's ``run`` before data is read or a model is built.
+        Called by every recipe's ``run`` before data is read or a model is built. Inside a recipe's
+        ``run`` the folder is locked from here until ``run`` returns (:mod:`nbhelpers.train.run_lock`).
 
         Raises:
             RunMismatchError: the folder holds another config's run (nothing is written then).
+            FolderBusyError: another process holds the folder and ``on_busy="fail"``.
             RunNotFoundError: an input run (``pretrained="run:<name>"``) is missing.
         """
         identity = self.identity(found, self.weight_inputs())
         folder = Path(self.runs_dir) / (self.run_name or identity.folder_name(self.default_run_name()))
+        hold_bound_run(folder, self.on_busy)  # before anything is written into it
         bind_run(folder, identity)
         self.__dict__["_bound_dir"] = folder
         return folder
@@ -317,6 +327,7 @@ def train_spec(config: RecipeConfig, steps_per_epoch: int, **overrides: Any) -> 
         gradient_checkpointing=config.gradient_checkpointing,
         progress=config.progress,
         report_to=config.report_to,
+        on_busy=config.on_busy,
         # Fields of the recipes that offer them (fusion: a reference's constant rate and plain AdamW).
         lr_schedule=getattr(config, "lr_schedule", "cosine"),
         decay_all=getattr(config, "decay_all", False),

@@ -48,7 +48,7 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from nbhelpers.config import ConfigError, param
-from nbhelpers.data.memory import load_split
+from nbhelpers.data.memory import TensorSplit, load_split
 from nbhelpers.data.taxonomy import CLASSES, HATE, UNLABELLED, LabelSet, label_set_of
 from nbhelpers.fileio import read_json
 from nbhelpers.metrics.classification import binary_report, classification_report, one_vs_rest_auroc
@@ -87,6 +87,7 @@ from nbhelpers.train.recipes.results import (
     topk_ks,
 )
 from nbhelpers.train.run_dir import RunNotFoundError
+from nbhelpers.train.run_lock import locks_its_run
 from nbhelpers.train.schedule import LR_SCHEDULES
 
 NOTEBOOK = "07_hateful_memes_fusion"
@@ -357,6 +358,7 @@ def score_split(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str] |
     return binary_report(scores, labels) if classes is None else class_report(scores, labels, classes)
 
 
+@locks_its_run
 def run(config: FusionConfig | dict[str, Any]) -> RunResult:
     """Trains the fusion head (and the backbone if ``trainable_backbone``), evaluates, writes the run."""
     config = FusionConfig.coerce(config)
@@ -485,12 +487,14 @@ def backbone_weights(run_dir: str | os.PathLike, config: FusionConfig) -> str | 
         raise RunNotFoundError(err.path, CLIP_RECIPE.how, what="backbone weights") from None
 
 
-def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
+def load_trained(run_dir: str | os.PathLike, weights: Mapping[str, torch.Tensor] | None = None) -> TrainedRun:
     """Rebuilds a trained classifier from its run directory (config.json + the last checkpoint); never
     trains.
 
     A frozen-backbone run checkpoints only the head; the backbone is rebuilt from ``backbone`` and
     ``pretrained`` (for ``run:<name>``, from that CLIP run's exported weights, :func:`backbone_weights`).
+    With ``weights`` (:meth:`TrainedRun.weights`: backbone and head) the model is filled with them and no
+    other run is read.
 
     Returns:
         A :class:`TrainedRun` whose ``model`` is the :class:`HatefulMemesClassifier` (it takes raw
@@ -504,19 +508,24 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
     """
     config = FusionConfig.load(run_dir, RECIPE.how)
     classes = run_target_classes(run_dir, config)
-    model = build_model(config, backbone_weights(run_dir, config), 1 if classes is None else len(classes))
-    load_run_weights(model if config.trainable_backbone else model.head, run_dir, RECIPE.how)
-    model.eval()
+    start = backbone_weights(run_dir, config) if weights is None else None
+    model = build_model(config, start, 1 if classes is None else len(classes))
     backbone = model.backbone
     parts: dict[str, nn.Module] = {"backbone": backbone, "head": model.head}
     if isinstance(backbone, OpenClipBackbone):
         parts.update(clip=backbone.model, image_tower=backbone.model.visual)
     mean, std = image_normalisation(backbone)
-    return TrainedRun(
+    trained = TrainedRun(
         recipe=RECIPE.name, run_dir=Path(run_dir), config=config, model=model, tokenizer=None,
         image_size=backbone.image_size, mean=mean, std=std, parts=parts,
         class_names=HATEFUL_CLASSES if classes is None else classes,
     )  # fmt: skip
+    if weights is None:
+        load_run_weights(model if config.trainable_backbone else model.head, run_dir, RECIPE.how)
+    else:
+        trained.load_weights(weights)
+    model.eval()
+    return trained
 
 
 def run_fusions(
@@ -548,25 +557,29 @@ def run_fusions(
     return results
 
 
-def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Re-scores a finished run on ``split``: hateful probabilities ``(N,)`` (a binary run) or class
-    probabilities ``(N, C)``, and targets ``(N,)`` of its labelled samples, from the backbone's weights and
-    the head's last checkpoint.
+def predict_split(trained: TrainedRun, data: TensorSplit) -> np.ndarray:
+    """Hateful probabilities ``(N,)`` (a binary head) or class probabilities ``(N, C)`` of a loaded run on
+    labelled samples in memory, from features the backbone extracts afresh (the cache is not read)."""
+    model = trained.model
+    binary = model.head.num_outputs == 1
+    features = extract_features(model.backbone, data, trained.config.feature_batch_size, binary=binary)
+    return predict(model.head, features)[0]
 
-    The features are extracted afresh by the rebuilt backbone (the feature cache is not read), so the
-    scores come from the run's weights alone.
+
+def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Re-scores a finished run on ``split`` (:func:`predict_split`) from the backbone's weights and the
+    head's last checkpoint: its scores and its labelled samples' targets ``(N,)``.
 
     Raises:
         RunNotFoundError: if the run, its config.json, the head's checkpoint, or the backbone's weights
             file (``run:<name>``) is missing; evaluation never trains a missing CLIP.
     """
     trained = load_trained(run_dir)
-    config, model = trained.config, trained.model
-    data = load_split(manifests(config), split, model.backbone.image_size, None, limit=config.limit)
-    binary = model.head.num_outputs == 1
-    return predict(
-        model.head, extract_features(model.backbone, data, config.feature_batch_size, binary=binary)
+    data = load_split(manifests(trained.config), split, trained.image_size, None, limit=trained.config.limit)
+    targets = (
+        hateful_targets(data.labels, data.hateful) if trained.model.head.num_outputs == 1 else data.labels
     )
+    return predict_split(trained, data), targets[targets != UNLABELLED].numpy()
 
 
 def display_name(metrics: dict[str, Any]) -> str:
@@ -582,4 +595,5 @@ RECIPE = Recipe(
     load_trained=load_trained,
     predict_run=predict_run,
     display_name=display_name,
+    predict_split=predict_split,
 )

@@ -21,7 +21,10 @@ from nbhelpers.train.recipes.names import RECIPE_MODULES
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
     from torch import nn
+
+    from nbhelpers.data.memory import TensorSplit
 
 
 @dataclass
@@ -54,6 +57,45 @@ class TrainedRun:
     parts: dict[str, nn.Module] = field(default_factory=dict)
     class_names: tuple[str, ...] | None = None
 
+    def _separate_parts(self) -> dict[str, nn.Module]:
+        """The parts that hold weights outside ``model`` (e.g. a classifier head trained on its features)."""
+        inside = {id(p) for p in self.model.parameters()} | {id(b) for b in self.model.buffers()}
+        return {
+            name: part
+            for name, part in self.parts.items()
+            if any(id(t) not in inside for t in (*part.parameters(), *part.buffers()))
+        }
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Every weight the run predicts with, as one flat ``{name: tensor}`` on the CPU: the model's
+        state under ``model.``, then each part holding weights outside the model under ``<part>.``.
+
+        The tensors are contiguous copies sharing no memory (what ``safetensors`` stores); the names are
+        what :meth:`load_weights` reads back.
+        """
+        modules = {"model": self.model, **self._separate_parts()}
+        return {
+            f"{prefix}.{key}": value.detach().cpu().clone().contiguous()
+            for prefix, module in modules.items()
+            for key, value in module.state_dict().items()
+        }
+
+    def load_weights(self, weights: Mapping[str, torch.Tensor]) -> None:
+        """Fills the model (and its separate parts) with :meth:`weights` of the same architecture, strictly,
+        and puts them in eval mode.
+
+        Raises:
+            RuntimeError: from ``load_state_dict`` when a name or shape does not match.
+        """
+        modules = {"model": self.model, **self._separate_parts()}
+        for prefix, module in modules.items():
+            mine = {k[len(prefix) + 1 :]: v for k, v in weights.items() if k.startswith(prefix + ".")}
+            module.load_state_dict(mine, strict=True)
+            module.eval()
+        unknown = sorted(k for k in weights if k.split(".", 1)[0] not in modules)
+        if unknown:
+            raise RuntimeError(f"weights hold names of no part of the model: {unknown[:5]}")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -64,19 +106,27 @@ class Recipe:
         config_class: its :class:`~nbhelpers.train.recipes.config.RecipeConfig` subclass.
         notebook: the notebook that runs it (``"05_train_cass_mm"``).
         run: ``run(config or dict of parameters) -> RunResult``: trains, evaluates, writes the run.
-        load_trained: ``load_trained(run_dir) -> TrainedRun``; never trains.
+        load_trained: ``load_trained(run_dir, weights=None) -> TrainedRun``; never trains. With ``weights``
+            (:meth:`TrainedRun.weights` of a run of the same config, e.g. read from an exported
+            ``model.safetensors``) the model is filled with them instead of the run's checkpoints, and
+            nothing else is read but ``config.json`` and ``metrics.json``.
         predict_run: ``predict_run(run_dir, split) -> (scores, labels)`` from the run's checkpoint; None
             where the recipe has no classifier.
         display_name: ``display_name(metrics) -> str``: the readable model name of a run's ``metrics.json``.
+        predict_split: ``predict_split(trained, data) -> scores``: the scores of a loaded run on samples held
+            in memory (a :class:`~nbhelpers.data.memory.TensorSplit` at ``trained.image_size``): ``(N, C)``
+            class probabilities, or ``(N,)`` hateful probabilities of a binary head. ``predict_run`` is
+            ``load_trained`` + the split + this. None where the recipe has no classifier.
     """
 
     name: str
     config_class: type
     notebook: str
     run: Callable[[Any], Any]
-    load_trained: Callable[[str | os.PathLike], TrainedRun]
+    load_trained: Callable[..., TrainedRun]
     predict_run: Callable[[str | os.PathLike, str], tuple[np.ndarray, np.ndarray]] | None
     display_name: Callable[[Mapping[str, Any]], str]
+    predict_split: Callable[[TrainedRun, TensorSplit], np.ndarray] | None = None
 
     @property
     def how(self) -> str:

@@ -78,6 +78,7 @@ from nbhelpers.train.recipes.config import RecipeConfig, manifests, train_spec
 from nbhelpers.train.recipes.data import epoch_steps
 from nbhelpers.train.recipes.registry import Recipe, TrainedRun
 from nbhelpers.train.recipes.results import RunMetrics, RunResult, history_seconds
+from nbhelpers.train.run_lock import locks_its_run
 from nbhelpers.train.ssl_methods import METHODS
 from nbhelpers.train.ssl_methods.base import BACKBONES, MethodParams, SSLModel
 
@@ -306,6 +307,7 @@ def probe_label_of(config: SSLConfig, data: ImageSet) -> str:
     return label
 
 
+@locks_its_run
 def run(config: SSLConfig | dict[str, Any]) -> RunResult:
     """Pre-trains the encoder(s), probes them and their initialisation, and writes the run directory."""
     config = SSLConfig.coerce(config)

@@ -73,6 +73,7 @@ from nbhelpers.train.recipes.results import (
     topk_ks,
 )
 from nbhelpers.train.run_dir import RunNotFoundError, latest_checkpoint
+from nbhelpers.train.run_lock import locks_its_run
 
 #: What ``model`` may ask for: ``both`` trains text and image, then fuses them.
 MODELS = ("both", "text", "image")
@@ -445,6 +446,7 @@ def fuse_runs(config: UnimodalConfig, found: Sequence[Mapping[str, Any]] | None 
     return RunResult(out, metrics, extra={"reports": reports})
 
 
+@locks_its_run
 def run(config: UnimodalConfig | dict[str, Any]) -> RunResult:
     """Trains the baselines ``config.model`` asks for and, for ``both``, fuses them.
 
@@ -482,9 +484,9 @@ def _fused_from(run_dir: Path) -> dict[str, str] | None:
     return read_metrics(run_dir).get("fused_from") or None
 
 
-def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
-    """Rebuilds a trained text or image model from its run directory (config.json + last checkpoint);
-    never trains.
+def load_trained(run_dir: str | os.PathLike, weights: Mapping[str, torch.Tensor] | None = None) -> TrainedRun:
+    """Rebuilds a trained text or image model from its run directory (config.json + last checkpoint, or
+    ``weights``: :meth:`TrainedRun.weights` of such a run); never trains.
 
     Returns:
         A :class:`TrainedRun` whose ``model`` is the :class:`ImageClassifier` (parts: ``"cnn"``, its
@@ -504,16 +506,21 @@ def load_trained(run_dir: str | os.PathLike) -> TrainedRun:
         raise ValueError(f"{run_dir} is not a text or image run of this recipe (model={config.model!r})")
     names = run_class_names(run_dir, config)
     model = build_model(config, config.model, pretrained=False, class_names=names)
-    model = load_run_weights(model, run_dir, RECIPE.how)
     if config.model == "image":
-        return TrainedRun(
+        trained = TrainedRun(
             recipe=RECIPE.name, run_dir=run_dir, config=config, model=model, image_size=config.image_size,
             mean=IMAGENET_MEAN, std=IMAGENET_STD, parts={"cnn": model.net}, class_names=names,
         )  # fmt: skip
-    return TrainedRun(
-        recipe=RECIPE.name, run_dir=run_dir, config=config, model=model, parts={"encoder": model.model},
-        class_names=names,
-    )  # fmt: skip
+    else:
+        trained = TrainedRun(
+            recipe=RECIPE.name, run_dir=run_dir, config=config, model=model, parts={"encoder": model.model},
+            class_names=names,
+        )  # fmt: skip
+    if weights is None:
+        load_run_weights(model, run_dir, RECIPE.how)
+    else:
+        trained.load_weights(weights)
+    return trained
 
 
 def confusions(result: RunResult, split: str | None = None) -> dict[str, np.ndarray]:
@@ -553,7 +560,12 @@ def predict_run(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
     trained = load_trained(run_dir)
     config = trained.config
     data = load_split(manifests(config), split, config.image_size, limit=config.limit)
-    return predict(trained.model, data, config.model)
+    return predict_split(trained, data), data.labels.numpy()
+
+
+def predict_split(trained: TrainedRun, data: TensorSplit) -> np.ndarray:
+    """``(N, C)`` class probabilities of a loaded text or image run on samples in memory."""
+    return predict(trained.model, data, trained.config.model)[0]
 
 
 def display_name(metrics: dict[str, Any]) -> str:
@@ -576,4 +588,5 @@ RECIPE = Recipe(
     load_trained=load_trained,
     predict_run=predict_run,
     display_name=display_name,
+    predict_split=predict_split,
 )

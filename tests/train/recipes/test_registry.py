@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from nbhelpers.data.transforms import CLIP_MEAN, CLIP_STD
 from nbhelpers.models.cass_mm import CASSMM
@@ -44,6 +45,11 @@ def test_every_recipe_is_registered_in_the_notebooks_order():
         assert recipe.how == f"notebook {recipe.notebook}, or: python -m nbhelpers.train {name} ..."
         assert dataclasses.is_dataclass(recipe) and type(recipe).__dataclass_params__.frozen
     assert [name for name, recipe in RECIPES.items() if recipe.predict_run is None] == ["clip", "ssl"]
+    # Every classifier scores samples in memory (what nbhelpers.predict calls) with its own module's function.
+    assert [name for name, recipe in RECIPES.items() if recipe.predict_split is None] == ["clip", "ssl"]
+    for name in ("unimodal", "cass_mm", "clip_classifier", "fusion"):
+        module = importlib.import_module(f"nbhelpers.train.recipes.{name}")
+        assert RECIPES[name].predict_split is module.predict_split
     assert get_recipe("cass_mm").notebook == "05_train_cass_mm"
 
 
@@ -184,3 +190,22 @@ def test_a_fusion_run_whose_clip_run_is_missing_does_not_train_it(tiny_runs, tmp
             load(run_dir)
         assert info.value.path == tmp_path / "runs" / "tinyclip" / "clip_weights.pt"
     assert _files(tmp_path) == before
+
+
+def test_a_trained_runs_weights_round_trip_with_a_separate_head():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3))
+    trained = TrainedRun("toy", Path("."), None, model, parts={"layer": model[0], "head": nn.Linear(3, 2)})
+    weights = trained.weights()
+    # The model under model., a part outside it under its name; a part inside the model is not repeated.
+    assert sorted(weights) == ["head.bias", "head.weight", "model.0.bias", "model.0.weight"]
+    fresh = TrainedRun(
+        "toy", Path("."), None, nn.Sequential(nn.Linear(2, 3)), parts={"head": nn.Linear(3, 2)}
+    )
+    fresh.load_weights(weights)
+    assert all(torch.equal(v, fresh.weights()[k]) for k, v in weights.items())
+    assert not fresh.model.training and not fresh.parts["head"].training
+    with pytest.raises(RuntimeError, match="no part of the model"):
+        fresh.load_weights({**weights, "extra.x": torch.zeros(1)})
+    with pytest.raises(RuntimeError, match="Missing key"):
+        fresh.load_weights({k: v for k, v in weights.items() if k != "head.bias"})

@@ -1,0 +1,1 @@
+"""``python -m nbhelpers.export RUN_DIR OUT_DIR``: see :mod:`nbhelpers.predict.export`."""

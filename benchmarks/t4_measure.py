@@ -1,0 +1,126 @@
+"""What one real-size preset allocates and computes in its training steps, measured through its recipe's ``run()``.
+
+:func:`measure` runs a preset (:func:`benchmarks.real_size.run_preset`: its real model, two optimiser
+steps of a few samples) with the engine's ``fit`` (and, for fusion, the feature extraction) wrapped, so
+that what is measured is exactly what the preset runs: gradient checkpointing, LoRA, accumulation,
+autocast, frozen towers. Per ``fit`` (a preset may run several: the unimodal text and image models,
+CASS-MM's joint training then its head) it records:
+
+- the bytes of the model's weights and buffers, and its trainable parameters;
+- the peak bytes of the tensors created during the forward and backward passes (activations, gradients,
+  the optimiser's state after the first step, autocast's weight copies) and during the optimiser step,
+  apart (:class:`benchmarks.memory.LiveBytes`);
+- the FLOPs (``torch.utils.flop_counter.FlopCounterMode``: forward, backward and checkpoint recomputation)
+  and the samples, so FLOPs per sample.
+
+Evaluation is not part of a step: the wrapped ``fit`` runs without its ``evaluate`` callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.memory import LiveBytes, optimiser_phases
+from benchmarks.real_size import run_preset
+
+GiB = 2**30
+
+
+def tensor_bytes(model: nn.Module) -> int:
+    """Bytes of ``model``'s parameters and buffers (each storage once)."""
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        key = t.untyped_storage()._cdata
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def _samples(history: dict) -> float:
+    return sum(e.get("samples_per_s", 0.0) * e.get("seconds", 0.0) for e in history["epochs"])
+
+
+@contextlib.contextmanager
+def _counted() -> Iterator[tuple[LiveBytes, FlopCounterMode]]:
+    flops = FlopCounterMode(display=False)
+    with LiveBytes() as live, flops:
+        remove = optimiser_phases(live)
+        try:
+            yield live, flops
+        finally:
+            remove()
+
+
+def _fit_wrapper(real_fit: Callable, fits: list[dict]) -> Callable:
+    def fit(model, step_fn, batches, spec, **kwargs):
+        kwargs["evaluate"] = None  # evaluation is not part of a training step
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        with _counted() as (live, flops):
+            history = real_fit(model, step_fn, batches, spec, **kwargs)
+        fits.append(
+            {
+                "weights": tensor_bytes(model),
+                "trainable": trainable,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "step_peak": live.peaks.get("step", 0),
+                "optimiser_peak": live.peaks.get("optimiser", 0),
+                "flops": flops.get_total_flops(),
+                "samples": _samples(history),
+            }
+        )
+        return history
+
+    return fit
+
+
+def _extract_wrapper(real_extract: Callable, extractions: list[dict]) -> Callable:
+    def extract(backbone, data, batch_size=256, *args, **kwargs):
+        with _counted() as (live, flops):
+            features = real_extract(backbone, data, batch_size, *args, **kwargs)
+        extractions.append(
+            {
+                "weights": tensor_bytes(backbone),
+                "parameters": sum(p.numel() for p in backbone.parameters()),
+                "peak": live.peak,
+                "flops": flops.get_total_flops(),
+                "samples": len(data),
+            }
+        )
+        return features
+
+    return extract
+
+
+def measure(recipe: str, preset: str, root: Path, micro_batch: int) -> dict[str, Any]:
+    """Two optimiser steps of ``preset`` at ``micro_batch`` (see the module docstring), measured.
+
+    Returns:
+        ``{"micro_batch", "fits": [per fit], "extractions": [per feature extraction]}`` (bytes, FLOPs).
+    """
+    module = importlib.import_module(f"nbhelpers.train.recipes.{recipe}")
+    fits: list[dict] = []
+    extractions: list[dict] = []
+    patches = [mock.patch.object(module, "fit", _fit_wrapper(module.fit, fits))]
+    if recipe == "fusion":
+        features = importlib.import_module("nbhelpers.train.recipes.fusion_features")
+        patches.append(
+            mock.patch.object(
+                features, "extract_features", _extract_wrapper(features.extract_features, extractions)
+            )
+        )
+    with contextlib.ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
+        torch.manual_seed(0)
+        run_preset(recipe, preset, root, micro_batch)
+    return {"micro_batch": micro_batch, "fits": fits, "extractions": extractions[:1]}

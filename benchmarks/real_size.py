@@ -295,7 +295,7 @@ def run_config(
     accum = min(preset_accum, 2)
     values = offline_overrides(recipe, preset, root, max(samples, micro_batch * accum * steps))
     values.update(
-        epochs=1, steps_per_epoch=steps, num_workers=0, mixed_precision=precision, run_name="r",
+        epochs=1, steps_per_epoch=steps, num_workers=0, mixed_precision=precision, run_name=f"b{micro_batch}",
         batch_size=micro_batch * accum, limit=max(micro_batch * accum * steps, 4),
     )  # fmt: skip
     if preset_accum > 1:

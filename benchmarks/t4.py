@@ -111,10 +111,14 @@ def with_allowance(parts: dict[str, float]) -> dict[str, float]:
     return {**parts, "allowance": allowance, "peak": tensors + allowance}
 
 
-def estimate(recipe: str, preset: str, runs: tuple[dict, dict], micro_batch: int) -> dict[str, Any]:
+def estimate(
+    recipe: str, preset: str, runs: tuple[dict, dict], micro_batch: int, extract_batch: int | None = None
+) -> dict[str, Any]:
     """The peak of ``preset``'s step at ``micro_batch`` from its two measurements (bytes), its parts, and
-    which stage sets it (``step`` of a fit, or ``extraction``)."""
+    which stage sets it (``step`` of a fit, or ``extraction`` of features ``extract_batch`` at a time,
+    default ``micro_batch``)."""
     small, large = runs
+    extract_batch = extract_batch or micro_batch
     candidates = []
     for a, b in zip(
         _with_batch(small["fits"], small["micro_batch"]), _with_batch(large["fits"], large["micro_batch"])
@@ -128,7 +132,7 @@ def estimate(recipe: str, preset: str, runs: tuple[dict, dict], micro_batch: int
         hub = hf_id(recipe, preset)
         if hub and "blip2" in hub:  # loaded in float16 on a GPU, at its full depth
             weights = 2 * full_parameters(hub)
-        transient = _line(a, b, "peak", micro_batch)
+        transient = _line(a, b, "peak", extract_batch)
         parts = {"weights": weights, "gradients": 0, "optimiser": 0, "activations": transient}
         candidates.append(("extraction", with_allowance({**parts, "transient": transient})))
     stage, parts = max(candidates, key=lambda c: c[1]["peak"])
@@ -199,12 +203,21 @@ def preset_row(
     recipe: str, preset: str, root: Path, batches: tuple[int, int] = SMALL_BATCHES
 ) -> dict[str, Any]:
     """The estimate of one preset (the object written to ``t4.jsonl``)."""
-    from nbhelpers.config import preset_values
 
     start = time.perf_counter()
     runs = tuple(measure(recipe, preset, root, b) for b in batches)
+    row = estimate_row(recipe, preset, runs)
+    return {**row, "estimate_seconds": round(time.perf_counter() - start, 1)}
+
+
+def estimate_row(recipe: str, preset: str, runs: tuple[dict, dict]) -> dict[str, Any]:
+    """The row of ``preset`` from its two measurements (kept in the row as ``measurements``, so that
+    ``--reestimate`` recomputes every row without measuring again)."""
+    from nbhelpers.config import preset_values
+
     micro, accum = preset_micro_batch(recipe, preset)
-    parts = estimate(recipe, preset, runs, micro)
+    extract_batch = preset_values(preset, recipe).get("feature_batch_size") if recipe == "fusion" else None
+    parts = estimate(recipe, preset, runs, micro, extract_batch)
     train_flops, extract_flops = flops_per_sample(runs[1])
     precision = "fp16" if preset_values(preset, recipe).get("mixed_precision", "auto") == "auto" else "fp32"
     speed = t4_speed(train_flops, precision)
@@ -227,7 +240,8 @@ def preset_row(
         "memory_gib": {
             k: _gib(parts[k]) for k in ("weights", "gradients", "optimiser", "activations", "allowance")
         },
-        "max_micro_batch": largest_micro_batch(recipe, preset, runs),
+        "max_micro_batch": largest_micro_batch(recipe, preset, runs, extract_batch),
+        "extract_batch": extract_batch,
         "parameters": params,
         "trainable_parameters": sum(f["trainable"] for f in runs[1]["fits"]),
         "flops_per_sample": train_flops,
@@ -237,8 +251,7 @@ def preset_row(
         "epoch_minutes": t4_epoch_minutes(samples, speed),
         "loader_samples_per_s": loader,
         "bound": bound(speed, loader),
-        "measured_micro_batches": list(batches),
-        "estimate_seconds": round(time.perf_counter() - start, 1),
+        "measurements": list(runs),
     }
 
 
@@ -269,8 +282,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--memory-cap-gib", type=float, default=15.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--reestimate", action="store_true", help="recompute the rows from their measurements"
+    )
     args = parser.parse_args(argv)
     chosen = [tuple(o.split(":", 1)) for o in args.only] or list(PRESETS)
+    if args.reestimate:
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+        write_rows([estimate_row(r["recipe"], r["preset"], tuple(r["measurements"])) for r in rows], args.out)
+        return
     for recipe, preset in chosen:
         with tempfile.TemporaryDirectory(prefix="t4-") as tmp:
             if args.device == "cuda":  # beside the estimates already in the file (a CPU's work)

@@ -140,15 +140,24 @@ def estimate(
 
 
 def largest_micro_batch(
-    recipe: str, preset: str, runs: tuple[dict, dict], budget_gib: float = BUDGET_GIB
+    recipe: str,
+    preset: str,
+    runs: tuple[dict, dict],
+    extract_batch: int | None = None,
+    budget_gib: float = BUDGET_GIB,
 ) -> int:
-    """The largest micro-batch whose estimated peak is within ``budget_gib`` (0: not even one sample)."""
+    """The largest micro-batch whose estimated peak is within ``budget_gib`` (0: not even one sample), with
+    features extracted ``extract_batch`` at a time (fusion; None: the micro-batch)."""
+
+    def fits(batch: int) -> bool:
+        return estimate(recipe, preset, runs, batch, extract_batch)["peak"] <= budget_gib * GiB
+
     lo, hi = 0, 1
-    while hi < 1 << 16 and estimate(recipe, preset, runs, hi)["peak"] <= budget_gib * GiB:
+    while hi < 1 << 16 and fits(hi):
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if estimate(recipe, preset, runs, mid)["peak"] <= budget_gib * GiB else (lo, mid)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
 
 
@@ -249,6 +258,10 @@ def estimate_row(recipe: str, preset: str, runs: tuple[dict, dict]) -> dict[str,
         "t4_samples_per_s": speed,
         "epoch_samples": samples,
         "epoch_minutes": t4_epoch_minutes(samples, speed),
+        # Fusion: the frozen backbone's features of the training split, once, before the first epoch.
+        "extract_minutes": t4_epoch_minutes(samples, t4_speed(extract_flops, precision))
+        if extract_flops
+        else None,
         "loader_samples_per_s": loader,
         "bound": bound(speed, loader),
         "measurements": list(runs),

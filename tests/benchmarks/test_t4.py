@@ -106,3 +106,21 @@ def test_the_results_file_has_every_preset_within_the_budget():
         assert row["micro_batch"] <= row["max_micro_batch"], row["preset"]
         parts = row["memory_gib"]
         assert parts["weights"] > 0 and row["flops_per_sample"] > 0
+
+
+def test_a_fusion_preset_extracts_at_its_feature_batch_and_trains_its_head_at_its_batch():
+    def run(micro_batch: int) -> dict:
+        base = _run(micro_batch, 0.01 * GiB * micro_batch)
+        extraction = {"weights": 2 * GiB, "parameters": 1, "peak": 0.05 * GiB * micro_batch,
+                      "flops": 1e11 * micro_batch, "samples": micro_batch}  # fmt: skip
+        return {**base, "extractions": [extraction]}
+
+    runs = (run(2), run(4))
+    parts = t4.estimate("fusion", "hateclipper_vitl14_cross", runs, 64, extract_batch=128)
+    assert parts["stage"] == "extraction"
+    assert parts["weights"] == 2 * GiB and parts["activations"] == pytest.approx(0.05 * GiB * 128)
+    # The extraction alone (2 + 6.4 GiB, x 1.1, + 0.5) fits; the head then limits the micro-batch:
+    # (1 + 0.01 B) * 1.1 + 0.5 <= 14.
+    assert t4.largest_micro_batch("fusion", "hateclipper_vitl14_cross", runs, extract_batch=128) == 1127
+    assert t4.largest_micro_batch("fusion", "hateclipper_vitl14_cross", runs, extract_batch=512) == 0
+    assert t4.flops_per_sample(runs[1]) == (6e9, 1e11)

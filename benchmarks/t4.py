@@ -91,9 +91,13 @@ def _with_batch(entries: list[dict], micro_batch: int) -> list[dict]:
     return [{**e, "micro_batch": micro_batch} for e in entries]
 
 
-def fit_parts(small: dict, large: dict, micro_batch: int) -> dict[str, float]:
-    """Bytes of one fit's step at ``micro_batch`` (see the module docstring), from two measurements."""
+def fit_parts(small: dict, large: dict, micro_batch: int, accum: int = 1) -> dict[str, float]:
+    """Bytes of one fit's step at ``micro_batch`` (see the module docstring), from two measurements, with
+    the step's batches on the device: one micro-batch, or all ``accum`` of them under GradCache."""
     step = _line(small, large, "step_peak", micro_batch)
+    if "batch_bytes" in large:
+        per_sample = large["batch_bytes"] / large["micro_batch"]
+        step += per_sample * micro_batch * (accum if large["batches_held"] > 1 else 1)
     gradients, optimiser = 4 * large["trainable"], 8 * large["trainable"]
     return {
         "weights": large["weights"],
@@ -119,11 +123,12 @@ def estimate(
     default ``micro_batch``)."""
     small, large = runs
     extract_batch = extract_batch or micro_batch
+    accum = preset_micro_batch(recipe, preset)[1]
     candidates = []
     for a, b in zip(
         _with_batch(small["fits"], small["micro_batch"]), _with_batch(large["fits"], large["micro_batch"])
     ):
-        candidates.append(("step", with_allowance(fit_parts(a, b, micro_batch))))
+        candidates.append(("step", with_allowance(fit_parts(a, b, micro_batch, accum))))
     for a, b in zip(
         _with_batch(small["extractions"], small["micro_batch"]),
         _with_batch(large["extractions"], large["micro_batch"]),

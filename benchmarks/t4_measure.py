@@ -31,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.memory import LiveBytes, optimiser_phases
 from benchmarks.real_size import run_preset
+from nbhelpers.train.accumulation import BatchLoss
 
 GiB = 2**30
 
@@ -61,12 +62,28 @@ def _counted() -> Iterator[tuple[LiveBytes, FlopCounterMode]]:
             remove()
 
 
+def _batch_bytes(batch: Any) -> int:
+    """Bytes of the tensors of a batch (nested dicts, lists and tuples)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.nbytes
+    if isinstance(batch, dict):
+        return sum(_batch_bytes(v) for v in batch.values())
+    if isinstance(batch, list | tuple):
+        return sum(_batch_bytes(v) for v in batch)
+    return 0
+
+
 def _fit_wrapper(real_fit: Callable, fits: list[dict]) -> Callable:
     def fit(model, step_fn, batches, spec, **kwargs):
         kwargs["evaluate"] = None  # evaluation is not part of a training step
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        # The loader runs on the host (on a GPU only the step's batches are copied to the device): its
+        # batches are made before counting, and the ones a step holds on the device are counted apart.
+        stream = iter(batches(1))
+        made = [next(stream) for _ in range(spec.steps_per_epoch * spec.grad_accum_steps)]
+        whole = isinstance(step_fn, BatchLoss) and spec.grad_accum_steps > 1  # GradCache: the step's together
         with _counted() as (live, flops):
-            history = real_fit(model, step_fn, batches, spec, **kwargs)
+            history = real_fit(model, step_fn, lambda epoch: iter(made), spec, **kwargs)
         fits.append(
             {
                 "weights": tensor_bytes(model),
@@ -76,6 +93,9 @@ def _fit_wrapper(real_fit: Callable, fits: list[dict]) -> Callable:
                 "optimiser_peak": live.peaks.get("optimiser", 0),
                 "flops": flops.get_total_flops(),
                 "samples": _samples(history),
+                # A micro-batch's bytes, and how many micro-batches a step holds on the device at once.
+                "batch_bytes": _batch_bytes(made[0]),
+                "batches_held": spec.grad_accum_steps if whole else 1,
             }
         )
         return history

@@ -22,6 +22,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
 
 #: The CUDA caching allocator rounds every block up to a multiple of 512 bytes.
 BLOCK = 512
@@ -33,7 +34,7 @@ def _storages(tree) -> list[torch.UntypedStorage]:
 
 
 class LiveBytes(TorchDispatchMode):
-    """Bytes of the tensors created since entering, now and at their peak, with named windows.
+    """Bytes of the tensors created since entering, now and at their peak, with named windows, and FLOPs.
 
     ``phase`` names what is running (``"step"`` by default); :attr:`peaks` keeps the peak of each phase,
     so a caller can tell the peak of the forward and backward from the peak of the optimiser step.
@@ -51,6 +52,7 @@ class LiveBytes(TorchDispatchMode):
         self.peak = 0
         self.phase = "step"
         self.peaks: dict[str, int] = {}
+        self.flops = 0
         self._seen: set[int] = set()
 
     def set_phase(self, name: str) -> None:
@@ -64,6 +66,11 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # FLOPs by torch.utils.flop_counter's formulas. Not FlopCounterMode itself: its module tracker
+        # keeps tensors alive under gradient checkpointing, which would change what is measured here.
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.flops += count(*args, **(kwargs or {}), out_val=out)
         # An output that shares an input's storage (a view, an in-place or out= op) allocated nothing.
         inputs = {s._cdata for s in _storages((args, kwargs))}
         for storage in _storages(out):

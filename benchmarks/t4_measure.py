@@ -10,7 +10,7 @@ CASS-MM's joint training then its head) it records:
 - the peak bytes of the tensors created during the forward and backward passes (activations, gradients,
   the optimiser's state after the first step, autocast's weight copies) and during the optimiser step,
   apart (:class:`benchmarks.memory.LiveBytes`);
-- the FLOPs (``torch.utils.flop_counter.FlopCounterMode``: forward, backward and checkpoint recomputation)
+- the FLOPs (``torch.utils.flop_counter``'s formulas: forward, backward and checkpoint recomputation)
   and the samples, so FLOPs per sample.
 
 Evaluation is not part of a step: the wrapped ``fit`` runs without its ``evaluate`` callback.
@@ -27,7 +27,6 @@ from unittest import mock
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.memory import LiveBytes, optimiser_phases
 from benchmarks.real_size import run_preset
@@ -52,12 +51,11 @@ def _samples(history: dict) -> float:
 
 
 @contextlib.contextmanager
-def _counted() -> Iterator[tuple[LiveBytes, FlopCounterMode]]:
-    flops = FlopCounterMode(display=False)
-    with LiveBytes() as live, flops:
+def _counted() -> Iterator[LiveBytes]:
+    with LiveBytes() as live:
         remove = optimiser_phases(live)
         try:
-            yield live, flops
+            yield live
         finally:
             remove()
 
@@ -82,7 +80,7 @@ def _fit_wrapper(real_fit: Callable, fits: list[dict]) -> Callable:
         stream = iter(batches(1))
         made = [next(stream) for _ in range(spec.steps_per_epoch * spec.grad_accum_steps)]
         whole = isinstance(step_fn, BatchLoss) and spec.grad_accum_steps > 1  # GradCache: the step's together
-        with _counted() as (live, flops):
+        with _counted() as live:
             history = real_fit(model, step_fn, lambda epoch: iter(made), spec, **kwargs)
         fits.append(
             {
@@ -91,7 +89,7 @@ def _fit_wrapper(real_fit: Callable, fits: list[dict]) -> Callable:
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "step_peak": live.peaks.get("step", 0),
                 "optimiser_peak": live.peaks.get("optimiser", 0),
-                "flops": flops.get_total_flops(),
+                "flops": live.flops,
                 "samples": _samples(history),
                 # A micro-batch's bytes, and how many micro-batches a step holds on the device at once.
                 "batch_bytes": _batch_bytes(made[0]),
@@ -105,14 +103,14 @@ def _fit_wrapper(real_fit: Callable, fits: list[dict]) -> Callable:
 
 def _extract_wrapper(real_extract: Callable, extractions: list[dict]) -> Callable:
     def extract(backbone, data, batch_size=256, *args, **kwargs):
-        with _counted() as (live, flops):
+        with _counted() as live:
             features = real_extract(backbone, data, batch_size, *args, **kwargs)
         extractions.append(
             {
                 "weights": tensor_bytes(backbone),
                 "parameters": sum(p.numel() for p in backbone.parameters()),
                 "peak": live.peak,
-                "flops": flops.get_total_flops(),
+                "flops": live.flops,
                 "samples": len(data),
             }
         )

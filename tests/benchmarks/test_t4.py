@@ -124,3 +124,10 @@ def test_a_fusion_preset_extracts_at_its_feature_batch_and_trains_its_head_at_it
     assert t4.largest_micro_batch("fusion", "hateclipper_vitl14_cross", runs, extract_batch=128) == 1127
     assert t4.largest_micro_batch("fusion", "hateclipper_vitl14_cross", runs, extract_batch=512) == 0
     assert t4.flops_per_sample(runs[1]) == (6e9, 1e11)
+
+
+def test_flops_are_counted_by_torchs_formulas():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    with LiveBytes() as live:
+        a @ b
+    assert live.flops == 2 * 8 * 16 * 4

@@ -20,14 +20,15 @@ measurements give the bytes at the preset's real micro-batch ``B``::
 The parts reported: ``weights`` (parameters and buffers as the GPU holds them: float32, BLIP-2 float16
 as its backbone loads it on a GPU, counted at full size on the meta device), ``gradients`` (4 bytes per
 trainable parameter), ``optimiser`` (AdamW's two float32 moments), ``activations`` (the rest of
-``step(B)``: saved tensors, checkpoint recomputation, autocast's weight copies, the batch) and
+``step(B)``: saved tensors, checkpoint recomputation, autocast's weight copies, the step's batches on
+the device: all ``grad_accum_steps`` of them under whole-batch accumulation) and
 ``allowance``: :data:`CONTEXT_GIB` for the CUDA context and cuBLAS workspace plus :data:`SLACK` of the
 rest for the caching allocator's rounding and fragmentation. Fusion presets train a head on cached
 features, so their peak is the larger of the feature extraction (frozen backbone, ``feature_batch_size``
 at a time) and the head's step. ``max_micro_batch`` is the largest ``B`` whose peak fits
 :data:`BUDGET_GIB`.
 
-**FLOPs.** ``FlopCounterMode`` over the same steps: forward, backward and checkpoint recomputation, per
+**FLOPs.** ``torch.utils.flop_counter``'s formulas over the same steps: forward, backward and checkpoint recomputation, per
 sample of ``b2``; a preset that trains several models (unimodal: BERT and ResNet-152) adds them: one
 sample through an epoch of each. Fusion presets report their head's FLOPs and, apart, the backbone's
 per extracted sample (``extract_flops_per_sample``, once per split).

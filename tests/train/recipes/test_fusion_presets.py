@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from nbhelpers.config import ConfigError, preset_names, preset_values
-from nbhelpers.models.backbones import HFClipBackbone
-from nbhelpers.train.recipes import fusion as fusion_recipe
 from nbhelpers.train.recipes.config import manifests, train_spec
-from nbhelpers.train.recipes.fusion import FusionConfig, run
+from nbhelpers.train.recipes.fusion import FusionConfig
 from nbhelpers.train.recipes.fusion_features import _cache_file
-from tests.models.test_backbones import _write_clip_tokenizer
-from tests.models.test_backbones_features import vit_l14_config
 
 #: preset -> (backbone, fusion, map_dim, epochs, batch_size, lr) of the row it reproduces.
 ROWS = {
@@ -63,46 +58,6 @@ def test_pooled_features_are_cached_apart_from_projected_ones(tiny_shards, tmp_p
         "demo", data_dir=str(tiny_shards), runs_dir=str(tmp_path), features="pooled"
     )
     assert _cache_file(config, None, found, "train") != _cache_file(pooled, None, found, "train")
-
-
-@pytest.mark.slow
-def test_headline_preset_trains_its_head_at_real_size(tiny_shards, tmp_path, monkeypatch):
-    """The ``hateclipper_vitl14_cross`` preset's model at CLIP ViT-L/14's real size (random init: no download
-    here) through the recipe's own ``run``: pooled 1024/768 features of 224 px images from the frozen towers,
-    a 1M-wide cross fusion, two optimiser steps of the head on 4 samples."""
-    tokenizer = _write_clip_tokenizer(tmp_path)
-    built = []
-
-    def random_vit_l14(name, pretrained=None, trainable=False, features="projected"):
-        assert (name, pretrained, trainable, features) == (
-            "hf:openai/clip-vit-large-patch14",
-            None,
-            False,
-            "pooled",
-        )
-        torch.manual_seed(0)
-        built.append(HFClipBackbone.from_config(vit_l14_config(tokenizer), tokenizer, trainable, features))
-        return built[-1]
-
-    monkeypatch.setattr(fusion_recipe, "build_backbone", random_vit_l14)
-    result = run(
-        FusionConfig.from_params(
-            "hateclipper_vitl14_cross", data_dir=str(tiny_shards), runs_dir=str(tmp_path / "runs"),
-            sources="synthetic", eval_splits="val", limit=4, epochs=1, batch_size=2, feature_cache=False,
-            mixed_precision="no", progress=False,
-        )
-    )  # fmt: skip
-    model = result.extra["model"]
-    backbone, head = model.backbone, model.head
-    assert (backbone.image_dim, backbone.text_dim, backbone.image_size) == (1024, 768, 224)
-    assert head.output.in_features == 1024 * 1024
-    assert sum(p.numel() for p in backbone.parameters()) > 400_000_000  # ViT-L/14's 428M
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert trainable == 1025 * 1024 + 769 * 1024 + 1024 * 1024 + 1 == result.metrics["trainable_parameters"]
-    epochs = result.history["epochs"]
-    assert epochs[-1]["global_step"] == 2 and torch.isfinite(torch.tensor(epochs[-1]["loss"]))
-    assert not any(p.requires_grad for p in backbone.parameters())
-    assert 0.0 <= result.metrics["auroc"] <= 1.0
 
 
 def test_projected_runs_keep_the_fingerprint_they_had_before_features_existed():

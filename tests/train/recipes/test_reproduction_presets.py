@@ -1,28 +1,15 @@
-"""The presets of the reported results: each builds its real-size model (random init: no weights can be
-downloaded here) and takes two optimiser steps through its recipe's ``run()`` on a few samples.
-
-Only what cannot run here is overridden: the pretrained weights (``pretrained=""``, ``image_weights=""``,
-a bert-base-sized BERT saved locally instead of ``bert-base-uncased``), the data (tiny synthetic shards, or
-a tiny CIFAR-like dataset in place of the Hub's ``cifar10``), the run's length and batch, and the unimodal
-pictures' side (64 px: ResNet-152 at 224 px alone would take a minute here).
-"""
+"""The presets of the reported results: each is an alias or a preset of its section with the reported
+settings. Each one's real-size run is in ``test_real_size_presets.py``."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
-import transformers
-from PIL import Image
 
 from nbhelpers.config import preset_alias, preset_names, preset_values
-from nbhelpers.models.unimodal import TextClassifier, local_minilm_path
 from nbhelpers.train.recipes import get_recipe
 from nbhelpers.train.recipes.clip_classifier import ClipClassifierConfig
 from nbhelpers.train.recipes.ssl import SSLConfig
 from nbhelpers.train.recipes.unimodal import UnimodalConfig
-from nbhelpers.train.run_dir import list_checkpoints
-from tests.helpers import make_shards
 
 #: The reproduction presets of each section, and the headline one ``t4`` is an alias of.
 REPRODUCTIONS = {
@@ -38,15 +25,6 @@ REPRODUCTIONS = {
     ),
     "unimodal": (("hm_bert_resnet152_late_fusion",), "hm_bert_resnet152_late_fusion"),
 }
-#: Two optimiser steps of one epoch, nothing kept between tests, no progress bars.
-TWO_STEPS = dict(epochs=1, steps_per_epoch=2, progress=False, resume=False, num_workers=0)
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("presets")
-    make_shards(root / "shards", train=16, val=8, test=8, unseen=8, train_shard=16, eval_shard=8)
-    return root
 
 
 @pytest.mark.parametrize("section", sorted(REPRODUCTIONS))
@@ -83,117 +61,3 @@ def test_the_reported_settings_are_in_the_presets():
         "resnet152", "IMAGENET1K_V1", 20, 1e-4, 32,
     )  # fmt: skip
     assert uni.sources == "hateful_memes" and uni.eval_split_list[0] == "dev_seen"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("preset", REPRODUCTIONS["clip_classifier"][0])
-def test_clip_preset_takes_two_steps_at_real_size(shards, tmp_path, preset):
-    # The preset's accumulation (micro-batches of 256, 32 to a step) at 2 x 2: the same code path.
-    result = get_recipe("clip_classifier").run(
-        ClipClassifierConfig.from_params(
-            preset,
-            pretrained="",
-            data_dir=str(shards / "shards"),
-            sources="synthetic",
-            eval_splits="test",
-            runs_dir=str(tmp_path),
-            run_name="r",
-            batch_size=4,
-            grad_accum_steps=2,
-            warmup_steps=1,
-            limit=8,
-            mixed_precision="no",
-            **TWO_STEPS,
-        )  # fmt: skip
-    )
-    trainable = result.metrics["trainable_parameters"]
-    # ViT-B/32 CLIP: 151 M weights; the two-layer head 6.3 M; LoRA rank 4 on the 24 out_proj: 123 k.
-    assert trainable == (6_433_287 if preset == "clip_lora_7class" else 157_587_720)
-    assert [e for e, _ in list_checkpoints(result.run_dir)] == [1]
-
-
-def tiny_cifar(folder, n: int = 24):
-    """A CIFAR-10-like dataset (32-px pictures, a ``ClassLabel``), train and test, saved with ``save_to_disk``."""
-    import datasets
-
-    rng = np.random.default_rng(0)
-    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
-    for split in ("train", "test"):
-        labels = [i % 2 for i in range(n)]
-        images = [
-            Image.fromarray((rng.random((32, 32, 3)) * 128 + 127 * label).astype(np.uint8))
-            for label in labels
-        ]
-        data = datasets.Dataset.from_dict({"img": images, "label": labels}, features=features)
-        data.save_to_disk(str(folder / split))
-    return folder
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("preset", REPRODUCTIONS["ssl"][0])
-def test_ssl_preset_takes_two_steps_at_real_size(tmp_path, monkeypatch, preset):
-    import datasets
-
-    folder = tiny_cifar(tmp_path / "cifar")
-    calls = []
-
-    def load_dataset(name, split):  # the Hub's cifar10, replaced by the tiny one saved above
-        calls.append((name, split))
-        return datasets.load_from_disk(str(folder / split))
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    result = get_recipe("ssl").run(
-        SSLConfig.from_params(
-            preset, runs_dir=str(tmp_path / "runs"), run_name="r", batch_size=8, **TWO_STEPS
-        )
-    )
-    assert calls == [("cifar10", "train"), ("cifar10", "test")]
-    assert [e for e, _ in list_checkpoints(result.run_dir)] == [1]
-    assert set(result.metrics["probes"]["test"]) == {"label"}
-
-
-def save_bert_base(folder):
-    """A randomly initialised BERT of bert-base-uncased's size (``BertConfig()``: 12 layers, 768 wide) with
-    bert-base-uncased's WordPiece vocabulary (the packaged MiniLM's), saved with ``save_pretrained``: what
-    ``from_pretrained("bert-base-uncased")`` loads on Colab, without the download."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(local_minilm_path()))
-    config = transformers.BertConfig(num_labels=7)
-    assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (
-        768,
-        12,
-        tokenizer.vocab_size,
-    )
-    torch.manual_seed(0)
-    TextClassifier.from_config(config, tokenizer).save_pretrained(folder)
-    return folder
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(local_minilm_path() is None, reason="needs the packaged MiniLM's tokenizer (dev extra)")
-def test_unimodal_preset_takes_two_steps_per_model_at_real_size(shards, tmp_path):
-    bert = save_bert_base(tmp_path / "bert-base")
-    result = get_recipe("unimodal").run(
-        UnimodalConfig.from_params(
-            "hm_bert_resnet152_late_fusion",
-            text_model=str(bert),
-            image_weights="",
-            data_dir=str(shards / "shards"),
-            sources="synthetic",
-            eval_splits="test",
-            monitor_split="",
-            runs_dir=str(tmp_path / "runs"),
-            run_name="r",
-            batch_size=4,
-            text_epochs=1,
-            limit=8,
-            mixed_precision="no",
-            **TWO_STEPS,
-        )  # fmt: skip
-    )
-    runs = result.extra["runs"]
-    assert set(runs) == {"text", "image", "late_fusion"}
-    assert runs["image"].metrics["model"] == "resnet152"
-    assert runs["image"].metrics["trainable_parameters"] > 58_000_000  # ResNet-152
-    assert runs["text"].metrics["trainable_parameters"] > 109_000_000  # bert-base
-    for kind in ("text", "image"):
-        assert [e for e, _ in list_checkpoints(runs[kind].run_dir)] == [1]

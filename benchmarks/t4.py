@@ -50,7 +50,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.real_size import PRESETS, full_parameters, hf_id, is_t4, preset_micro_batch
+from benchmarks.real_size import PRESETS, full_parameters, hf_config, hf_id, is_t4, preset_micro_batch
+from benchmarks.t4_figures import data_bound, epoch_minutes, t4_samples_per_s
+from benchmarks.t4_loader import loader_samples_per_s
 from benchmarks.t4_measure import GiB, measure
 
 RESULTS = Path(__file__).resolve().parent / "results" / "t4.jsonl"
@@ -174,44 +176,31 @@ def flops_per_sample(run: dict) -> tuple[float, float | None]:
     return train, (extract[0] if extract else None)
 
 
-def t4_speed(flops: float, precision: str) -> float | None:
-    """Estimated T4 samples/s at ``flops`` per sample (the T4's figures live in ``benchmarks.t4_figures``)."""
-    try:
-        from benchmarks.t4_figures import t4_samples_per_s
-    except ImportError:
-        return None
+def t4_speed(flops: float, precision: str) -> float:
+    """Estimated T4 samples/s at ``flops`` per sample (:func:`benchmarks.t4_figures.t4_samples_per_s`)."""
     return t4_samples_per_s(flops, precision)
 
 
 def t4_epoch_minutes(samples: int, samples_per_s: float | None) -> float | None:
-    """Minutes of an epoch of ``samples`` on a T4 (``benchmarks.t4_figures.epoch_minutes``)."""
-    if samples_per_s is None:
-        return None
-    try:
-        from benchmarks.t4_figures import epoch_minutes
-    except ImportError:
-        return round(samples / samples_per_s / 60, 2)
-    return epoch_minutes(samples, samples_per_s)
+    """Minutes of an epoch of ``samples`` on a T4 (:func:`benchmarks.t4_figures.epoch_minutes`)."""
+    return None if samples_per_s is None else epoch_minutes(samples, samples_per_s)
 
 
-def loader_speed(recipe: str, preset: str) -> float | None:
-    """The preset's data pipeline, samples/s on 2 cores (``benchmarks.t4_loader``), or None without it."""
-    try:
-        from benchmarks.t4_loader import loader_samples_per_s
-    except ImportError:
-        return None
-    return loader_samples_per_s(recipe, preset, 10.0)
+def loader_speed(recipe: str, preset: str, seconds: float = 10.0) -> float:
+    """The preset's data pipeline, samples/s on 2 cores (:func:`benchmarks.t4_loader.loader_samples_per_s`);
+    an ``hf:`` backbone's image size comes from its published config (not readable offline)."""
+    hub = hf_id(recipe, preset)
+    size = None
+    if recipe == "fusion" and hub:
+        size = hf_config(hub, reduced=True).vision_config.image_size
+    return loader_samples_per_s(recipe, preset, seconds, image_size=size)
 
 
 def bound(gpu_samples_per_s: float | None, loader_samples_per_s: float | None) -> str | None:
-    """``"data"`` when a T4 would wait on the loader, ``"gpu"`` when not (``benchmarks.t4_figures``)."""
+    """``"data"`` when a T4 would wait on the loader, ``"gpu"`` when not (:func:`benchmarks.t4_figures.data_bound`)."""
     if gpu_samples_per_s is None or loader_samples_per_s is None:
         return None
-    try:
-        from benchmarks.t4_figures import data_bound
-    except ImportError:
-        return "data" if loader_samples_per_s < gpu_samples_per_s else "gpu"
-    return "data" if data_bound(gpu_samples_per_s, loader_samples_per_s) else "gpu"
+    return data_bound(loader_samples_per_s, gpu_samples_per_s)
 
 
 def preset_row(
@@ -269,7 +258,8 @@ def estimate_row(recipe: str, preset: str, runs: tuple[dict, dict]) -> dict[str,
         if extract_flops
         else None,
         "loader_samples_per_s": loader,
-        "bound": bound(speed, loader),
+        # Fusion's loader feeds the one-off extraction (its epochs train on features in memory).
+        "bound": bound(t4_speed(extract_flops, precision) if extract_flops else speed, loader),
         "measurements": list(runs),
     }
 

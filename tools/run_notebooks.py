@@ -99,6 +99,7 @@ def main() -> int:
                 parameters=routed[nb],
                 cwd=str(ROOT / "notebooks"),
                 kernel_name="python3",
+                execution_timeout=1800,  # a cell that hangs fails the run instead of blocking it for ever
             )
         finally:
             if args.in_place and target.exists():  # a failed run is written too

@@ -218,6 +218,45 @@ def full_parameters(hub_id: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def blip2_extraction_flop_scale(tokens: int = 32) -> float:
+    """How many times more FLOPs BLIP-2 Flan-T5-XL's feature extraction costs at full depth than the
+    reduced-depth model the smoke runs (see :func:`hf_config`).
+
+    Each part is a stack of identical layers, so its FLOPs scale with its depth: the FLOPs of the reduced
+    model's vision tower, Q-Former and T5 encoder (what the fusion features run) are counted on one sample
+    with ``FlopCounterMode``, each multiplied by its full/reduced depth ratio, and the sum compared.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    reduced, full = hf_config("Salesforce/blip2-flan-t5-xl", True), hf_config("Salesforce/blip2-flan-t5-xl")
+    model = transformers.Blip2Model(reduced).eval()
+    size = reduced.vision_config.image_size
+    pixels, ids = torch.randn(1, 3, size, size), torch.randint(0, reduced.text_config.vocab_size, (1, tokens))
+
+    def count(fn) -> int:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    vision = count(lambda: model.vision_model(pixel_values=pixels))
+    states = model.vision_model(pixel_values=pixels)[0].detach()
+    qformer = count(
+        lambda: model.qformer(
+            query_embeds=model.query_tokens.expand(1, -1, -1),
+            encoder_hidden_states=states,
+            encoder_attention_mask=torch.ones(states.shape[:2], dtype=torch.long),
+        )
+    )
+    encoder = count(lambda: model.language_model.get_encoder()(input_ids=ids))
+    depth = {
+        "vision": full.vision_config.num_hidden_layers / reduced.vision_config.num_hidden_layers,
+        "qformer": full.qformer_config.num_hidden_layers / reduced.qformer_config.num_hidden_layers,
+        "encoder": full.text_config.num_layers / reduced.text_config.num_layers,
+    }
+    scaled = vision * depth["vision"] + qformer * depth["qformer"] + encoder * depth["encoder"]
+    return scaled / (vision + qformer + encoder)
+
+
 def hf_id(recipe: str, preset: str) -> str | None:
     """The Hugging Face id ``preset`` loads with ``from_pretrained``, if any."""
     values = preset_values(preset, recipe)

@@ -50,7 +50,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.real_size import PRESETS, full_parameters, hf_config, hf_id, is_t4, preset_micro_batch
+from benchmarks.real_size import (
+    PRESETS,
+    blip2_extraction_flop_scale,
+    full_parameters,
+    hf_config,
+    hf_id,
+    is_t4,
+    preset_micro_batch,
+)
 from benchmarks.t4_figures import data_bound, epoch_minutes, t4_samples_per_s
 from benchmarks.t4_loader import loader_samples_per_s
 from benchmarks.t4_measure import GiB, measure
@@ -223,6 +231,11 @@ def estimate_row(recipe: str, preset: str, runs: tuple[dict, dict]) -> dict[str,
     extract_batch = preset_values(preset, recipe).get("feature_batch_size") if recipe == "fusion" else None
     parts = estimate(recipe, preset, runs, micro, extract_batch)
     train_flops, extract_flops = flops_per_sample(runs[1])
+    hub = hf_id(recipe, preset)
+    # BLIP-2 runs here at reduced depth: its extraction FLOPs are scaled to the full depth.
+    depth_scale = blip2_extraction_flop_scale() if hub and "blip2" in hub and extract_flops else None
+    if depth_scale:
+        extract_flops *= depth_scale
     precision = "fp16" if preset_values(preset, recipe).get("mixed_precision", "auto") == "auto" else "fp32"
     speed = t4_speed(train_flops, precision)
     loader = loader_speed(recipe, preset)
@@ -250,6 +263,7 @@ def estimate_row(recipe: str, preset: str, runs: tuple[dict, dict]) -> dict[str,
         "trainable_parameters": sum(f["trainable"] for f in runs[1]["fits"]),
         "flops_per_sample": train_flops,
         "extract_flops_per_sample": extract_flops,
+        "extract_flops_depth_scale": depth_scale,
         "t4_samples_per_s": speed,
         "epoch_samples": samples,
         "epoch_minutes": t4_epoch_minutes(samples, speed),

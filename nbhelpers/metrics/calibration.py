@@ -84,7 +84,8 @@ def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> fl
         ValueError: on mismatched shapes or labels out of range.
     """
     p, y = _checked(probabilities, labels)
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, None))))
+    # Clipped at 1 as well (a float32 softmax can round above it), and +0.0 so a perfect fit reads 0, not -0.
+    return float(np.mean(-np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0)))) + 0.0
 
 
 def fit_temperature(

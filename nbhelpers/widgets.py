@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import contextlib
+import io
+import traceback
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -12,6 +16,55 @@ from IPython.display import display
 from nbhelpers.data.inspect import raw_samples
 from nbhelpers.data.taxonomy import LabelSet
 from nbhelpers.plots import FIG_DPI
+
+
+class _Canvas:
+    """What one drawing of a view shows: its printed text and figures, in order (see :func:`_drawing`)."""
+
+    def __init__(self) -> None:
+        self.outputs: list[dict[str, Any]] = []
+        self.text = io.StringIO()
+
+    def flush_text(self) -> None:
+        if self.text.getvalue():
+            self.outputs.append({"output_type": "stream", "name": "stdout", "text": self.text.getvalue()})
+            self.text = io.StringIO()
+
+    def show(self) -> None:
+        """Adds every open matplotlib figure (as a PNG) after the text printed so far, and closes them."""
+        self.flush_text()
+        for number in plt.get_fignums():
+            fig = plt.figure(number)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
+            plt.close(fig)
+            png = base64.b64encode(buffer.getvalue()).decode("ascii")
+            self.outputs.append(
+                {
+                    "output_type": "display_data",
+                    "data": {"image/png": png, "text/plain": "<Figure>"},
+                    "metadata": {},
+                }
+            )
+
+
+@contextlib.contextmanager
+def _drawing(out: widgets.Output) -> Iterator[_Canvas]:
+    """Draws a view into ``out``: what the block prints and the figures it passes to ``canvas.show()``
+    replace what ``out`` showed, all at once at the end (an exception shows its traceback there instead).
+
+    The outputs are set on the widget directly rather than captured with ``with out:``, which switches the
+    widget's ``msg_id`` back and forth: headless runners (papermill's and nbval's nbclient) were seen to wait
+    for ever on a cell whose view was drawn that way.
+    """
+    canvas = _Canvas()
+    try:
+        with contextlib.redirect_stdout(canvas.text):
+            yield canvas
+    except Exception:  # shown where the view is, as ``with out:`` would, not lost in a callback's log
+        canvas.text.write(traceback.format_exc())
+    canvas.flush_text()
+    out.outputs = tuple(canvas.outputs)
 
 
 def shard_browser(manifest: dict[str, Any], per_class: int = 24) -> widgets.Widget:
@@ -28,8 +81,7 @@ def shard_browser(manifest: dict[str, Any], per_class: int = 24) -> widgets.Widg
         if key not in cache:
             cache[key] = raw_samples(manifest, split.value, per_class, label=label.value)
         samples = cache[key]
-        out.clear_output(wait=True)
-        with out:
+        with _drawing(out) as canvas:
             if not samples:
                 print(f"no samples of class {names[label.value]!r} in {split.value}")
                 return
@@ -37,7 +89,7 @@ def shard_browser(manifest: dict[str, Any], per_class: int = 24) -> widgets.Widg
             fig, ax = plt.subplots(figsize=(3.5, 3.5), dpi=FIG_DPI)
             ax.imshow(sample["image"])
             ax.axis("off")
-            plt.show()
+            canvas.show()
             print(sample["text"])
             print({k: v for k, v in sample["json"].items() if k != "attributes"})
 
@@ -98,8 +150,7 @@ def attention_explorer(
             state["busy"] = False
 
     def draw():
-        out.clear_output(wait=True)
-        with out:
+        with _drawing(out) as canvas:
             if run.value not in explainers:
                 explainers[run.value] = load_explainer(Path(runs_dir) / run.value)
             explainer = explainers[run.value]
@@ -117,13 +168,12 @@ def attention_explorer(
             state.update(
                 fig=fig, name=f"{run.value}_{split.value}_{index.value}_l{layer.value}_h{head.value}"
             )
-            plt.show()
+            canvas.show()
 
     def on_save(_):
         if "fig" in state:
             path = save_figure(state["fig"], Path(save_dir) / f"{state['name']}.png")
-            with out:
-                print(f"saved {path}")
+            out.append_stdout(f"saved {path}\n")
 
     for w in (run, split, index, layer, head, share):
         w.observe(show, names="value")
@@ -167,9 +217,8 @@ def predict_panel(runs_dir: str = "runs", split: str = "test") -> widgets.Widget
     state: dict[str, Any] = {}
 
     def on_predict(_=None) -> None:
-        out.clear_output(wait=True)
         state.clear()
-        with out:
+        with _drawing(out) as canvas:
             try:
                 if source.value == "upload":
                     score = session.score(run.value, _uploaded_bytes(upload), caption.value)
@@ -193,7 +242,7 @@ def predict_panel(runs_dir: str = "runs", split: str = "test") -> widgets.Widget
             print(f"thresholds passed: {', '.join(record['thresholds_passed']) or 'none'}")
             if score.explanation is not None:
                 explanation_figure(score.explanation)
-                plt.show()
+                canvas.show()
             else:
                 print(f"no explanation: {score.explain_error}")
 
